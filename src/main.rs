@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(lxc_snap::main_with_exit_code());
+}
