@@ -1,0 +1,482 @@
+//! The command line. Both spellings (the original tool's `-l`, `-r`, `-c`
+//! and the subcommands) parse into one [`Invocation`]; nothing after this
+//! module knows which one the user typed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::{ContainerName, SnapshotName};
+
+/// Where a comment comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommentSource {
+    Text(String),
+    /// A file; `-` is standard input.
+    File(PathBuf),
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Snap {
+        container: ContainerName,
+        comment: Option<CommentSource>,
+    },
+    List {
+        container: Option<ContainerName>,
+        json: bool,
+    },
+    Restore {
+        snapshot: SnapshotName,
+        new_name: ContainerName,
+    },
+    Comment {
+        snapshot: SnapshotName,
+        set: Option<CommentSource>,
+    },
+}
+
+/// The options every command shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Globals {
+    /// `None`: ask LXC (`lxc-config lxc.lxcpath`).
+    pub lxcpath: Option<PathBuf>,
+    pub snapdir: PathBuf,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub globals: Globals,
+    pub command: Command,
+}
+
+const AFTER_HELP: &str = "\
+Legacy forms (as the original lxc-snap):
+  lxc-snap [-c FILE] NAME       snapshot container NAME
+  lxc-snap -l [NAME] [--json]   list containers with snapshots / snapshots of NAME
+  lxc-snap -r SNAP NEWNAME      restore snapshot SNAP as new container NEWNAME
+
+Exit status: 0 ok, 1 error, 2 usage, 3 not found, 4 already exists,
+5 container running, 6 unsupported backend.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lxc-snap",
+    version,
+    about = "Numbered, immutable snapshots of LXC containers",
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(flatten)]
+    globals: GlobalArgs,
+
+    #[command(subcommand)]
+    command: Option<Sub>,
+
+    /// List containers that have snapshots, or the snapshots of NAME
+    #[arg(short = 'l', long = "list", conflicts_with_all = ["restore", "comment_file"])]
+    list: bool,
+
+    /// Restore snapshot SNAP as a new container NEWNAME
+    #[arg(short = 'r', long = "restore", num_args = 2, value_names = ["SNAP", "NEWNAME"], conflicts_with_all = ["comment_file", "name"])]
+    restore: Option<Vec<String>>,
+
+    /// Read the snapshot's comment from FILE (- for standard input)
+    #[arg(short = 'c', long = "comment-file", value_name = "FILE")]
+    comment_file: Option<PathBuf>,
+
+    /// With -l: print JSON instead of a table
+    #[arg(long, requires = "list")]
+    json: bool,
+
+    /// Container to snapshot (or, with -l, whose snapshots to list)
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// LXC's container directory [default: `lxc-config lxc.lxcpath`, else /var/lib/lxc]
+    #[arg(short = 'P', long, value_name = "PATH", global = true)]
+    lxcpath: Option<PathBuf>,
+
+    /// Where snapshots are kept
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "LXC_SNAP_DIR",
+        default_value = "/var/lib/lxcsnaps",
+        global = true
+    )]
+    snapdir: PathBuf,
+
+    /// Print only errors and the data asked for
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Snapshot container NAME as <snapdir>/NAME_N
+    Snap {
+        /// Read the comment from FILE (- for standard input)
+        #[arg(
+            short = 'c',
+            long = "comment-file",
+            value_name = "FILE",
+            conflicts_with = "message"
+        )]
+        comment_file: Option<PathBuf>,
+        /// The comment text
+        #[arg(short = 'm', long = "message", value_name = "TEXT")]
+        message: Option<String>,
+        /// Container to snapshot
+        name: String,
+    },
+    /// List containers that have snapshots, or the snapshots of NAME
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Container whose snapshots to list
+        name: Option<String>,
+    },
+    /// Restore snapshot SNAP as a new container NEWNAME
+    Restore {
+        /// Snapshot to restore, e.g. mysql_2
+        snap: String,
+        /// Name of the new container
+        newname: String,
+    },
+    /// Print the comment of SNAP, or replace it with TEXT or FILE's contents
+    Comment {
+        /// Read the new comment from FILE (- for standard input)
+        #[arg(
+            short = 'c',
+            long = "comment-file",
+            value_name = "FILE",
+            conflicts_with = "text"
+        )]
+        comment_file: Option<PathBuf>,
+        /// Snapshot whose comment to print or set, e.g. mysql_2
+        snap: String,
+        /// The new comment
+        text: Option<String>,
+    },
+}
+
+/// What parsing produced: something to run, or text clap wants printed
+/// (help, version) with the status to exit with.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Invocation),
+    Print {
+        text: String,
+        to_stderr: bool,
+        code: i32,
+    },
+}
+
+/// Parses `args` (including the program name).
+pub fn parse<I, T>(args: I) -> Result<Parsed>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            return match e.kind() {
+                K::DisplayHelp
+                | K::DisplayVersion
+                | K::DisplayHelpOnMissingArgumentOrSubcommand => Ok(Parsed::Print {
+                    text: e.render().to_string(),
+                    to_stderr: false,
+                    code: 0,
+                }),
+                _ => Err(usage_error(&e)),
+            };
+        }
+    };
+    let globals = Globals {
+        lxcpath: cli.globals.lxcpath,
+        snapdir: cli.globals.snapdir,
+        quiet: cli.globals.quiet,
+    };
+    let command = match cli.command {
+        Some(sub) => from_subcommand(sub)?,
+        None => from_legacy(cli.list, cli.restore, cli.comment_file, cli.json, cli.name)?,
+    };
+    Ok(Parsed::Run(Invocation { globals, command }))
+}
+
+fn from_subcommand(sub: Sub) -> Result<Command> {
+    Ok(match sub {
+        Sub::Snap {
+            comment_file,
+            message,
+            name,
+        } => Command::Snap {
+            container: ContainerName::parse(&name)?,
+            comment: comment_file
+                .map(CommentSource::File)
+                .or(message.map(CommentSource::Text)),
+        },
+        Sub::List { json, name } => Command::List {
+            container: name.as_deref().map(ContainerName::parse).transpose()?,
+            json,
+        },
+        Sub::Restore { snap, newname } => Command::Restore {
+            snapshot: SnapshotName::parse(&snap)?,
+            new_name: ContainerName::parse(&newname)?,
+        },
+        Sub::Comment {
+            comment_file,
+            snap,
+            text,
+        } => Command::Comment {
+            snapshot: SnapshotName::parse(&snap)?,
+            set: comment_file
+                .map(CommentSource::File)
+                .or(text.map(CommentSource::Text)),
+        },
+    })
+}
+
+fn from_legacy(
+    list: bool,
+    restore: Option<Vec<String>>,
+    comment_file: Option<PathBuf>,
+    json: bool,
+    name: Option<String>,
+) -> Result<Command> {
+    if list {
+        return Ok(Command::List {
+            container: name.as_deref().map(ContainerName::parse).transpose()?,
+            json,
+        });
+    }
+    if let Some(args) = restore {
+        let [snap, newname] = args.as_slice() else {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "-r takes two arguments: SNAP NEWNAME",
+            ));
+        };
+        return Ok(Command::Restore {
+            snapshot: SnapshotName::parse(snap)?,
+            new_name: ContainerName::parse(newname)?,
+        });
+    }
+    match name {
+        Some(name) => Ok(Command::Snap {
+            container: ContainerName::parse(&name)?,
+            comment: comment_file.map(CommentSource::File),
+        }),
+        None => Err(Error::new(ErrorKind::Usage, "no container named")
+            .with_hint("lxc-snap --help shows the usage")),
+    }
+}
+
+/// One line from clap's error, in lxc-snap's error format.
+fn usage_error(e: &clap::Error) -> Error {
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    Error::new(ErrorKind::Usage, first).with_hint("lxc-snap --help shows the usage")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Invocation> {
+        let mut all = vec!["lxc-snap"];
+        all.extend_from_slice(args);
+        match parse(all)? {
+            Parsed::Run(i) => Ok(i),
+            Parsed::Print { text, .. } => panic!("unexpected print: {text}"),
+        }
+    }
+
+    fn cmd(args: &[&str]) -> Command {
+        run(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    fn name(s: &str) -> ContainerName {
+        ContainerName::parse(s).expect("valid name")
+    }
+
+    fn snap(s: &str) -> SnapshotName {
+        SnapshotName::parse(s).expect("valid snapshot name")
+    }
+
+    #[test]
+    fn both_spellings_of_snap_give_one_command() {
+        let want = Command::Snap {
+            container: name("mysql"),
+            comment: None,
+        };
+        assert_eq!(cmd(&["mysql"]), want);
+        assert_eq!(cmd(&["snap", "mysql"]), want);
+        let with_file = Command::Snap {
+            container: name("mysql"),
+            comment: Some(CommentSource::File("/tmp/comment".into())),
+        };
+        assert_eq!(cmd(&["-c", "/tmp/comment", "mysql"]), with_file);
+        assert_eq!(cmd(&["snap", "-c", "/tmp/comment", "mysql"]), with_file);
+        assert_eq!(
+            cmd(&["snap", "-m", "hello", "mysql"]),
+            Command::Snap {
+                container: name("mysql"),
+                comment: Some(CommentSource::Text("hello".into()))
+            }
+        );
+    }
+
+    #[test]
+    fn both_spellings_of_list_and_restore() {
+        assert_eq!(
+            cmd(&["-l"]),
+            Command::List {
+                container: None,
+                json: false
+            }
+        );
+        assert_eq!(
+            cmd(&["list"]),
+            Command::List {
+                container: None,
+                json: false
+            }
+        );
+        assert_eq!(
+            cmd(&["-l", "mysql", "--json"]),
+            Command::List {
+                container: Some(name("mysql")),
+                json: true
+            }
+        );
+        assert_eq!(
+            cmd(&["list", "--json", "mysql"]),
+            Command::List {
+                container: Some(name("mysql")),
+                json: true
+            }
+        );
+        let restore = Command::Restore {
+            snapshot: snap("mysql_2"),
+            new_name: name("mysql_tmp"),
+        };
+        assert_eq!(cmd(&["-r", "mysql_2", "mysql_tmp"]), restore);
+        assert_eq!(cmd(&["restore", "mysql_2", "mysql_tmp"]), restore);
+    }
+
+    #[test]
+    fn comment_forms() {
+        assert_eq!(
+            cmd(&["comment", "mysql_2"]),
+            Command::Comment {
+                snapshot: snap("mysql_2"),
+                set: None
+            }
+        );
+        assert_eq!(
+            cmd(&["comment", "mysql_2", "text"]),
+            Command::Comment {
+                snapshot: snap("mysql_2"),
+                set: Some(CommentSource::Text("text".into()))
+            }
+        );
+        assert_eq!(
+            cmd(&["comment", "mysql_2", "-c", "-"]),
+            Command::Comment {
+                snapshot: snap("mysql_2"),
+                set: Some(CommentSource::File("-".into()))
+            }
+        );
+        assert_eq!(
+            run(&["comment", "mysql_2", "text", "-c", "f"])
+                .expect_err("conflict")
+                .kind(),
+            ErrorKind::Usage
+        );
+    }
+
+    #[test]
+    fn globals_before_or_after_the_subcommand() {
+        let i = run(&["-P", "/l", "--snapdir", "/s", "-q", "list"]).expect("parse");
+        assert_eq!(
+            i.globals,
+            Globals {
+                lxcpath: Some("/l".into()),
+                snapdir: "/s".into(),
+                quiet: true
+            }
+        );
+        let j = run(&["list", "-P", "/l", "--snapdir", "/s", "--quiet"]).expect("parse");
+        assert_eq!(j.globals, i.globals);
+        let k = run(&["--lxcpath", "/l", "mysql"]).expect("parse");
+        assert_eq!(k.globals.lxcpath, Some("/l".into()));
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &[][..],
+            &["-r", "mysql_2"],
+            &["-l", "-r", "a_1", "b"],
+            &["--json", "mysql"],
+            &["snap"],
+            &["snap", "-c", "f", "-m", "t", "x"],
+            &["--bogus"],
+            &["-c", "f", "-l"],
+        ] {
+            let err = run(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.kind(), ErrorKind::Usage, "{args:?}: {err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn invalid_names_are_usage_errors() {
+        for args in [
+            &["../x"][..],
+            &["snap", "a/b"],
+            &["-r", "x_1", "-x"],
+            &["restore", "mysql", "new"],
+            &["-l", ".."],
+            &["comment", "a_01"],
+        ] {
+            assert_eq!(
+                run(args).expect_err(&format!("{args:?}")).kind(),
+                ErrorKind::Usage,
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_and_version_are_printed_with_success() {
+        for flag in ["--help", "-h", "--version", "-V"] {
+            match parse(["lxc-snap", flag]).expect("parse") {
+                Parsed::Print { code, text, .. } => {
+                    assert_eq!(code, 0);
+                    assert!(!text.is_empty());
+                }
+                Parsed::Run(_) => panic!("{flag} ran something"),
+            }
+        }
+    }
+}

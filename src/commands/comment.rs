@@ -1,0 +1,28 @@
+//! `lxc-snap comment SNAP [TEXT | -c FILE]`: print or replace a comment.
+
+use std::io::Write;
+
+use super::{read_comment, require_root, Context};
+use crate::cli::CommentSource;
+use crate::error::{Error, Result};
+use crate::names::SnapshotName;
+
+pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> Result<()> {
+    let Some(source) = set else {
+        let snapshot = ctx.store.get(name)?;
+        if let Some(text) = snapshot.comment()? {
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| Error::io("writing", std::path::Path::new("standard output"), e))?;
+        }
+        return Ok(());
+    };
+    let text = read_comment(source)?;
+    require_root("setting a comment")?;
+    let _lock = ctx.store.lock(name.container(), ctx.ui)?;
+    let snapshot = ctx.store.get(name)?;
+    ctx.store
+        .set_comment(&snapshot, (!text.is_empty()).then_some(text.as_str()))?;
+    ctx.ui.done(&format!("set the comment of {name}"));
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! One file per command. Each takes the parsed [`Command`] fields and a
+//! [`Context`] and talks to the store, the copier and the LXC layer.
+
+mod comment;
+mod list;
+mod restore;
+mod snap;
+
+use std::path::PathBuf;
+use std::process::Command as Process;
+
+use crate::cli::{Command, CommentSource, Globals};
+use crate::durable;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{self, Store};
+use crate::ui::Ui;
+
+/// LXC's compiled-in default, used when `lxc-config` cannot tell.
+const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
+
+/// What every command gets: where things are and how loud to be.
+pub struct Context {
+    pub store: Store,
+    pub ui: Ui,
+    lxcpath: Option<PathBuf>,
+}
+
+impl Context {
+    pub fn new(globals: Globals) -> Context {
+        Context {
+            store: Store::new(globals.snapdir),
+            ui: Ui {
+                quiet: globals.quiet,
+            },
+            lxcpath: globals.lxcpath,
+        }
+    }
+
+    /// `-P`, else what `lxc-config lxc.lxcpath` prints, else /var/lib/lxc.
+    pub fn lxcpath(&self) -> PathBuf {
+        if let Some(p) = &self.lxcpath {
+            return p.clone();
+        }
+        Process::new("lxc-config")
+            .arg("lxc.lxcpath")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| s.starts_with('/'))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LXCPATH))
+    }
+}
+
+pub fn run(command: Command, ctx: &Context) -> Result<()> {
+    match command {
+        Command::Snap { container, comment } => snap::run(ctx, &container, comment.as_ref()),
+        Command::List { container, json } => list::run(ctx, container.as_ref(), json),
+        Command::Restore { snapshot, new_name } => restore::run(ctx, &snapshot, &new_name),
+        Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
+    }
+}
+
+/// Refuses to go on without root, before anything touches the disk.
+fn require_root(what: &str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Other, format!("{what} needs root"))
+            .with_hint("run it with sudo"))
+    }
+}
+
+/// Reads and checks a comment from the command line, a file or stdin.
+fn read_comment(source: &CommentSource) -> Result<String> {
+    match source {
+        CommentSource::Text(text) => {
+            store::validate_comment(text.clone().into_bytes(), "the command line")
+        }
+        CommentSource::File(path) => {
+            let bytes = durable::read_untrusted(path, store::MAX_COMMENT, "comment file")?;
+            let source = if path.as_os_str() == "-" {
+                "standard input".to_string()
+            } else {
+                path.display().to_string()
+            };
+            store::validate_comment(bytes, &source)
+        }
+    }
+}
+
+/// Copies the files a retargeted config refers to (fstab, hook scripts)
+/// into the staging directory that will become `final_dir`.
+fn copy_config_files(
+    files: &[crate::lxc::config::FileToCopy],
+    final_dir: &std::path::Path,
+    staging: &std::path::Path,
+) -> Result<()> {
+    for f in files {
+        let rel = f.to.strip_prefix(final_dir).map_err(|_| {
+            Error::new(
+                ErrorKind::Other,
+                format!(
+                    "copying {}: target {} is outside {}",
+                    f.from.display(),
+                    f.to.display(),
+                    final_dir.display()
+                ),
+            )
+        })?;
+        durable::copy_small_file(&f.from, &staging.join(rel))?;
+    }
+    Ok(())
+}
+
+/// Entries added to base containers' `lxc_snapshots`, taken back on drop
+/// unless kept, so that a failed run leaves the bases as they were.
+struct Registrations {
+    done: Vec<(
+        crate::lxc::container::DependencyEntry,
+        crate::lxc::container::DependencyEntry,
+    )>,
+    keep: bool,
+}
+
+impl Registrations {
+    fn register(
+        bases: &[crate::lxc::container::DependencyEntry],
+        dependent: crate::lxc::container::DependencyEntry,
+    ) -> Result<Registrations> {
+        let mut r = Registrations {
+            done: Vec::new(),
+            keep: false,
+        };
+        for base in bases {
+            crate::lxc::container::update_dependents(base, &dependent, true)?;
+            r.done.push((base.clone(), dependent.clone()));
+        }
+        Ok(r)
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Registrations {
+    fn drop(&mut self) {
+        if !self.keep {
+            for (base, dependent) in &self.done {
+                // Best effort: the failure that got us here is what gets reported.
+                let _ = crate::lxc::container::update_dependents(base, dependent, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `lxc-snap -r SNAP NEWNAME` / `lxc-snap restore SNAP NEWNAME`.
+//!
+//! Builds `<lxcpath>/NEWNAME` under a hidden staging name: an independent
+//! copy of the captured tree, a config rewritten for the new name, the host
+//! name written into the tree, the dependency on the base recorded; then
+//! renames it into place, refusing to replace anything.
+
+use std::path::{Path, PathBuf};
+
+use super::snap::make_dir;
+use super::{copy_config_files, require_root, Context, Registrations};
+use crate::copy::copy_tree;
+use crate::durable::{self, Staging};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::config::{random_mac, Retarget};
+use crate::lxc::container::{read_dependency_file, write_rdepends, DependencyEntry};
+use crate::lxc::hostname::set_hostname;
+use crate::lxc::{Container, LxcConfig, Rootfs};
+use crate::names::{ContainerName, SnapshotName};
+use crate::store::Backing;
+
+pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Result<()> {
+    require_root("restoring a snapshot")?;
+    let lxcpath = ctx.lxcpath();
+    let snapshot = ctx.store.get(name)?;
+    ensure_free(&lxcpath, new_name)?;
+    for lower in &snapshot.meta.lowers {
+        if !std::fs::symlink_metadata(lower).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "restoring {name}: its base layer {} is gone",
+                    lower.display()
+                ),
+            ));
+        }
+    }
+
+    // Lock the snapshot's container (so the snapshot stays) and the new
+    // name (so no other run creates it), in name order to avoid deadlock.
+    let mut names = vec![name.container().clone(), new_name.clone()];
+    names.sort();
+    names.dedup();
+    let _locks = names
+        .iter()
+        .map(|n| ctx.store.lock(n, ctx.ui))
+        .collect::<Result<Vec<_>>>()?;
+    for leftover in durable::remove_leftovers(&lxcpath, |n| n == new_name.as_str())? {
+        ctx.ui.note(&format!(
+            "removed {}: an incomplete restore left by an interrupted run",
+            leftover.display()
+        ));
+    }
+    ensure_free(&lxcpath, new_name)?;
+
+    let staging = Staging::create(&lxcpath, new_name.as_str(), 0o770)?;
+    let final_dir = staging.final_path();
+    let meta = &snapshot.meta;
+    let lowers: Vec<&Path> = meta.lowers.iter().map(PathBuf::as_path).collect();
+    let rootfs = match meta.backing {
+        Backing::Overlay => {
+            let overlay = make_dir(&staging.path().join("overlay"), 0o755)?;
+            copy_tree(&snapshot.tree(), &overlay.join("delta"))?;
+            make_dir(&staging.path().join("rootfs"), 0o755)?;
+            set_hostname(&overlay.join("delta"), &lowers, new_name.as_str())?;
+            Rootfs::Overlay {
+                prefix: meta.rootfs_prefix.clone(),
+                lowers: meta.lowers.clone(),
+                upper: final_dir.join("overlay/delta"),
+            }
+        }
+        Backing::Dir => {
+            copy_tree(&snapshot.tree(), &staging.path().join("rootfs"))?;
+            set_hostname(&staging.path().join("rootfs"), &[], new_name.as_str())?;
+            Rootfs::Dir {
+                prefix: meta.rootfs_prefix.clone(),
+                path: final_dir.join("rootfs"),
+            }
+        }
+    };
+
+    let config_path = snapshot.dir.join("config");
+    let text = durable::read_untrusted(&config_path, 1 << 20, "config")?;
+    let text = String::from_utf8(text).map_err(|_| {
+        Error::new(
+            ErrorKind::Other,
+            format!("reading {}: not UTF-8 text", config_path.display()),
+        )
+    })?;
+    let retarget = Retarget {
+        old_dir: &snapshot.dir,
+        new_dir: &final_dir,
+        new_name: new_name.as_str(),
+        rootfs: &rootfs,
+    };
+    let (config, files) = LxcConfig::parse(&text).retarget(&retarget, random_mac);
+    copy_config_files(&files, &final_dir, staging.path())?;
+
+    let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
+    write_rdepends(staging.path(), &bases)?;
+    durable::write_atomic(
+        &staging.path().join("config"),
+        config.render().as_bytes(),
+        0o640,
+    )?;
+    let registered = Registrations::register(
+        &bases,
+        DependencyEntry {
+            lxcpath: lxcpath.clone(),
+            name: new_name.to_string(),
+        },
+    )?;
+    staging.commit().map_err(|e| match e.kind() {
+        ErrorKind::Exists => exists(&lxcpath, new_name),
+        _ => e,
+    })?;
+    registered.keep();
+    ctx.ui.done(&format!("restored {name} as {new_name}"));
+    Ok(())
+}
+
+fn ensure_free(lxcpath: &Path, new_name: &ContainerName) -> Result<()> {
+    if Container::exists(lxcpath, new_name) {
+        Err(exists(lxcpath, new_name))
+    } else {
+        Ok(())
+    }
+}
+
+fn exists(lxcpath: &Path, new_name: &ContainerName) -> Error {
+    Error::new(
+        ErrorKind::Exists,
+        format!(
+            "restoring as {}: it already exists",
+            Container::dir_of(lxcpath, new_name).display()
+        ),
+    )
+    .with_hint(format!(
+        "choose another name, or remove it first: lxc-destroy -P {} -n {new_name}",
+        lxcpath.display()
+    ))
+}

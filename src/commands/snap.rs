@@ -1,0 +1,170 @@
+//! `lxc-snap [-c FILE] NAME` / `lxc-snap snap [-c FILE | -m TEXT] NAME`.
+//!
+//! Copies the container's overlay delta (or, for a directory-backed
+//! container, its whole rootfs) into a staging directory in the snapdir,
+//! writes a config that stacks the copy read-only under a scratch upper,
+//! records metadata, registers the snapshot with the base container, and
+//! renames the whole into place.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use chrono::Local;
+
+use super::{copy_config_files, read_comment, require_root, Context, Registrations};
+use crate::cli::CommentSource;
+use crate::copy::copy_tree;
+use crate::durable;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::config::{random_mac, Retarget};
+use crate::lxc::container::{bases_of_lowers, write_rdepends, DependencyEntry};
+use crate::lxc::{Container, Rootfs};
+use crate::names::ContainerName;
+use crate::store::{self, Backing, Metadata, FORMAT_VERSION};
+
+pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>) -> Result<()> {
+    let comment = comment
+        .map(read_comment)
+        .transpose()?
+        .filter(|c| !c.is_empty());
+    require_root("taking a snapshot")?;
+    let lxcpath = ctx.lxcpath();
+    let source = Container::open(&lxcpath, name)?;
+    let (rootfs_key, _) = source
+        .config
+        .rootfs_entry()
+        .unwrap_or(("lxc.rootfs.path", ""));
+    let rootfs_key = rootfs_key.to_string();
+    let rootfs = source.config.rootfs()?;
+    let (backing, tree, lowers, prefix) = match &rootfs {
+        Rootfs::Overlay {
+            prefix,
+            lowers,
+            upper,
+        } => (
+            Backing::Overlay,
+            upper.clone(),
+            lowers.clone(),
+            prefix.clone(),
+        ),
+        Rootfs::Dir { prefix, path } => {
+            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                return Err(unsupported(
+                    name,
+                    &format!(
+                        "{} is not a directory (a block device or image)",
+                        path.display()
+                    ),
+                ));
+            }
+            (Backing::Dir, path.clone(), Vec::new(), prefix.clone())
+        }
+        Rootfs::Unsupported { kind } => {
+            return Err(unsupported(name, &format!("its rootfs backend is {kind}")))
+        }
+    };
+
+    let lock = ctx.store.lock(name, ctx.ui)?;
+    for leftover in ctx.store.remove_leftovers(&lock)? {
+        ctx.ui.note(&format!(
+            "removed {}: an incomplete snapshot left by an interrupted run",
+            leftover.display()
+        ));
+    }
+    source.ensure_stopped()?;
+    if backing == Backing::Dir {
+        ctx.ui.note(&format!(
+            "{name} is directory-backed: copying its whole rootfs; an overlay clone \
+             (lxc-copy -s -B overlayfs -n {name} -N {name}-ov) snapshots only its changes"
+        ));
+    }
+
+    let new = ctx.store.begin(&lock)?;
+    let final_dir = new.final_path();
+    let snap_name = new.name.to_string();
+    let private = new.path().join("private");
+    make_dir(&private, 0o700)?;
+    make_dir(&private.join("scratch"), 0o700)?;
+    let stats = copy_tree(&tree, &store::tree_path(new.path(), backing))?;
+
+    let mut stacked = vec![store::tree_path(&final_dir, backing)];
+    stacked.extend(lowers.iter().cloned());
+    let snap_rootfs = Rootfs::Overlay {
+        prefix: Rootfs::overlay_prefix_for(&rootfs_key, &prefix),
+        lowers: stacked,
+        upper: store::scratch_upper(&final_dir),
+    };
+    let source_dir = source.dir();
+    let retarget = Retarget {
+        old_dir: &source_dir,
+        new_dir: &final_dir,
+        new_name: &snap_name,
+        rootfs: &snap_rootfs,
+    };
+    let (config, files) = source.config.retarget(&retarget, random_mac);
+    copy_config_files(&files, &final_dir, new.path())?;
+
+    let created = Local::now().fixed_offset();
+    durable::write_atomic(
+        &new.path().join(store::TS_FILE),
+        store::ts_text(&created).as_bytes(),
+        0o644,
+    )?;
+    store::write_comment(new.path(), comment.as_deref())?;
+    let meta = Metadata {
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        container: name.to_string(),
+        lxcpath: lxcpath.clone(),
+        created: created.to_rfc3339(),
+        backing,
+        rootfs_key,
+        rootfs_prefix: prefix,
+        lowers: lowers.clone(),
+        files: stats.entries,
+        bytes: stats.bytes,
+    };
+    store::write_metadata(new.path(), &meta)?;
+
+    let mut bases = source.rdepends()?;
+    if bases.is_empty() {
+        bases = bases_of_lowers(&lowers);
+    }
+    write_rdepends(new.path(), &bases)?;
+    durable::write_atomic(
+        &new.path().join("config"),
+        config.render().as_bytes(),
+        0o640,
+    )?;
+    let registered = Registrations::register(
+        &bases,
+        DependencyEntry {
+            lxcpath: ctx.store.dir().to_path_buf(),
+            name: snap_name.clone(),
+        },
+    )?;
+    ctx.store.commit(new, &lock)?;
+    registered.keep();
+    ctx.ui.done(&format!("created snapshot {snap_name}"));
+    Ok(())
+}
+
+fn unsupported(name: &ContainerName, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("cannot snapshot {name}: {why}"),
+    )
+    .with_hint("lxc-snap supports overlay (overlay: or overlayfs:) and directory-backed containers")
+}
+
+pub(super) fn make_dir(path: &Path, mode: u32) -> Result<PathBuf> {
+    DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .map_err(|e| Error::io("creating", path, e))?;
+    // The umask may have taken bits away.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| Error::io("setting the mode of", path, e))?;
+    Ok(path.to_path_buf())
+}

@@ -1,0 +1,530 @@
+//! The snapshot store: the layout of the snapdir, snapshot names and
+//! numbers, metadata, comments and the per-name locks.
+//!
+//! ```text
+//! <snapdir>/NAME_N/                 a complete snapshot (itself an LXC container)
+//!   config ts comment lxc-snap.json lxc_rdepends
+//!   private/                        0700: never reachable by unprivileged users
+//!     delta/ | rootfs/              the captured tree
+//!     scratch/upper scratch/work    where a started snapshot writes
+//! <snapdir>/.lxc-snap/NAME.lock     serializes runs that create NAME or NAME_N
+//! <snapdir>/.lxc-snap/NAME.seq      highest number ever issued to NAME
+//! <snapdir>/.lxc-snap.tmp.NAME_N.*  a snapshot being built
+//! ```
+//!
+//! An entry is one of ours only if its name parses as `NAME_N` and it holds
+//! `lxc-snap.json` naming the same container; anything else in the snapdir
+//! (such as `lxc-snapshot`'s `<c>/snapN` trees) is ignored and never touched.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{self, Staging};
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::{ContainerName, SnapshotName};
+use crate::ui::Ui;
+
+pub const META_FILE: &str = "lxc-snap.json";
+pub const COMMENT_FILE: &str = "comment";
+pub const TS_FILE: &str = "ts";
+/// Bumped when the layout or metadata changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest comment accepted, in bytes.
+pub const MAX_COMMENT: u64 = 64 * 1024;
+const STATE_DIR: &str = ".lxc-snap";
+const MAX_META: u64 = 1 << 20;
+
+/// How the captured tree relates to the rest of the container's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backing {
+    /// The captured tree is an overlay layer over `lowers`.
+    Overlay,
+    /// The captured tree is a whole root filesystem.
+    Dir,
+}
+
+/// The machine-readable record of a snapshot (`lxc-snap.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub format_version: u32,
+    pub tool_version: String,
+    pub container: String,
+    /// The lxcpath the container lived in when it was snapshotted.
+    pub lxcpath: PathBuf,
+    /// RFC 3339 with the local offset.
+    pub created: String,
+    pub backing: Backing,
+    /// `lxc.rootfs.path` or `lxc.rootfs`, as the container's config spelled it.
+    pub rootfs_key: String,
+    /// `overlay`, `overlayfs`, `dir` or empty (a bare path), as spelled.
+    pub rootfs_prefix: String,
+    /// The read-only layers below the captured tree, top first.
+    pub lowers: Vec<PathBuf>,
+    /// Entries in the captured tree.
+    pub files: u64,
+    /// Bytes of regular files in the captured tree.
+    pub bytes: u64,
+}
+
+impl Metadata {
+    pub fn created_time(&self) -> Result<DateTime<FixedOffset>> {
+        DateTime::parse_from_rfc3339(&self.created).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!(
+                    "reading snapshot metadata: bad creation time {:?}: {e}",
+                    self.created
+                ),
+            )
+        })
+    }
+}
+
+/// A complete snapshot in the store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub name: SnapshotName,
+    pub dir: PathBuf,
+    pub meta: Metadata,
+}
+
+impl Snapshot {
+    /// The captured tree.
+    pub fn tree(&self) -> PathBuf {
+        tree_path(&self.dir, self.meta.backing)
+    }
+
+    pub fn comment(&self) -> Result<Option<String>> {
+        read_comment_file(&self.dir.join(COMMENT_FILE))
+    }
+}
+
+/// `<snapshot>/private/delta` or `<snapshot>/private/rootfs`.
+pub fn tree_path(snapshot_dir: &Path, backing: Backing) -> PathBuf {
+    snapshot_dir.join("private").join(match backing {
+        Backing::Overlay => "delta",
+        Backing::Dir => "rootfs",
+    })
+}
+
+/// `<snapshot>/private/scratch/upper`: the upper a started snapshot writes to.
+pub fn scratch_upper(snapshot_dir: &Path) -> PathBuf {
+    snapshot_dir.join("private/scratch/upper")
+}
+
+/// Checks comment text: UTF-8, at most [`MAX_COMMENT`] bytes.
+pub fn validate_comment(bytes: Vec<u8>, source: &str) -> Result<String> {
+    if bytes.len() as u64 > MAX_COMMENT {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("comment from {source}: longer than 64 KiB"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Error::new(
+            ErrorKind::Usage,
+            format!("comment from {source}: not UTF-8 text"),
+        )
+    })
+}
+
+fn read_comment_file(path: &Path) -> Result<Option<String>> {
+    match durable::read_untrusted(path, MAX_COMMENT, "comment") {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Holds the lock for one name until dropped.
+pub struct NameLock {
+    name: ContainerName,
+    _lock: Flock<File>,
+}
+
+impl NameLock {
+    pub fn name(&self) -> &ContainerName {
+        &self.name
+    }
+}
+
+/// A snapshot being built: a staging directory and the name it will get.
+pub struct NewSnapshot {
+    pub name: SnapshotName,
+    staging: Staging,
+}
+
+impl NewSnapshot {
+    /// Where the snapshot is being built now.
+    pub fn path(&self) -> &Path {
+        self.staging.path()
+    }
+
+    /// Where it will be once committed; configs refer to this path.
+    pub fn final_path(&self) -> PathBuf {
+        self.staging.final_path()
+    }
+}
+
+/// The snapdir.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the lock for `name`, creating the snapdir if needed; waits
+    /// (and says so) while another run holds it.
+    pub fn lock(&self, name: &ContainerName, ui: Ui) -> Result<NameLock> {
+        let state = self.dir.join(STATE_DIR);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&state)
+            .map_err(|e| Error::io("creating", &state, e))?;
+        let path = state.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("opening lock file", &path, e))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                ui.note(&format!("waiting for another lxc-snap run on {name}"));
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| Error::sys("locking", &path, e))?
+            }
+            Err((_, e)) => return Err(Error::sys("locking", &path, e)),
+        };
+        Ok(NameLock {
+            name: name.clone(),
+            _lock: lock,
+        })
+    }
+
+    /// Removes snapshots of the locked container left half-built by runs
+    /// that died; returns their paths.
+    pub fn remove_leftovers(&self, lock: &NameLock) -> Result<Vec<PathBuf>> {
+        durable::remove_leftovers(&self.dir, |n| {
+            SnapshotName::try_parse(n).is_some_and(|s| s.container() == lock.name())
+        })
+    }
+
+    /// Every snapshot in the store, sorted by container and number. Entries
+    /// that look like ours but whose metadata cannot be read are skipped
+    /// with a warning.
+    pub fn snapshots(&self, ui: Ui) -> Result<Vec<Snapshot>> {
+        self.scan(None, ui)
+    }
+
+    /// The snapshots of `container`, by number.
+    pub fn snapshots_of(&self, container: &ContainerName, ui: Ui) -> Result<Vec<Snapshot>> {
+        self.scan(Some(container), ui)
+    }
+
+    fn scan(&self, only: Option<&ContainerName>, ui: Ui) -> Result<Vec<Snapshot>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading", &self.dir, e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading", &self.dir, e))?;
+            let Some(name) = entry.file_name().to_str().and_then(SnapshotName::try_parse) else {
+                continue;
+            };
+            if only.is_some_and(|c| c != name.container()) {
+                continue;
+            }
+            match self.load(&name) {
+                Ok(Some(s)) => found.push(s),
+                Ok(None) => {}
+                Err(e) => ui.warn(&format!("skipping {}: {e}", entry.path().display())),
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    /// Reads one snapshot; `None` when the entry is not one of ours.
+    fn load(&self, name: &SnapshotName) -> Result<Option<Snapshot>> {
+        let dir = self.dir.join(name.to_string());
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return Ok(None),
+        }
+        let path = dir.join(META_FILE);
+        let bytes = match durable::read_untrusted(&path, MAX_META, "metadata") {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(ErrorKind::Other, format!("reading {}: {e}", path.display()))
+        })?;
+        if meta.container != name.container().as_str() {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "reading {}: it names container {:?}",
+                    path.display(),
+                    meta.container
+                ),
+            ));
+        }
+        if meta.format_version > FORMAT_VERSION {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "reading {}: format version {} is newer than this lxc-snap understands ({FORMAT_VERSION})",
+                    path.display(),
+                    meta.format_version
+                ),
+            )
+            .with_hint("upgrade lxc-snap"));
+        }
+        Ok(Some(Snapshot {
+            name: name.clone(),
+            dir,
+            meta,
+        }))
+    }
+
+    /// The snapshot `name`, or a not-found error.
+    pub fn get(&self, name: &SnapshotName) -> Result<Snapshot> {
+        self.load(name)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("snapshot {name} not found in {}", self.dir.display()),
+            )
+            .with_hint(format!(
+                "lxc-snap -l {} lists its snapshots",
+                name.container()
+            ))
+        })
+    }
+
+    /// Picks the next number for the locked container and creates the
+    /// staging directory for it. The number is one more than the highest
+    /// that exists (in any form) or was ever issued, so a deleted number
+    /// is never reused.
+    pub fn begin(&self, lock: &NameLock) -> Result<NewSnapshot> {
+        let container = lock.name();
+        let mut highest: Option<u64> = self.read_seq(container)?;
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("reading", &self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading", &self.dir, e))?;
+            if let Some(s) = entry.file_name().to_str().and_then(SnapshotName::try_parse) {
+                if s.container() == container {
+                    highest = highest.max(Some(s.number()));
+                }
+            }
+        }
+        let number = match highest {
+            None => 0,
+            Some(n) => n.checked_add(1).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("no snapshot numbers left for {container}"),
+                )
+            })?,
+        };
+        let name = SnapshotName::new(container.clone(), number);
+        let staging = Staging::create(&self.dir, &name.to_string(), 0o755)?;
+        Ok(NewSnapshot { name, staging })
+    }
+
+    /// Moves a finished snapshot into place and records its number.
+    pub fn commit(&self, new: NewSnapshot, lock: &NameLock) -> Result<Snapshot> {
+        let name = new.name.clone();
+        new.staging.commit()?;
+        let seq = self.seq_path(lock.name());
+        durable::write_atomic(&seq, format!("{}\n", name.number()).as_bytes(), 0o644)?;
+        self.get(&name)
+    }
+
+    fn seq_path(&self, container: &ContainerName) -> PathBuf {
+        self.dir.join(STATE_DIR).join(format!("{container}.seq"))
+    }
+
+    fn read_seq(&self, container: &ContainerName) -> Result<Option<u64>> {
+        let path = self.seq_path(container);
+        match durable::read_untrusted(&path, 64, "sequence file") {
+            Ok(b) => Ok(String::from_utf8_lossy(&b).trim().parse().ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces (or with `None` removes) the comment of `snapshot`.
+    pub fn set_comment(&self, snapshot: &Snapshot, comment: Option<&str>) -> Result<()> {
+        write_comment(&snapshot.dir, comment)
+    }
+}
+
+/// Writes (or removes) `<dir>/comment` atomically.
+pub fn write_comment(dir: &Path, comment: Option<&str>) -> Result<()> {
+    let path = dir.join(COMMENT_FILE);
+    match comment {
+        Some(text) => durable::write_atomic(&path, text.as_bytes(), 0o644),
+        None => match fs::remove_file(&path) {
+            Ok(()) => durable::sync_dir(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &path, e)),
+        },
+    }
+}
+
+/// Writes `lxc-snap.json` into a snapshot directory.
+pub fn write_metadata(dir: &Path, meta: &Metadata) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(meta)
+        .map_err(|e| Error::new(ErrorKind::Other, format!("encoding metadata: {e}")))?;
+    text.push('\n');
+    durable::write_atomic(&dir.join(META_FILE), text.as_bytes(), 0o644)
+}
+
+/// The `ts` file's format, as LXC's own tools write it.
+pub fn ts_text(created: &DateTime<FixedOffset>) -> String {
+    created.format("%Y:%m:%d %H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(container: &str) -> Metadata {
+        Metadata {
+            format_version: FORMAT_VERSION,
+            tool_version: "0.1.0".into(),
+            container: container.into(),
+            lxcpath: "/var/lib/lxc".into(),
+            created: "2026-11-23T11:01:25+01:00".into(),
+            backing: Backing::Overlay,
+            rootfs_key: "lxc.rootfs.path".into(),
+            rootfs_prefix: "overlay".into(),
+            lowers: vec!["/var/lib/lxc/base/rootfs".into()],
+            files: 3,
+            bytes: 10,
+        }
+    }
+
+    fn put(store: &Store, dir_name: &str, m: &Metadata) {
+        let dir = store.dir().join(dir_name);
+        fs::create_dir_all(&dir).expect("mkdir");
+        write_metadata(&dir, m).expect("write meta");
+    }
+
+    #[test]
+    fn metadata_round_trips_as_json_with_expected_fields() {
+        let m = meta("mysql");
+        let text = serde_json::to_string(&m).expect("encode");
+        for field in [
+            "\"format_version\":1",
+            "\"backing\":\"overlay\"",
+            "\"created\":\"2026-11-23T11:01:25+01:00\"",
+            "\"tool_version\"",
+            "\"lowers\"",
+            "\"files\":3",
+            "\"bytes\":10",
+            "\"lxcpath\"",
+            "\"container\":\"mysql\"",
+        ] {
+            assert!(text.contains(field), "{field} in {text}");
+        }
+        assert_eq!(serde_json::from_str::<Metadata>(&text).expect("decode"), m);
+        assert_eq!(
+            m.created_time().expect("time").to_rfc3339(),
+            "2026-11-23T11:01:25+01:00"
+        );
+    }
+
+    #[test]
+    fn ts_uses_lxcs_format() {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T11:01:25+01:00").expect("time");
+        assert_eq!(ts_text(&t), "2026:11:23 11:01:25");
+    }
+
+    #[test]
+    fn scan_matches_names_exactly_sorts_numerically_and_ignores_foreign_entries() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(d.path());
+        for n in [10, 9, 0] {
+            put(&store, &format!("my_{n}"), &meta("my"));
+        }
+        put(&store, "my_db_0", &meta("my_db"));
+        fs::create_dir_all(d.path().join("my/snap0")).expect("lxc-snapshot tree");
+        fs::create_dir_all(d.path().join("my_3")).expect("no metadata: not ours");
+        let ui = Ui { quiet: true };
+        let my = ContainerName::parse("my").expect("name");
+        let names: Vec<String> = store
+            .snapshots_of(&my, ui)
+            .expect("scan")
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        assert_eq!(names, ["my_0", "my_9", "my_10"]);
+        assert_eq!(store.snapshots(ui).expect("scan").len(), 4);
+        assert_eq!(
+            store
+                .get(&SnapshotName::parse("my_3").expect("name"))
+                .expect_err("not ours")
+                .kind(),
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn metadata_naming_another_container_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(d.path());
+        put(&store, "a_0", &meta("b"));
+        assert!(store
+            .get(&SnapshotName::parse("a_0").expect("name"))
+            .is_err());
+        assert!(store
+            .snapshots(Ui { quiet: true })
+            .expect("scan")
+            .is_empty());
+    }
+
+    #[test]
+    fn numbers_continue_after_the_highest_and_are_never_reused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(d.path());
+        let ui = Ui { quiet: true };
+        let c = ContainerName::parse("c").expect("name");
+        let lock = store.lock(&c, ui).expect("lock");
+        let first = store.begin(&lock).expect("begin");
+        assert_eq!(first.name.number(), 0);
+        write_metadata(first.path(), &meta("c")).expect("meta");
+        store.commit(first, &lock).expect("commit");
+        // Something else named c_7 (not ours) still counts.
+        fs::create_dir(d.path().join("c_7")).expect("mkdir");
+        let second = store.begin(&lock).expect("begin");
+        assert_eq!(second.name.number(), 8);
+        write_metadata(second.path(), &meta("c")).expect("meta");
+        store.commit(second, &lock).expect("commit");
+        fs::remove_dir_all(d.path().join("c_8")).expect("delete newest");
+        fs::remove_dir_all(d.path().join("c_7")).expect("delete");
+        assert_eq!(store.begin(&lock).expect("begin").name.number(), 9);
+    }
+}
