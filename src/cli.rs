@@ -67,7 +67,6 @@ Exit status: 0 ok, 1 error, 2 usage, 3 not found, 4 already exists,
     name = "lxc-snap",
     version,
     about = "Numbered, immutable snapshots of LXC containers",
-    args_conflicts_with_subcommands = true,
     after_help = AFTER_HELP
 )]
 struct Cli {
@@ -208,7 +207,19 @@ where
         snapdir: cli.globals.snapdir,
         quiet: cli.globals.quiet,
     };
+    let legacy_used = cli.list
+        || cli.restore.is_some()
+        || cli.comment_file.is_some()
+        || cli.json
+        || cli.name.is_some();
     let command = match cli.command {
+        Some(_) if legacy_used => {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "-l, -r, -c, --json and NAME go without a subcommand (or after it)",
+            )
+            .with_hint("lxc-snap --help shows the usage"))
+        }
         Some(sub) => from_subcommand(sub)?,
         None => from_legacy(cli.list, cli.restore, cli.comment_file, cli.json, cli.name)?,
     };

@@ -160,6 +160,11 @@ impl Staging {
             .tempdir_in(parent)
             .map_err(|e| Error::io("creating a staging directory in", parent, e))?;
         let path = dir.keep();
+        // The umask may have taken bits away from `mode`.
+        if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(mode)) {
+            let _ = fs::remove_dir_all(&path);
+            return Err(Error::io("setting the mode of", &path, e));
+        }
         let locked = File::open(&path)
             .map_err(|e| Error::io("opening", &path, e))
             .and_then(|f| {

@@ -117,7 +117,7 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         container: name.to_string(),
         lxcpath: lxcpath.clone(),
-        created: created.to_rfc3339(),
+        created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         backing,
         rootfs_key,
         rootfs_prefix: prefix,
