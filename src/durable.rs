@@ -326,7 +326,7 @@ mod tests {
         let other = dir.path().join(format!("{STAGING_PREFIX}d_0.abc"));
         fs::create_dir(&other).expect("mkdir");
         let removed = remove_leftovers(dir.path(), |n| n.starts_with("c_")).expect("cleanup");
-        assert_eq!(removed, [dead.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&dead));
         assert!(live.path().exists());
         assert!(
             other.exists(),

@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn snapshot_numbers_order_numerically() {
         let c = ContainerName::parse("c").expect("valid");
-        let mut v = vec![
+        let mut v = [
             SnapshotName::new(c.clone(), 10),
             SnapshotName::new(c.clone(), 9),
             SnapshotName::new(c, 1),
