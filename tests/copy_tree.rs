@@ -1,0 +1,392 @@
+//! The tree copier against real trees, as root: fidelity, what it refuses,
+//! what it never follows and where it stops.
+
+mod common;
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{symlink, FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use common::fidelity;
+use lxc_snap::copy::{copy_tree, CopyStats};
+use lxc_snap::ErrorKind;
+use nix::fcntl::{self, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::stat::{self, Mode};
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("lxc-snap-copy.")
+        .tempdir_in("/tmp")
+        .expect("creating temp dir")
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Mounted {
+        mount(Some(source), target, fstype, flags, data)
+            .unwrap_or_else(|e| panic!("mounting {source} on {}: {e}", target.display()));
+        Mounted(target.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn copies_every_kind_of_entry_faithfully() {
+    if !common::system_tests_enabled("copies_every_kind_of_entry_faithfully", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fidelity::build_every_kind(&src);
+
+    let stats = copy_tree(&src, &dst).expect("copying");
+
+    fidelity::assert_trees_identical(&src, &dst);
+    fidelity::assert_whiteouts_fresh(&dst);
+    assert_eq!(stats.entries as usize, fidelity::lstat_tree(&src).len() - 1);
+    assert!(stats.skipped_mounts.is_empty(), "{stats:?}");
+}
+
+#[test]
+fn counts_entries_once_per_name_and_bytes_once_per_inode() {
+    if !common::system_tests_enabled(
+        "counts_entries_once_per_name_and_bytes_once_per_inode",
+        false,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(src.join("a")).expect("mkdir");
+    fs::write(src.join("a/ten"), b"0123456789").expect("write");
+    fs::write(src.join("five"), b"01234").expect("write");
+    fs::hard_link(src.join("five"), src.join("a/five-again")).expect("link");
+    symlink("five", src.join("link")).expect("symlink");
+    nix::unistd::mkfifo(&src.join("fifo"), Mode::S_IRUSR).expect("mkfifo");
+    let sparse = fs::File::create(src.join("sparse")).expect("create");
+    sparse.write_all_at(b"end", (1 << 20) - 3).expect("write");
+    fidelity::settle_link_atimes(&src);
+
+    let stats = copy_tree(&src, &dst).expect("copying");
+
+    assert_eq!(
+        stats,
+        CopyStats {
+            entries: 7,
+            bytes: 10 + 5 + (1 << 20),
+            skipped_mounts: vec![],
+        }
+    );
+    fidelity::assert_trees_identical(&src, &dst);
+}
+
+#[test]
+fn never_follows_symlinks_out_of_the_tree() {
+    if !common::system_tests_enabled("never_follows_symlinks_out_of_the_tree", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, dst, host) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("host"),
+    );
+    fs::create_dir_all(host.join("dir")).expect("mkdir");
+    fs::write(host.join("file"), b"host file\n").expect("write");
+    fs::write(host.join("dir/secret"), b"host secret\n").expect("write");
+    fs::create_dir(&src).expect("mkdir");
+    symlink(host.join("file"), src.join("to-file")).expect("symlink");
+    symlink(host.join("dir"), src.join("to-dir")).expect("symlink");
+    symlink("../host/dir", src.join("relative-to-dir")).expect("symlink");
+    fidelity::settle_link_atimes(&src);
+    let before = fidelity::lstat_tree(&host);
+
+    copy_tree(&src, &dst).expect("copying");
+
+    let copied: Vec<PathBuf> = fidelity::lstat_tree(&dst)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let expected: Vec<PathBuf> = ["", "relative-to-dir", "to-dir", "to-file"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(copied, expected, "only the links themselves are copied");
+    fidelity::assert_trees_identical(&src, &dst);
+    assert_eq!(
+        fs::read_link(dst.join("to-dir")).expect("readlink"),
+        host.join("dir")
+    );
+    let after = fidelity::lstat_tree(&host);
+    for ((rel, b), (_, a)) in before.iter().zip(&after) {
+        let times = |s: &nix::sys::stat::FileStat| {
+            (
+                s.st_atime,
+                s.st_atime_nsec,
+                s.st_mtime,
+                s.st_mtime_nsec,
+                s.st_ctime,
+                s.st_ctime_nsec,
+            )
+        };
+        assert_eq!(
+            times(b),
+            times(a),
+            "host entry /{} was touched",
+            rel.display()
+        );
+    }
+    assert_eq!(fs::read(host.join("file")).expect("read"), b"host file\n");
+}
+
+#[test]
+fn refuses_overlay_redirect_and_metacopy() {
+    if !common::system_tests_enabled("refuses_overlay_redirect_and_metacopy", false) {
+        return;
+    }
+    for (attr, is_dir) in [
+        ("trusted.overlay.redirect", true),
+        ("user.overlay.redirect", true),
+        ("trusted.overlay.metacopy", false),
+        ("user.overlay.metacopy", false),
+    ] {
+        let tmp = temp_dir();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        let entry = src.join("usr/lib");
+        fs::create_dir_all(entry.parent().expect("parent")).expect("mkdir");
+        if is_dir {
+            fs::create_dir(&entry).expect("mkdir");
+        } else {
+            fs::write(&entry, b"").expect("write");
+        }
+        xattr::set(&entry, attr, b"/elsewhere").expect("setting xattr");
+
+        let err = copy_tree(&src, &dst).expect_err(attr);
+
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{attr}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&entry.display().to_string()), "{attr}: {msg}");
+        assert!(msg.contains("not self-contained"), "{attr}: {msg}");
+        assert!(
+            msg.contains("redirect_dir") && msg.contains("metacopy"),
+            "{attr}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn refuses_an_existing_destination() {
+    if !common::system_tests_enabled("refuses_an_existing_destination", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).expect("mkdir");
+    fs::write(src.join("file"), b"x").expect("write");
+    fs::create_dir(&dst).expect("mkdir");
+    let err = copy_tree(&src, &dst).expect_err("existing dir");
+    assert_eq!(err.kind(), ErrorKind::Exists, "{err}");
+    assert!(
+        err.to_string().contains(&dst.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&dst).expect("read_dir").count(), 0);
+
+    // Nor is a symlink at dst followed.
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    let link = tmp.path().join("link");
+    symlink(&elsewhere, &link).expect("symlink");
+    let err = copy_tree(&src, &link).expect_err("symlink at dst");
+    assert_eq!(err.kind(), ErrorKind::Exists, "{err}");
+    assert_eq!(fs::read_dir(&elsewhere).expect("read_dir").count(), 0);
+}
+
+#[test]
+fn refuses_a_symlink_as_source() {
+    if !common::system_tests_enabled("refuses_a_symlink_as_source", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (real, src, dst) = (
+        tmp.path().join("real"),
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+    );
+    fs::create_dir(&real).expect("mkdir");
+    fs::write(real.join("file"), b"x").expect("write");
+    symlink(&real, &src).expect("symlink");
+    let err = copy_tree(&src, &dst).expect_err("symlink source");
+    assert!(
+        err.to_string().contains(&src.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(
+        fs::symlink_metadata(&dst).is_err(),
+        "dst must not be created"
+    );
+}
+
+#[test]
+fn does_not_cross_mounts_below_the_source() {
+    if !common::system_tests_enabled("does_not_cross_mounts_below_the_source", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, dst, host) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("host"),
+    );
+    for dir in ["src/tmpfs", "src/bind-dir", "host/dir"] {
+        fs::create_dir_all(tmp.path().join(dir)).expect("mkdir");
+    }
+    fs::write(src.join("kept"), b"kept").expect("write");
+    fs::write(src.join("bind-file"), b"underneath").expect("write");
+    fs::write(host.join("dir/secret"), b"host").expect("write");
+    fs::write(host.join("file"), b"host file").expect("write");
+
+    let tmpfs = Mounted::new(
+        "tmpfs",
+        &src.join("tmpfs"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0751,uid=4321,gid=8765"),
+    );
+    fs::write(src.join("tmpfs/inside"), b"on tmpfs").expect("write");
+    // Bind mounts from the same filesystem keep st_dev; only the mount id tells.
+    let bind_dir = Mounted::new(
+        &host.join("dir").to_string_lossy(),
+        &src.join("bind-dir"),
+        None,
+        MsFlags::MS_BIND,
+        None,
+    );
+    let bind_file = Mounted::new(
+        &host.join("file").to_string_lossy(),
+        &src.join("bind-file"),
+        None,
+        MsFlags::MS_BIND,
+        None,
+    );
+
+    let stats = copy_tree(&src, &dst).expect("copying");
+
+    let mut skipped = stats.skipped_mounts.clone();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        vec![
+            src.join("bind-dir"),
+            src.join("bind-file"),
+            src.join("tmpfs")
+        ]
+    );
+    let copied: Vec<PathBuf> = fidelity::lstat_tree(&dst)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let expected: Vec<PathBuf> = ["", "bind-dir", "kept", "tmpfs"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(copied, expected);
+    let mount_root = fs::metadata(dst.join("tmpfs")).expect("stat");
+    assert_eq!(
+        (
+            mount_root.mode() & 0o7777,
+            mount_root.uid(),
+            mount_root.gid()
+        ),
+        (0o751, 4321, 8765)
+    );
+    assert_eq!(stats.entries, 3);
+    drop((bind_file, bind_dir, tmpfs));
+}
+
+#[test]
+fn copies_a_very_deep_tree_on_a_small_stack() {
+    if !common::system_tests_enabled("copies_a_very_deep_tree_on_a_small_stack", false) {
+        return;
+    }
+    const DEPTH: usize = 2000;
+    let tmp = temp_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).expect("mkdir");
+    // Too deep for paths (PATH_MAX): build and check level by level.
+    let mut dir = open_dir(None, &src);
+    for _ in 0..DEPTH {
+        stat::mkdirat(Some(dir.as_raw_fd()), "d", Mode::S_IRWXU).expect("mkdirat");
+        dir = open_dir(Some(&dir), Path::new("d"));
+    }
+    let leaf = fcntl::openat(
+        Some(dir.as_raw_fd()),
+        "leaf",
+        OFlag::O_WRONLY | OFlag::O_CREAT,
+        Mode::S_IRUSR,
+    )
+    .expect("creating leaf");
+    // SAFETY: openat just returned this descriptor.
+    let leaf = unsafe { fs::File::from_raw_fd(leaf) };
+    leaf.write_all_at(b"bottom", 0).expect("write");
+    drop((leaf, dir));
+
+    // The copier must raise a low soft limit itself: two descriptors a level.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    assert!(
+        hard as usize > 2 * DEPTH + 100,
+        "hard RLIMIT_NOFILE {hard} too low for this test"
+    );
+    setrlimit(Resource::RLIMIT_NOFILE, 1024, hard).expect("lowering soft limit");
+    let (s, d) = (src.clone(), dst.clone());
+    let stats = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || copy_tree(&s, &d))
+        .expect("spawning")
+        .join()
+        .expect("copy thread panicked")
+        .expect("copying");
+
+    assert_eq!(stats.entries, DEPTH as u64 + 1);
+    let mut dir = open_dir(None, &dst);
+    for _ in 0..DEPTH {
+        dir = open_dir(Some(&dir), Path::new("d"));
+    }
+    let leaf = fcntl::openat(
+        Some(dir.as_raw_fd()),
+        "leaf",
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .expect("opening copied leaf");
+    // SAFETY: openat just returned this descriptor.
+    let leaf = unsafe { fs::File::from_raw_fd(leaf) };
+    let mut buf = [0u8; 16];
+    let n = leaf.read_at(&mut buf, 0).expect("read");
+    assert_eq!(&buf[..n], b"bottom");
+}
+
+fn open_dir(parent: Option<&fs::File>, name: &Path) -> fs::File {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = fcntl::openat(parent.map(|p| p.as_raw_fd()), name, flags, Mode::empty())
+        .expect("opening directory");
+    // SAFETY: openat just returned this descriptor.
+    unsafe { fs::File::from_raw_fd(fd) }
+}
