@@ -83,7 +83,10 @@ impl Container {
         Self::dir_of(&self.lxcpath, &self.name)
     }
 
-    /// Asks LXC whether the container runs.
+    /// Asks LXC whether the container runs. When `lxc-info` cannot tell
+    /// (LXC 5 refuses to load a config with 1.x/2.0 keys, or LXC's tools
+    /// are not installed), the container's command socket decides: every
+    /// running container's monitor listens on `@<lxcpath>/<name>/command`.
     pub fn state(&self) -> Result<State> {
         let out = Command::new("lxc-info")
             .arg("-P")
@@ -91,26 +94,30 @@ impl Container {
             .arg("-n")
             .arg(self.name.as_str())
             .args(["-s", "-H"])
-            .output()
-            .map_err(|e| {
-                Error::io("running lxc-info for", &self.dir(), e)
-                    .with_hint("lxc-snap needs LXC's tools: apt-get install lxc")
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        match text.trim() {
-            "STOPPED" => Ok(State::Stopped),
-            "RUNNING" => Ok(State::Running),
-            "FROZEN" => Ok(State::Frozen),
-            "" => Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "asking lxc-info for the state of {}: {}",
-                    self.name,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            )),
-            _ => Ok(State::Busy),
+            .output();
+        let reported = out
+            .as_ref()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        match reported.as_deref() {
+            Ok("STOPPED") => Ok(State::Stopped),
+            Ok("RUNNING") => Ok(State::Running),
+            Ok("FROZEN") => Ok(State::Frozen),
+            Ok(s) if !s.is_empty() => Ok(State::Busy),
+            _ => {
+                if self.command_socket_listening()? {
+                    Ok(State::Running)
+                } else {
+                    Ok(State::Stopped)
+                }
+            }
         }
+    }
+
+    fn command_socket_listening(&self) -> Result<bool> {
+        let unix = Path::new("/proc/net/unix");
+        let table = fs::read_to_string(unix).map_err(|e| Error::io("reading", unix, e))?;
+        let wanted = format!(" @{}/command", self.dir().display());
+        Ok(table.lines().any(|l| l.ends_with(&wanted)))
     }
 
     /// Refuses (exit status "running") unless the container is stopped.
