@@ -73,10 +73,10 @@ fn names_of(env: &TestEnv, container: &str) -> Vec<String> {
 
 fn config_value(text: &str, key: &str) -> Option<String> {
     text.lines()
+        .rev()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.trim() == key)
+        .find(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.trim().to_string())
-        .last()
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn every_config_spelling_snapshots_and_restores_in_its_own_spelling() {
             ))
         );
         assert!(
-            config.starts_with(&format!("# clone of base\nlxc.net.0.type = empty\n")),
+            config.starts_with("# clone of base\nlxc.net.0.type = empty\n"),
             "{config}"
         );
         assert_eq!(
