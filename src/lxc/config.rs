@@ -352,11 +352,22 @@ fn parse_line(raw: &str) -> Line {
     match trimmed.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Line::Entry {
             key: key.trim().to_string(),
-            value: value.trim().to_string(),
+            value: unquote(value.trim()).to_string(),
             raw: Some(raw.to_string()),
         },
         _ => Line::Other(raw.to_string()),
     }
+}
+
+/// LXC drops one pair of matching quotes around a value (the busybox
+/// template writes `lxc.uts.name = "base"`).
+fn unquote(value: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = value.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    value
 }
 
 fn is_hwaddr_key(key: &str) -> bool {
@@ -663,6 +674,15 @@ lxc.ephemeral = 1
         let (out, files) = LxcConfig::parse(text).retarget(&t, random_mac);
         assert!(files.is_empty(), "{files:?}");
         assert_eq!(out.get("lxc.mount.fstab"), Some("/l/o/../../etc/shadow"));
+    }
+
+    #[test]
+    fn quoted_values_are_unquoted_like_lxc_does() {
+        let cfg = LxcConfig::parse("lxc.uts.name = \"base\"\nlxc.rootfs.path = 'dir:/l/base/rootfs'\nlxc.arch = \"x\n");
+        assert_eq!(cfg.get("lxc.uts.name"), Some("base"));
+        assert_eq!(cfg.get("lxc.arch"), Some("\"x"));
+        assert_eq!(cfg.rootfs().expect("parses"), Rootfs::Dir { prefix: "dir".into(), path: "/l/base/rootfs".into() });
+        assert_eq!(cfg.render(), "lxc.uts.name = \"base\"\nlxc.rootfs.path = 'dir:/l/base/rootfs'\nlxc.arch = \"x\n");
     }
 
     #[test]
