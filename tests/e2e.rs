@@ -737,9 +737,9 @@ fn snapshots_are_numbered_and_names_match_exactly() {
     assert_eq!(counts, [("my".to_string(), 2), ("my_db".to_string(), 1)]);
 
     // A number is never issued twice, even after its snapshot is gone.
-    fs::remove_dir_all(lab.snapdir().join("my_0")).expect("rm my_0");
+    fs::remove_dir_all(lab.snapdir().join("my_1")).expect("rm my_1");
     assert_eq!(env.ok(&["snap", "my"]), "created snapshot my_2\n");
-    assert_eq!(names_of(&snapshots_json(&lab, "my")), ["my_1", "my_2"]);
+    assert_eq!(names_of(&snapshots_json(&lab, "my")), ["my_0", "my_2"]);
 
     // _10 sorts after _9.
     lab.overlay_clone("base", "t");
@@ -1100,17 +1100,36 @@ fn concurrent_snaps_get_distinct_numbers() {
     if !common::system_tests_enabled("concurrent_snaps_get_distinct_numbers", true) {
         return;
     }
+    const ROUNDS: usize = 3;
+    const MYSQL_AT_ONCE: usize = 3;
+    const OTHER_AT_ONCE: usize = 2;
     let lab = mysql_lab();
     let env = &lab.env;
     change_mysql(&lab, FIRST_CHANGES);
-    let delta = tree_manifest(&lab.delta("mysql"));
+    // A second container with a bigger delta, so that its copies are in
+    // flight while mysql's snaps start (and look for leftovers).
+    lab.overlay_clone("base", "other");
+    lab.start(lab.lxcpath(), "other");
+    lab.attach(
+        lab.lxcpath(),
+        "other",
+        "dd if=/dev/zero of=/root/big bs=1M count=32 2>/dev/null && sync",
+    );
+    lab.stop(lab.lxcpath(), "other");
+    let deltas = [
+        ("mysql", tree_manifest(&lab.delta("mysql"))),
+        ("other", tree_manifest(&lab.delta("other"))),
+    ];
 
     let mut printed = BTreeSet::new();
-    for _round in 0..3 {
-        let children: Vec<_> = (0..2)
-            .map(|_| {
+    for _round in 0..ROUNDS {
+        let names = std::iter::repeat("other")
+            .take(OTHER_AT_ONCE)
+            .chain(std::iter::repeat("mysql").take(MYSQL_AT_ONCE));
+        let children: Vec<_> = names
+            .map(|name| {
                 env.cmd()
-                    .args(["snap", "mysql"])
+                    .args(["snap", name])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -1129,25 +1148,26 @@ fn concurrent_snaps_get_distinct_numbers() {
             assert!(printed.insert(line.clone()), "number issued twice: {line}");
         }
     }
-    let expected: BTreeSet<String> = (0..6)
-        .map(|i| format!("created snapshot mysql_{i}\n"))
-        .collect();
+    let mut expected = BTreeSet::new();
+    for (name, count) in [("mysql", MYSQL_AT_ONCE), ("other", OTHER_AT_ONCE)] {
+        for i in 0..ROUNDS * count {
+            expected.insert(format!("created snapshot {name}_{i}\n"));
+        }
+    }
     assert_eq!(printed, expected);
     assert!(tmp_leftovers(&lab).is_empty(), "{:?}", tmp_leftovers(&lab));
-    let snaps = snapshots_json(&lab, "mysql");
-    assert_eq!(
-        names_of(&snaps),
-        (0..6).map(|i| format!("mysql_{i}")).collect::<Vec<_>>()
-    );
-    for i in 0..6 {
-        let name = format!("mysql_{i}");
-        assert_overlay_snapshot_layout(&lab, "mysql", &name, "base");
-        assert_same_tree(
-            &format!("{name} vs mysql's delta"),
-            &delta,
-            &tree_manifest(&lab.snapdir().join(&name).join("private/delta")),
-            &[],
-        );
+    for ((name, delta), count) in deltas.iter().zip([MYSQL_AT_ONCE, OTHER_AT_ONCE]) {
+        let all: Vec<String> = (0..ROUNDS * count).map(|i| format!("{name}_{i}")).collect();
+        assert_eq!(names_of(&snapshots_json(&lab, name)), all);
+        for snap in &all {
+            assert_overlay_snapshot_layout(&lab, name, snap, "base");
+            assert_same_tree(
+                &format!("{snap} vs {name}'s delta"),
+                delta,
+                &tree_manifest(&lab.snapdir().join(snap).join("private/delta")),
+                &[],
+            );
+        }
     }
 }
 
