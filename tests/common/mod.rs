@@ -7,6 +7,8 @@ pub mod fidelity;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod lxc;
+
 /// Tests that need root (and, with `lxc`, LXC) call this first. It returns
 /// false only when the person running the tests asked to skip them with
 /// `LXC_SNAP_SKIP_SYSTEM_TESTS=1`, and says so; otherwise a missing

@@ -1,0 +1,1308 @@
+//! End-to-end tests with real LXC containers: busybox bases, overlay clones,
+//! snapshots taken and restored by the real binary, and containers started
+//! from both. The first tests prove the harness itself (they need no
+//! lxc-snap); the rest follow the README's workflow and the spec's contract.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use common::lxc::{
+    assert_same_tree, config_value, config_values, dependency_pairs, dir_names, mounts_under,
+    tree_manifest, Lab,
+};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A lab with a busybox base (veth eth0 with a MAC) and its overlay clone `mysql`.
+fn mysql_lab() -> Lab {
+    let lab = Lab::new();
+    lab.create_base_with_mac("base");
+    lab.overlay_clone("base", "mysql");
+    lab
+}
+
+/// The first round of changes made inside `mysql`: an added file, a
+/// modified lower file, a deleted lower file (whiteout), a lower directory
+/// replaced by a new one (opaque), and /etc/hostname.
+const FIRST_CHANGES: &str = "yes payload | head -c 10000 > /root/added && \
+     echo '# changed in mysql' >> /etc/fstab && \
+     rm /bin/vi && \
+     rm -rf /etc/udhcpc && mkdir /etc/udhcpc && \
+     echo new > /etc/udhcpc/new.script && echo conf > /etc/udhcpc/other.conf && \
+     echo mysql > /etc/hostname && sync";
+
+/// The second round: one more file, one more deletion.
+const SECOND_CHANGES: &str = "echo second > /root/second && rm /bin/less && sync";
+
+fn change_mysql(lab: &Lab, script: &str) {
+    lab.start(lab.lxcpath(), "mysql");
+    lab.attach(lab.lxcpath(), "mysql", script);
+    lab.stop(lab.lxcpath(), "mysql");
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+fn snapshots_json(lab: &Lab, name: &str) -> Vec<Value> {
+    let v = json(&lab.env.ok(&["list", name, "--json"]));
+    v.as_array()
+        .unwrap_or_else(|| panic!("list {name} --json is not an array: {v}"))
+        .clone()
+}
+
+fn names_of(snaps: &[Value]) -> Vec<String> {
+    snaps
+        .iter()
+        .map(|s| s["name"].as_str().expect("name is a string").to_string())
+        .collect()
+}
+
+fn present(lab: &Lab, lxcpath: &Path, name: &str, path: &str) -> bool {
+    let out = lab.attach(
+        lxcpath,
+        name,
+        &format!("if [ -e {path} ] || [ -L {path} ]; then echo yes; else echo no; fi"),
+    );
+    match out.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Rows of a table as printed by `list`, split into words, border
+/// characters dropped, the header first.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    const BORDER: &[char] = &['|', '│', '┃', '║'];
+    text.lines()
+        .map(|line| {
+            line.split(|c: char| c.is_whitespace() || BORDER.contains(&c))
+                .filter(|w| !w.is_empty() && !w.chars().all(|c| "-+=─━═┼╋┬┴├┤┌┐└┘╭╮╰╯".contains(c)))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|row| !row.is_empty())
+        .collect()
+}
+
+fn assert_local_time(date: &str, time: &str) {
+    let s = format!("{date} {time}");
+    chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S")
+        .unwrap_or_else(|e| panic!("{s:?} is not YYYY-MM-DD HH:MM:SS: {e}"));
+}
+
+fn rfc3339(v: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s:?} not RFC 3339: {e}"))
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Snapdir entries that are neither lxc-snap's lock directory nor nothing.
+fn snapdir_entries(lab: &Lab) -> Vec<String> {
+    dir_names(lab.snapdir())
+        .into_iter()
+        .filter(|n| n != ".lxc-snap")
+        .collect()
+}
+
+fn tmp_leftovers(lab: &Lab) -> Vec<String> {
+    dir_names(lab.snapdir())
+        .into_iter()
+        .filter(|n| n.starts_with(".lxc-snap.tmp."))
+        .collect()
+}
+
+/// Checks a completed overlay snapshot directory against the spec's layout.
+fn assert_overlay_snapshot_layout(lab: &Lab, container: &str, snap: &str, base: &str) {
+    let dir = lab.snapdir().join(snap);
+    assert_eq!(mode(&dir), 0o755, "{} mode", dir.display());
+    assert_eq!(mode(&dir.join("private")), 0o700, "private/ mode");
+    assert!(dir.join("private/delta").is_dir(), "no private/delta");
+    let config = lab.config(lab.snapdir(), snap);
+    let snapdir = lab.snapdir().display().to_string();
+    assert_eq!(
+        config_value(&config, "lxc.rootfs.path"),
+        format!(
+            "overlay:{snapdir}/{snap}/private/delta:{}/{base}/rootfs:{snapdir}/{snap}/private/scratch/upper",
+            lab.lxcpath().display()
+        ),
+        "snapshot rootfs"
+    );
+    assert_eq!(config_value(&config, "lxc.uts.name"), snap);
+    assert!(config_values(&config, "lxc.utsname").is_empty());
+    for v in config_values(&config, "lxc.ephemeral") {
+        assert_eq!(v, "0", "snapshot config keeps lxc.ephemeral = {v}");
+    }
+    let ts = read(&dir.join("ts"));
+    assert!(!ts.ends_with('\n'), "ts has a trailing newline: {ts:?}");
+    chrono::NaiveDateTime::parse_from_str(&ts, "%Y:%m:%d %H:%M:%S")
+        .unwrap_or_else(|e| panic!("ts {ts:?} is not %Y:%m:%d %H:%M:%S: {e}"));
+    let meta = json(&read(&dir.join("lxc-snap.json")));
+    for key in [
+        "format_version",
+        "tool_version",
+        "container",
+        "lxcpath",
+        "created",
+        "backing",
+        "rootfs_key",
+        "rootfs_prefix",
+        "lowers",
+        "files",
+        "bytes",
+    ] {
+        assert!(meta.get(key).is_some(), "lxc-snap.json lacks {key}: {meta}");
+    }
+    assert_eq!(meta["container"], container);
+    assert_eq!(meta["backing"], "overlay");
+    assert_eq!(meta["lxcpath"], lab.lxcpath_str());
+    assert_eq!(meta["rootfs_key"], "lxc.rootfs.path");
+    assert_eq!(
+        meta["lowers"],
+        serde_json::json!([format!("{}/{base}/rootfs", lab.lxcpath().display())])
+    );
+    rfc3339(&meta["created"]);
+    assert_eq!(
+        read(&dir.join("lxc_rdepends")),
+        format!("{}\n{base}\n", lab.lxcpath().display()),
+        "snapshot lxc_rdepends"
+    );
+}
+
+/// Checks a restored overlay container: config, dependency files, delta.
+fn assert_restored_overlay(lab: &Lab, snap: &str, new: &str, base: &str) {
+    let lxcpath = lab.lxcpath().display().to_string();
+    let config = lab.config(lab.lxcpath(), new);
+    assert_eq!(
+        config_value(&config, "lxc.rootfs.path"),
+        format!("overlay:{lxcpath}/{base}/rootfs:{lxcpath}/{new}/overlay/delta"),
+        "restored rootfs"
+    );
+    assert_eq!(config_value(&config, "lxc.uts.name"), new);
+    assert!(config_values(&config, "lxc.utsname").is_empty());
+    assert_eq!(
+        read(&lab.lxcpath().join(new).join("lxc_rdepends")),
+        format!("{lxcpath}\n{base}\n"),
+        "{new}/lxc_rdepends"
+    );
+    let deps = dependency_pairs(&lab.lxcpath().join(base).join("lxc_snapshots"));
+    assert!(
+        deps.contains(&(lxcpath.clone(), new.to_string())),
+        "{base}/lxc_snapshots does not list {new}: {deps:?}"
+    );
+    assert_same_tree(
+        &format!("restored {new} vs captured {snap}"),
+        &tree_manifest(&lab.snapdir().join(snap).join("private/delta")),
+        &tree_manifest(&lab.delta(new)),
+        &["etc/hostname"],
+    );
+    assert_eq!(
+        read(&lab.delta(new).join("etc/hostname")).trim_end(),
+        new,
+        "etc/hostname in {new}'s delta"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The harness (no lxc-snap needed)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn harness_overlay_clone_writes_land_in_its_delta() {
+    if !common::system_tests_enabled("harness_overlay_clone_writes_land_in_its_delta", true) {
+        return;
+    }
+    let lab = Lab::new();
+    let base_mac = lab.create_base_with_mac("base");
+    assert!(base_mac.starts_with("10:66:6a:"), "{base_mac}");
+    lab.overlay_clone("base", "c1");
+    let config = lab.config(lab.lxcpath(), "c1");
+    assert_eq!(
+        config_value(&config, "lxc.rootfs.path"),
+        format!(
+            "overlay:{0}/base/rootfs:{0}/c1/overlay/delta",
+            lab.lxcpath().display()
+        )
+    );
+    let mac = config_value(&config, "lxc.net.0.hwaddr");
+    assert_ne!(mac, base_mac, "lxc-copy gives the clone a new MAC");
+
+    lab.start(lab.lxcpath(), "c1");
+    assert_eq!(lab.state(lab.lxcpath(), "c1"), "RUNNING");
+    assert_eq!(lab.attach(lab.lxcpath(), "c1", "hostname").trim(), "c1");
+    assert_eq!(
+        lab.attach(lab.lxcpath(), "c1", "cat /sys/class/net/eth0/address")
+            .trim(),
+        mac.to_lowercase()
+    );
+    lab.attach(
+        lab.lxcpath(),
+        "c1",
+        "echo hello > /root/hello && rm /bin/vi && rm -rf /etc/udhcpc && mkdir /etc/udhcpc && sync",
+    );
+    lab.stop(lab.lxcpath(), "c1");
+    assert_eq!(lab.state(lab.lxcpath(), "c1"), "STOPPED");
+
+    let delta = lab.delta("c1");
+    assert_eq!(read(&delta.join("root/hello")), "hello\n");
+    let m = tree_manifest(&delta);
+    assert!(m["bin/vi"].is_whiteout(), "bin/vi: {:?}", m["bin/vi"]);
+    assert_eq!(
+        m["etc/udhcpc"].xattrs.get("trusted.overlay.opaque"),
+        Some(&b"y".to_vec()),
+        "etc/udhcpc: {:?}",
+        m["etc/udhcpc"]
+    );
+    // The base is untouched.
+    assert!(lab
+        .lxcpath()
+        .join("base/rootfs/etc/udhcpc/default.script")
+        .exists());
+    assert!(fs::symlink_metadata(lab.lxcpath().join("base/rootfs/bin/vi")).is_ok());
+}
+
+/// The layout lxc-snap writes must boot: a hand-made snapshot container
+/// whose rootfs stacks a captured delta read-only over the base, under a
+/// scratch upper (three-part `overlay:DELTA:LOWER:UPPER`).
+#[test]
+fn harness_lxc_starts_a_three_part_overlay_rootfs_without_writing_the_layer() {
+    if !common::system_tests_enabled("harness_lxc_starts_a_three_part_overlay_rootfs", true) {
+        return;
+    }
+    let lab = Lab::new();
+    lab.create_base("base");
+    lab.overlay_clone("base", "c1");
+    lab.start(lab.lxcpath(), "c1");
+    lab.attach(
+        lab.lxcpath(),
+        "c1",
+        "echo captured > /root/captured && rm /bin/vi && sync",
+    );
+    lab.stop(lab.lxcpath(), "c1");
+
+    let snap = lab.snapdir().join("c1_0");
+    fs::create_dir_all(snap.join("private")).expect("mkdir");
+    fs::set_permissions(snap.join("private"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(lab.delta("c1"))
+        .arg(snap.join("private/delta"))
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    let captured = tree_manifest(&snap.join("private/delta"));
+    let s = snap.display().to_string();
+    let config: String = lab
+        .config(lab.lxcpath(), "c1")
+        .lines()
+        .map(|l| {
+            if l.starts_with("lxc.rootfs.path") {
+                format!(
+                    "lxc.rootfs.path = overlay:{s}/private/delta:{}/base/rootfs:{s}/private/scratch/upper\n",
+                    lab.lxcpath().display()
+                )
+            } else if l.starts_with("lxc.uts.name") {
+                "lxc.uts.name = c1_0\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(snap.join("config"), config).expect("writing config");
+
+    lab.start(lab.snapdir(), "c1_0");
+    assert_eq!(lab.attach(lab.snapdir(), "c1_0", "hostname").trim(), "c1_0");
+    assert_eq!(
+        lab.attach(lab.snapdir(), "c1_0", "cat /root/captured"),
+        "captured\n"
+    );
+    assert!(!present(&lab, lab.snapdir(), "c1_0", "/bin/vi"));
+    let mounts = lab.attach(lab.snapdir(), "c1_0", "grep ' / ' /proc/mounts");
+    assert!(
+        mounts.contains(&format!(
+            "lowerdir={s}/private/delta:{}/base/rootfs,upperdir={s}/private/scratch/upper,workdir={s}/private/scratch/work",
+            lab.lxcpath().display()
+        )),
+        "root mount: {mounts}"
+    );
+    lab.attach(
+        lab.snapdir(),
+        "c1_0",
+        "rm /root/captured && echo scratch > /root/scratch && sync",
+    );
+    lab.stop(lab.snapdir(), "c1_0");
+
+    assert_same_tree(
+        "captured layer after a boot",
+        &captured,
+        &tree_manifest(&snap.join("private/delta")),
+        &[],
+    );
+    assert_eq!(
+        read(&snap.join("private/scratch/upper/root/scratch")),
+        "scratch\n"
+    );
+    let upper = tree_manifest(&snap.join("private/scratch/upper"));
+    assert!(upper["root/captured"].is_whiteout());
+}
+
+#[test]
+fn harness_drop_stops_running_containers_even_when_the_test_panics() {
+    if !common::system_tests_enabled("harness_drop_stops_running_containers", true) {
+        return;
+    }
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lab = Lab::new();
+        lab.create_base("base");
+        lab.overlay_clone("base", "c1");
+        lab.start(lab.lxcpath(), "c1");
+        let pid = lab.init_pid(lab.lxcpath(), "c1");
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        seen = Some((pid, lab.env.path().to_path_buf()));
+        panic!("test failure while c1 runs");
+    }));
+    assert!(result.is_err(), "the closure panics");
+    let (pid, dir) = seen.expect("container was started");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "init of c1 (pid {pid}) still runs after the Lab was dropped"
+    );
+    assert!(!dir.exists(), "{} not removed", dir.display());
+    assert!(mounts_under(&dir).is_empty());
+
+    // Without a panic, and with a container started from the snapdir too.
+    let lab = Lab::new();
+    lab.create_base("base");
+    fs::create_dir_all(lab.snapdir()).expect("mkdir snapdir");
+    let copy = lab.lxc_output(
+        "lxc-copy",
+        &[
+            "-P",
+            lab.lxcpath_str(),
+            "-n",
+            "base",
+            "-N",
+            "other",
+            "-p",
+            lab.snapdir_str(),
+        ],
+    );
+    assert!(copy.status.success(), "{copy:?}");
+    lab.start(lab.lxcpath(), "base");
+    lab.start(lab.snapdir(), "other");
+    lab.lxc("lxc-freeze", &["-P", lab.snapdir_str(), "-n", "other"]);
+    assert_eq!(lab.state(lab.snapdir(), "other"), "FROZEN");
+    let pids = [
+        lab.init_pid(lab.lxcpath(), "base"),
+        lab.init_pid(lab.snapdir(), "other"),
+    ];
+    let dir = lab.env.path().to_path_buf();
+    drop(lab);
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived"
+        );
+    }
+    assert!(!dir.exists());
+}
+
+#[test]
+fn harness_drop_detaches_mounts_left_under_the_temp_dir() {
+    if !common::system_tests_enabled("harness_drop_detaches_mounts", false) {
+        return;
+    }
+    use nix::mount::{mount, MsFlags};
+    let lab = Lab::new();
+    let outer = lab.lxcpath().join("m");
+    fs::create_dir_all(&outer).expect("mkdir");
+    mount(
+        Some("tmpfs"),
+        &outer,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount tmpfs");
+    let inner = outer.join("with space");
+    fs::create_dir_all(&inner).expect("mkdir");
+    mount(
+        Some("tmpfs"),
+        &inner,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount nested tmpfs");
+    fs::write(inner.join("f"), "x").expect("write");
+    let dir = lab.env.path().to_path_buf();
+    assert_eq!(mounts_under(&dir), vec![inner.clone(), outer.clone()]);
+    drop(lab);
+    assert!(mounts_under(&dir).is_empty(), "{:?}", mounts_under(&dir));
+    assert!(!dir.exists());
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios with the real binary
+// ---------------------------------------------------------------------------
+
+#[test]
+fn overlay_round_trip() {
+    if !common::system_tests_enabled("overlay_round_trip", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let lxcpath = lab.lxcpath().display().to_string();
+    let mysql_mac = config_value(&lab.config(lab.lxcpath(), "mysql"), "lxc.net.0.hwaddr");
+
+    lab.start(lab.lxcpath(), "mysql");
+    assert_eq!(
+        lab.attach(lab.lxcpath(), "mysql", "cat /sys/class/net/eth0/address")
+            .trim(),
+        mysql_mac.to_lowercase()
+    );
+    lab.attach(lab.lxcpath(), "mysql", FIRST_CHANGES);
+    lab.stop(lab.lxcpath(), "mysql");
+
+    let mysql_config = lab.config(lab.lxcpath(), "mysql");
+    let mysql_delta = tree_manifest(&lab.delta("mysql"));
+    assert!(mysql_delta["bin/vi"].is_whiteout());
+
+    // First snapshot, comment given inline.
+    assert_eq!(
+        env.ok(&["snap", "-m", "first comment", "mysql"]),
+        "created snapshot mysql_0\n"
+    );
+    assert_overlay_snapshot_layout(&lab, "mysql", "mysql_0", "base");
+    let snap0 = lab.snapdir().join("mysql_0");
+    assert_eq!(read(&snap0.join("comment")).trim_end(), "first comment");
+    // The captured layer is an exact copy, whiteout and opaque dir included.
+    let captured0 = tree_manifest(&snap0.join("private/delta"));
+    assert_same_tree("mysql_0 vs mysql's delta", &mysql_delta, &captured0, &[]);
+    assert!(
+        captured0["bin/vi"].is_whiteout(),
+        "{:?}",
+        captured0["bin/vi"]
+    );
+    assert_eq!(
+        captured0["etc/udhcpc"].xattrs.get("trusted.overlay.opaque"),
+        Some(&b"y".to_vec())
+    );
+    // Snapping leaves the container alone.
+    assert_eq!(lab.config(lab.lxcpath(), "mysql"), mysql_config);
+    assert_same_tree(
+        "mysql after snap",
+        &mysql_delta,
+        &tree_manifest(&lab.delta("mysql")),
+        &[],
+    );
+    assert_eq!(env.ok(&["comment", "mysql_0"]).trim_end(), "first comment");
+
+    // More changes, second snapshot with the comment from a file.
+    change_mysql(&lab, SECOND_CHANGES);
+    let comment_file = env.path().join("comment.txt");
+    let comment = "Second: added /root/second\nremoved /bin/less\n";
+    fs::write(&comment_file, comment).expect("writing comment");
+    assert_eq!(
+        env.ok(&["snap", "-c", comment_file.to_str().expect("utf-8"), "mysql"]),
+        "created snapshot mysql_1\n"
+    );
+    assert_overlay_snapshot_layout(&lab, "mysql", "mysql_1", "base");
+    assert_eq!(read(&lab.snapdir().join("mysql_1/comment")), comment);
+
+    // list: one row for mysql, two snapshots.
+    let rows = table_rows(&env.ok(&["list"]));
+    assert_eq!(
+        rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
+        ["CONTAINER", "SNAPSHOTS", "NEWEST"],
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1][..2], ["mysql", "2"], "{rows:?}");
+    assert_local_time(&rows[1][2], &rows[1][3]);
+    let all = json(&env.ok(&["list", "--json"]));
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["container"], "mysql");
+    assert_eq!(all[0]["snapshots"], 2);
+    rfc3339(&all[0]["newest"]);
+
+    // list mysql
+    let rows = table_rows(&env.ok(&["list", "mysql"]));
+    assert_eq!(
+        rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
+        ["SNAPSHOT", "CREATED", "SIZE", "COMMENT"],
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[1][0], "mysql_0");
+    assert_eq!(rows[2][0], "mysql_1");
+    for row in &rows[1..] {
+        assert_local_time(&row[1], &row[2]);
+        assert!(row[3].parse::<f64>().is_ok(), "size {row:?}");
+        assert!(row[4].ends_with('B'), "size unit {row:?}");
+    }
+    assert_eq!(rows[1][5..].join(" "), "first comment");
+    assert_eq!(rows[2][5..].join(" "), "Second: added /root/second");
+
+    let snaps = snapshots_json(&lab, "mysql");
+    assert_eq!(names_of(&snaps), ["mysql_0", "mysql_1"]);
+    for (i, s) in snaps.iter().enumerate() {
+        let name = format!("mysql_{i}");
+        assert_eq!(s["container"], "mysql");
+        assert_eq!(s["number"], i);
+        assert_eq!(s["backing"], "overlay");
+        assert_eq!(s["lxcpath"], lxcpath.as_str());
+        assert_eq!(
+            s["lowers"],
+            serde_json::json!([format!("{lxcpath}/base/rootfs")])
+        );
+        assert_eq!(
+            s["path"],
+            lab.snapdir().join(&name).display().to_string().as_str()
+        );
+        assert!(s["files"].as_u64().expect("files") >= 5, "{s}");
+        assert!(s["bytes"].as_u64().expect("bytes") >= 10_000, "{s}");
+        // `created` is the same instant as the ts file, with an offset.
+        let created = rfc3339(&s["created"]);
+        let ts = read(&lab.snapdir().join(&name).join("ts"));
+        assert_eq!(
+            created
+                .with_timezone(&chrono::Local)
+                .format("%Y:%m:%d %H:%M:%S")
+                .to_string(),
+            ts
+        );
+    }
+    assert_eq!(snaps[0]["comment"], "first comment");
+    assert_eq!(snaps[1]["comment"], comment);
+
+    // Restore the second snapshot under a new name, and again with -r.
+    assert_eq!(
+        env.ok(&["restore", "mysql_1", "mysql_tmp"]),
+        "restored mysql_1 as mysql_tmp\n"
+    );
+    assert_restored_overlay(&lab, "mysql_1", "mysql_tmp", "base");
+    assert_eq!(
+        env.ok(&["-r", "mysql_1", "mysql_tmp2"]),
+        "restored mysql_1 as mysql_tmp2\n"
+    );
+    assert_restored_overlay(&lab, "mysql_1", "mysql_tmp2", "base");
+    assert_eq!(
+        env.ok(&["restore", "mysql_0", "mysql_first"]),
+        "restored mysql_0 as mysql_first\n"
+    );
+    assert_restored_overlay(&lab, "mysql_0", "mysql_first", "base");
+
+    // New MACs, each from lxc-snap's prefix, none shared.
+    let mut macs = BTreeSet::from([mysql_mac.to_lowercase()]);
+    for new in ["mysql_tmp", "mysql_tmp2", "mysql_first"] {
+        let mac = config_value(&lab.config(lab.lxcpath(), new), "lxc.net.0.hwaddr");
+        assert!(mac.to_lowercase().starts_with("10:66:6a:"), "{new}: {mac}");
+        assert!(macs.insert(mac.to_lowercase()), "{new} reuses MAC {mac}");
+    }
+
+    // Boot the restored container and look inside.
+    let tmp_mac = config_value(&lab.config(lab.lxcpath(), "mysql_tmp"), "lxc.net.0.hwaddr");
+    let lp = lab.lxcpath();
+    lab.start(lp, "mysql_tmp");
+    assert_eq!(lab.attach(lp, "mysql_tmp", "hostname").trim(), "mysql_tmp");
+    assert_eq!(
+        lab.attach(lp, "mysql_tmp", "cat /etc/hostname").trim(),
+        "mysql_tmp"
+    );
+    assert_eq!(
+        lab.attach(lp, "mysql_tmp", "cat /sys/class/net/eth0/address")
+            .trim(),
+        tmp_mac.to_lowercase()
+    );
+    assert_eq!(
+        lab.attach(lp, "mysql_tmp", "wc -c < /root/added").trim(),
+        "10000"
+    );
+    assert_eq!(lab.attach(lp, "mysql_tmp", "cat /root/second"), "second\n");
+    assert_eq!(
+        lab.attach(lp, "mysql_tmp", "tail -n 1 /etc/fstab"),
+        "# changed in mysql\n"
+    );
+    assert!(!present(&lab, lp, "mysql_tmp", "/bin/vi"));
+    assert!(!present(&lab, lp, "mysql_tmp", "/bin/less"));
+    assert!(present(&lab, lp, "mysql_tmp", "/bin/sh"));
+    assert_eq!(
+        lab.attach(lp, "mysql_tmp", "ls -A /etc/udhcpc"),
+        "new.script\nother.conf\n"
+    );
+    lab.stop(lp, "mysql_tmp");
+
+    // The first snapshot has the first state only.
+    lab.start(lp, "mysql_first");
+    assert_eq!(
+        lab.attach(lp, "mysql_first", "hostname").trim(),
+        "mysql_first"
+    );
+    assert!(present(&lab, lp, "mysql_first", "/root/added"));
+    assert!(!present(&lab, lp, "mysql_first", "/root/second"));
+    assert!(present(&lab, lp, "mysql_first", "/bin/less"));
+    assert!(!present(&lab, lp, "mysql_first", "/bin/vi"));
+    lab.stop(lp, "mysql_first");
+
+    // The base is protected by its dependents.
+    let destroy = lab.lxc_output("lxc-destroy", &["-P", lab.lxcpath_str(), "-n", "base"]);
+    assert!(
+        !destroy.status.success(),
+        "lxc-destroy -n base succeeded with dependents"
+    );
+    assert!(lab.lxcpath().join("base/rootfs/bin/busybox").exists());
+    let deps = dependency_pairs(&lab.lxcpath().join("base/lxc_snapshots"));
+    for name in ["mysql", "mysql_tmp", "mysql_tmp2", "mysql_first"] {
+        assert!(
+            deps.contains(&(lxcpath.clone(), name.to_string())),
+            "base/lxc_snapshots lacks {name}: {deps:?}"
+        );
+    }
+    // mysql itself and its snapshots are unchanged by all of this.
+    assert_eq!(lab.config(lab.lxcpath(), "mysql"), mysql_config);
+    assert_same_tree(
+        "mysql_0 after restores",
+        &captured0,
+        &tree_manifest(&snap0.join("private/delta")),
+        &[],
+    );
+}
+
+#[test]
+fn snapshots_are_numbered_and_names_match_exactly() {
+    if !common::system_tests_enabled("snapshots_are_numbered_and_names_match_exactly", true) {
+        return;
+    }
+    let lab = Lab::new();
+    let env = &lab.env;
+    lab.create_base("base");
+    lab.overlay_clone("base", "my");
+    lab.overlay_clone("base", "my_db");
+
+    // Legacy spelling and subcommand give the same numbering.
+    assert_eq!(env.ok(&["my"]), "created snapshot my_0\n");
+    assert_eq!(env.ok(&["snap", "my"]), "created snapshot my_1\n");
+    assert_eq!(env.ok(&["snap", "my_db"]), "created snapshot my_db_0\n");
+    assert!(lab.snapdir().join("my_0/config").exists());
+    assert!(lab.snapdir().join("my_1/config").exists());
+    assert!(lab.snapdir().join("my_db_0/config").exists());
+
+    assert_eq!(names_of(&snapshots_json(&lab, "my")), ["my_0", "my_1"]);
+    assert_eq!(names_of(&snapshots_json(&lab, "my_db")), ["my_db_0"]);
+    let legacy = json(&env.ok(&["-l", "my", "--json"]));
+    assert_eq!(
+        names_of(legacy.as_array().expect("array")),
+        ["my_0", "my_1"]
+    );
+    for s in snapshots_json(&lab, "my_db") {
+        assert_eq!(s["container"], "my_db");
+        assert_eq!(s["number"], 0);
+    }
+    let all = json(&env.ok(&["-l", "--json"]));
+    let mut counts: Vec<(String, u64)> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| {
+            (
+                c["container"].as_str().expect("container").to_string(),
+                c["snapshots"].as_u64().expect("snapshots"),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [("my".to_string(), 2), ("my_db".to_string(), 1)]);
+
+    // A number is never issued twice, even after its snapshot is gone.
+    fs::remove_dir_all(lab.snapdir().join("my_1")).expect("rm my_1");
+    assert_eq!(env.ok(&["snap", "my"]), "created snapshot my_2\n");
+    assert_eq!(names_of(&snapshots_json(&lab, "my")), ["my_0", "my_2"]);
+
+    // _10 sorts after _9.
+    lab.overlay_clone("base", "t");
+    for i in 0..11 {
+        assert_eq!(
+            env.ok(&["-q", "snap", "t"]),
+            "",
+            "snap {i} with -q prints nothing"
+        );
+    }
+    let snaps = snapshots_json(&lab, "t");
+    let expected: Vec<String> = (0..11).map(|i| format!("t_{i}")).collect();
+    assert_eq!(names_of(&snaps), expected);
+    let numbers: Vec<u64> = snaps
+        .iter()
+        .map(|s| s["number"].as_u64().expect("number"))
+        .collect();
+    assert_eq!(numbers, (0..11).collect::<Vec<u64>>());
+    let rows = table_rows(&env.ok(&["list", "t"]));
+    let firsts: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(firsts, expected);
+}
+
+#[test]
+fn starting_a_snapshot_does_not_change_it() {
+    if !common::system_tests_enabled("starting_a_snapshot_does_not_change_it", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    change_mysql(&lab, FIRST_CHANGES);
+    assert_eq!(env.ok(&["snap", "mysql"]), "created snapshot mysql_0\n");
+    let snap = lab.snapdir().join("mysql_0");
+    let captured = tree_manifest(&snap.join("private/delta"));
+    let config = read(&snap.join("config"));
+    let meta = read(&snap.join("lxc-snap.json"));
+    let ts = read(&snap.join("ts"));
+
+    let sd = lab.snapdir();
+    lab.start(sd, "mysql_0");
+    assert_eq!(lab.attach(sd, "mysql_0", "hostname").trim(), "mysql_0");
+    assert_eq!(
+        lab.attach(sd, "mysql_0", "wc -c < /root/added").trim(),
+        "10000"
+    );
+    lab.attach(
+        sd,
+        "mysql_0",
+        "echo boot > /root/written-by-boot && rm /root/added && rm -rf /etc/udhcpc && \
+         echo more >> /etc/fstab && echo other > /etc/hostname && sync",
+    );
+    assert!(!present(&lab, sd, "mysql_0", "/root/added"));
+    lab.stop(sd, "mysql_0");
+
+    // The writes went to the scratch upper, never into the captured layer.
+    assert_same_tree(
+        "mysql_0's layer after a boot",
+        &captured,
+        &tree_manifest(&snap.join("private/delta")),
+        &[],
+    );
+    assert_eq!(
+        read(&snap.join("private/scratch/upper/root/written-by-boot")),
+        "boot\n"
+    );
+    assert_eq!(read(&snap.join("config")), config);
+    assert_eq!(read(&snap.join("lxc-snap.json")), meta);
+    assert_eq!(read(&snap.join("ts")), ts);
+
+    // A restore gives exactly the captured files.
+    assert_eq!(
+        env.ok(&["restore", "mysql_0", "again"]),
+        "restored mysql_0 as again\n"
+    );
+    assert_same_tree(
+        "restored from a booted snapshot",
+        &captured,
+        &tree_manifest(&lab.delta("again")),
+        &["etc/hostname"],
+    );
+    assert!(!lab.delta("again").join("root/written-by-boot").exists());
+    lab.start(lab.lxcpath(), "again");
+    assert!(present(&lab, lab.lxcpath(), "again", "/root/added"));
+    assert!(!present(
+        &lab,
+        lab.lxcpath(),
+        "again",
+        "/root/written-by-boot"
+    ));
+    assert_eq!(
+        lab.attach(lab.lxcpath(), "again", "ls -A /etc/udhcpc"),
+        "new.script\nother.conf\n"
+    );
+    assert_eq!(
+        lab.attach(lab.lxcpath(), "again", "cat /etc/hostname")
+            .trim(),
+        "again"
+    );
+    lab.stop(lab.lxcpath(), "again");
+}
+
+#[test]
+fn dir_backed_round_trip() {
+    if !common::system_tests_enabled("dir_backed_round_trip", true) {
+        return;
+    }
+    let lab = Lab::new();
+    let env = &lab.env;
+    let lp = lab.lxcpath();
+    lab.create_base("plain");
+    lab.start(lp, "plain");
+    lab.attach(
+        lp,
+        "plain",
+        "echo added > /root/added && rm /bin/vi && echo plain > /etc/hostname && sync",
+    );
+    lab.stop(lp, "plain");
+    let plain_config = lab.config(lp, "plain");
+
+    let out = env.run(&["snap", "plain"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "created snapshot plain_0\n"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The spec fixes what the line says, not its words: a full copy was made.
+    assert!(
+        stderr.contains("full") || stderr.contains("whole"),
+        "stderr does not say it copied everything: {stderr}"
+    );
+    assert!(
+        stderr.contains("lxc-copy -s -B overlayfs -n plain -N plain-ov"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    assert_eq!(lab.config(lp, "plain"), plain_config);
+
+    let snap = lab.snapdir().join("plain_0");
+    assert_eq!(mode(&snap.join("private")), 0o700);
+    let s = snap.display().to_string();
+    assert_eq!(
+        config_value(&lab.config(lab.snapdir(), "plain_0"), "lxc.rootfs.path"),
+        format!("overlay:{s}/private/rootfs:{s}/private/scratch/upper")
+    );
+    assert_eq!(
+        config_value(&lab.config(lab.snapdir(), "plain_0"), "lxc.uts.name"),
+        "plain_0"
+    );
+    assert_same_tree(
+        "captured rootfs vs plain's",
+        &tree_manifest(&lp.join("plain/rootfs")),
+        &tree_manifest(&snap.join("private/rootfs")),
+        &[],
+    );
+    let snaps = snapshots_json(&lab, "plain");
+    assert_eq!(names_of(&snaps), ["plain_0"]);
+    assert_eq!(snaps[0]["backing"], "dir");
+    assert_eq!(snaps[0]["comment"], Value::Null);
+    assert!(!snap.join("comment").exists());
+
+    assert_eq!(
+        env.ok(&["restore", "plain_0", "plain2"]),
+        "restored plain_0 as plain2\n"
+    );
+    let config = lab.config(lp, "plain2");
+    let rootfs = config_value(&config, "lxc.rootfs.path");
+    let want = format!("{}/plain2/rootfs", lp.display());
+    assert!(
+        rootfs == want || rootfs == format!("dir:{want}"),
+        "restored rootfs {rootfs}"
+    );
+    assert_eq!(config_value(&config, "lxc.uts.name"), "plain2");
+    assert!(!lp.join("plain2/lxc_rdepends").exists());
+    assert_same_tree(
+        "restored dir-backed rootfs vs captured",
+        &tree_manifest(&snap.join("private/rootfs")),
+        &tree_manifest(&lp.join("plain2/rootfs")),
+        &["etc/hostname"],
+    );
+
+    lab.start(lp, "plain2");
+    assert_eq!(lab.attach(lp, "plain2", "hostname").trim(), "plain2");
+    assert_eq!(
+        lab.attach(lp, "plain2", "cat /etc/hostname").trim(),
+        "plain2"
+    );
+    assert_eq!(lab.attach(lp, "plain2", "cat /root/added"), "added\n");
+    assert!(!present(&lab, lp, "plain2", "/bin/vi"));
+    lab.stop(lp, "plain2");
+    // The original is untouched by the restore.
+    assert_eq!(read(&lp.join("plain/rootfs/etc/hostname")), "plain\n");
+}
+
+#[test]
+fn running_or_frozen_container_is_refused() {
+    if !common::system_tests_enabled("running_or_frozen_container_is_refused", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let lp = lab.lxcpath();
+    lab.start(lp, "mysql");
+
+    let stderr = env.fails_with(5, &["snap", "mysql"]);
+    assert!(stderr.starts_with("lxc-snap: "), "stderr: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains("running"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(lab.state(lp, "mysql"), "RUNNING");
+    assert!(
+        snapdir_entries(&lab).is_empty(),
+        "{:?}",
+        dir_names(lab.snapdir())
+    );
+
+    let stderr = env.fails_with(5, &["mysql"]);
+    assert!(
+        stderr.to_lowercase().contains("running"),
+        "stderr: {stderr}"
+    );
+
+    lab.lxc("lxc-freeze", &["-P", lab.lxcpath_str(), "-n", "mysql"]);
+    assert_eq!(lab.state(lp, "mysql"), "FROZEN");
+    let stderr = env.fails_with(5, &["snap", "mysql"]);
+    let lower = stderr.to_lowercase();
+    assert!(
+        lower.contains("frozen") || lower.contains("running"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(lab.state(lp, "mysql"), "FROZEN");
+    assert!(
+        snapdir_entries(&lab).is_empty(),
+        "{:?}",
+        dir_names(lab.snapdir())
+    );
+    lab.lxc("lxc-unfreeze", &["-P", lab.lxcpath_str(), "-n", "mysql"]);
+    lab.stop(lp, "mysql");
+
+    // The refusals used up no number.
+    assert_eq!(env.ok(&["snap", "mysql"]), "created snapshot mysql_0\n");
+}
+
+#[test]
+fn restore_and_name_errors() {
+    if !common::system_tests_enabled("restore_and_name_errors", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let lp = lab.lxcpath();
+    change_mysql(&lab, FIRST_CHANGES);
+
+    // Invalid names are refused before anything touches the disk.
+    let long = "a".repeat(65);
+    let invalid: [&str; 10] = [
+        "../x", "-x", "a/b", &long, "", ".", "..", ".hidden", "a\tb", "a\nb",
+    ];
+    let before = tree_manifest(lp);
+    for name in invalid {
+        env.fails_with(2, &["snap", name]);
+        env.fails_with(2, &["snap", "--", name]);
+        assert!(
+            !lab.snapdir().exists(),
+            "snap {name:?} created {}",
+            lab.snapdir().display()
+        );
+    }
+    // Nonexistent containers.
+    env.fails_with(3, &["snap", "nosuch"]);
+    env.fails_with(3, &["list", "nosuch"]);
+    env.fails_with(3, &["list", "nosuch", "--json"]);
+    assert_same_tree(
+        "lxcpath after refused snaps",
+        &before,
+        &tree_manifest(lp),
+        &[],
+    );
+    // A container without snapshots lists as empty.
+    assert_eq!(
+        json(&env.ok(&["list", "mysql", "--json"])),
+        serde_json::json!([])
+    );
+    assert_eq!(json(&env.ok(&["list", "--json"])), serde_json::json!([]));
+
+    assert_eq!(env.ok(&["snap", "mysql"]), "created snapshot mysql_0\n");
+    let before = tree_manifest(lp);
+    let before_snaps = tree_manifest(lab.snapdir());
+    let mysql_config = lab.config(lp, "mysql");
+
+    for name in invalid {
+        env.fails_with(2, &["restore", "mysql_0", name]);
+        env.fails_with(2, &["restore", "mysql_0", "--", name]);
+        env.fails_with(2, &["-r", "mysql_0", name]);
+        env.fails_with(2, &["restore", name, "fresh"]);
+    }
+    // Restoring onto an existing container changes nothing.
+    for target in ["mysql", "base"] {
+        let stderr = env.fails_with(4, &["restore", "mysql_0", target]);
+        assert!(stderr.starts_with("lxc-snap: "), "stderr: {stderr}");
+        env.fails_with(4, &["-r", "mysql_0", target]);
+    }
+    // Unknown snapshots.
+    env.fails_with(3, &["restore", "mysql_7", "fresh"]);
+    env.fails_with(3, &["restore", "nosuch_0", "fresh"]);
+    env.fails_with(3, &["-r", "nosuch_0", "fresh"]);
+    assert!(!lp.join("fresh").exists());
+
+    assert_eq!(lab.config(lp, "mysql"), mysql_config);
+    assert_same_tree(
+        "lxcpath after refused restores",
+        &before,
+        &tree_manifest(lp),
+        &[],
+    );
+    assert_same_tree(
+        "snapdir after refused restores",
+        &before_snaps,
+        &tree_manifest(lab.snapdir()),
+        &[],
+    );
+
+    // Exactly 64 bytes is a valid name.
+    let max = "b".repeat(64);
+    assert_eq!(
+        env.ok(&["restore", "mysql_0", &max]),
+        format!("restored mysql_0 as {max}\n")
+    );
+    assert_eq!(config_value(&lab.config(lp, &max), "lxc.uts.name"), max);
+    lab.lxc("lxc-destroy", &["-P", lab.lxcpath_str(), "-n", &max]);
+
+    // Restore under the original name once it is gone.
+    lab.lxc("lxc-destroy", &["-P", lab.lxcpath_str(), "-n", "mysql"]);
+    assert!(!lp.join("mysql").exists());
+    assert_eq!(
+        env.ok(&["restore", "mysql_0", "mysql"]),
+        "restored mysql_0 as mysql\n"
+    );
+    assert_restored_overlay(&lab, "mysql_0", "mysql", "base");
+    let lxcpath = lp.display().to_string();
+    let deps = dependency_pairs(&lp.join("base/lxc_snapshots"));
+    assert_eq!(
+        deps.iter()
+            .filter(|d| **d == (lxcpath.clone(), "mysql".to_string()))
+            .count(),
+        1,
+        "{deps:?}"
+    );
+    lab.start(lp, "mysql");
+    assert_eq!(lab.attach(lp, "mysql", "hostname").trim(), "mysql");
+    assert_eq!(lab.attach(lp, "mysql", "cat /etc/hostname").trim(), "mysql");
+    assert!(present(&lab, lp, "mysql", "/root/added"));
+    assert!(!present(&lab, lp, "mysql", "/bin/vi"));
+    lab.stop(lp, "mysql");
+    // The restored container snaps on with the next number.
+    assert_eq!(env.ok(&["snap", "mysql"]), "created snapshot mysql_1\n");
+}
+
+#[test]
+fn concurrent_snaps_get_distinct_numbers() {
+    if !common::system_tests_enabled("concurrent_snaps_get_distinct_numbers", true) {
+        return;
+    }
+    const ROUNDS: usize = 3;
+    const MYSQL_AT_ONCE: usize = 3;
+    const OTHER_AT_ONCE: usize = 2;
+    let lab = mysql_lab();
+    let env = &lab.env;
+    change_mysql(&lab, FIRST_CHANGES);
+    // A second container with a bigger delta, so that its copies are in
+    // flight while mysql's snaps start (and look for leftovers).
+    lab.overlay_clone("base", "other");
+    lab.start(lab.lxcpath(), "other");
+    lab.attach(
+        lab.lxcpath(),
+        "other",
+        "dd if=/dev/zero of=/root/big bs=1M count=32 2>/dev/null && sync",
+    );
+    lab.stop(lab.lxcpath(), "other");
+    let deltas = [
+        ("mysql", tree_manifest(&lab.delta("mysql"))),
+        ("other", tree_manifest(&lab.delta("other"))),
+    ];
+
+    let mut printed = BTreeSet::new();
+    for _round in 0..ROUNDS {
+        let names = std::iter::repeat("other")
+            .take(OTHER_AT_ONCE)
+            .chain(std::iter::repeat("mysql").take(MYSQL_AT_ONCE));
+        let children: Vec<_> = names
+            .map(|name| {
+                env.cmd()
+                    .args(["snap", name])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawning lxc-snap")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("waiting for lxc-snap");
+            assert!(
+                out.status.success(),
+                "concurrent snap failed: {:?}\nstderr: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(printed.insert(line.clone()), "number issued twice: {line}");
+        }
+    }
+    let mut expected = BTreeSet::new();
+    for (name, count) in [("mysql", MYSQL_AT_ONCE), ("other", OTHER_AT_ONCE)] {
+        for i in 0..ROUNDS * count {
+            expected.insert(format!("created snapshot {name}_{i}\n"));
+        }
+    }
+    assert_eq!(printed, expected);
+    assert!(tmp_leftovers(&lab).is_empty(), "{:?}", tmp_leftovers(&lab));
+    for ((name, delta), count) in deltas.iter().zip([MYSQL_AT_ONCE, OTHER_AT_ONCE]) {
+        let all: Vec<String> = (0..ROUNDS * count).map(|i| format!("{name}_{i}")).collect();
+        assert_eq!(names_of(&snapshots_json(&lab, name)), all);
+        for snap in &all {
+            assert_overlay_snapshot_layout(&lab, name, snap, "base");
+            assert_same_tree(
+                &format!("{snap} vs {name}'s delta"),
+                delta,
+                &tree_manifest(&lab.snapdir().join(snap).join("private/delta")),
+                &[],
+            );
+        }
+    }
+}
+
+#[test]
+fn leftover_temporary_snapshot_is_hidden_then_removed() {
+    if !common::system_tests_enabled("leftover_temporary_snapshot_is_hidden_then_removed", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    change_mysql(&lab, FIRST_CHANGES);
+
+    // What a crash half-way through `snap mysql` leaves behind.
+    let leftover = lab.snapdir().join(".lxc-snap.tmp.mysql_0.crashed");
+    fs::create_dir_all(leftover.join("private/delta/root")).expect("mkdir");
+    fs::write(leftover.join("private/delta/root/half"), "half").expect("write");
+    fs::write(leftover.join("config"), lab.config(lab.lxcpath(), "mysql")).expect("write");
+    fs::write(leftover.join("ts"), "2020:01:01 00:00:00").expect("write");
+
+    assert_eq!(json(&env.ok(&["list", "--json"])), serde_json::json!([]));
+    assert_eq!(
+        json(&env.ok(&["list", "mysql", "--json"])),
+        serde_json::json!([])
+    );
+    let listing = env.ok(&["list"]);
+    assert!(!listing.contains("lxc-snap.tmp"), "{listing}");
+    assert!(!listing.contains("mysql"), "{listing}");
+    assert!(leftover.exists(), "list must not clean up");
+
+    let out = env.run(&["snap", "mysql"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "created snapshot mysql_0\n"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".lxc-snap.tmp.mysql_0.crashed"),
+        "leftover not reported: {stderr}"
+    );
+    assert!(!leftover.exists(), "leftover not removed");
+    assert!(tmp_leftovers(&lab).is_empty());
+    assert!(!lab
+        .snapdir()
+        .join("mysql_0/private/delta/root/half")
+        .exists());
+    assert_overlay_snapshot_layout(&lab, "mysql", "mysql_0", "base");
+    assert_eq!(names_of(&snapshots_json(&lab, "mysql")), ["mysql_0"]);
+}
+
+#[test]
+fn lxc_snapshot_trees_in_the_snapdir_are_left_alone() {
+    if !common::system_tests_enabled("lxc_snapshot_trees_in_the_snapdir_are_left_alone", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    change_mysql(&lab, FIRST_CHANGES);
+
+    // What `lxc-snapshot -n mysql` writes when /var/lib/lxcsnaps exists.
+    let foreign = lab.snapdir().join("mysql");
+    let snap0 = foreign.join("snap0");
+    fs::create_dir_all(snap0.join("rootfs/etc")).expect("mkdir");
+    fs::write(
+        snap0.join("config"),
+        format!(
+            "lxc.rootfs.path = overlay:{}/base/rootfs:{}/overlay/delta\nlxc.uts.name = snap0\n",
+            lab.lxcpath().display(),
+            snap0.display()
+        ),
+    )
+    .expect("write");
+    fs::write(snap0.join("ts"), "2021:02:03 04:05:06").expect("write");
+    fs::write(snap0.join("rootfs/etc/marker"), "lxc-snapshot").expect("write");
+    let before = tree_manifest(lab.snapdir());
+
+    assert_eq!(json(&env.ok(&["list", "--json"])), serde_json::json!([]));
+    assert_eq!(
+        json(&env.ok(&["list", "mysql", "--json"])),
+        serde_json::json!([])
+    );
+    let listing = env.ok(&["list", "mysql"]);
+    assert!(!listing.contains("snap0"), "{listing}");
+
+    assert_eq!(env.ok(&["snap", "mysql"]), "created snapshot mysql_0\n");
+    assert_overlay_snapshot_layout(&lab, "mysql", "mysql_0", "base");
+    let all = json(&env.ok(&["list", "--json"]));
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["container"], "mysql");
+    assert_eq!(all[0]["snapshots"], 1);
+    assert_eq!(names_of(&snapshots_json(&lab, "mysql")), ["mysql_0"]);
+    let listing = env.ok(&["list", "mysql"]);
+    assert!(!listing.contains("snap0"), "{listing}");
+
+    let after: std::collections::BTreeMap<_, _> = tree_manifest(lab.snapdir())
+        .into_iter()
+        .filter(|(p, _)| p == "mysql" || p.starts_with("mysql/"))
+        .collect();
+    let before: std::collections::BTreeMap<_, _> = before
+        .into_iter()
+        .filter(|(p, _)| p == "mysql" || p.starts_with("mysql/"))
+        .collect();
+    assert_same_tree("lxc-snapshot's tree", &before, &after, &[]);
+}
+
+#[test]
+fn snapshot_of_an_ephemeral_container_survives_being_stopped() {
+    if !common::system_tests_enabled("snapshot_of_an_ephemeral_container", true) {
+        return;
+    }
+    let lab = Lab::new();
+    let env = &lab.env;
+    lab.create_base("base");
+    lab.overlay_clone("base", "eph");
+    let config_path = lab.lxcpath().join("eph/config");
+    let mut config = read(&config_path);
+    config.push_str("lxc.ephemeral = 1\n");
+    fs::write(&config_path, config).expect("write");
+
+    assert_eq!(env.ok(&["snap", "eph"]), "created snapshot eph_0\n");
+    let snap_config = lab.config(lab.snapdir(), "eph_0");
+    for v in config_values(&snap_config, "lxc.ephemeral") {
+        assert_eq!(v, "0", "snapshot keeps lxc.ephemeral = {v}");
+    }
+    lab.start(lab.snapdir(), "eph_0");
+    // Not lab.stop: its wait would fail on a container that destroyed itself.
+    lab.lxc("lxc-stop", &["-P", lab.snapdir_str(), "-n", "eph_0", "-k"]);
+    assert!(
+        lab.snapdir().join("eph_0/config").exists(),
+        "eph_0 destroyed itself"
+    );
+    assert!(lab.snapdir().join("eph_0/private/delta").is_dir());
+    assert_eq!(names_of(&snapshots_json(&lab, "eph")), ["eph_0"]);
+}
