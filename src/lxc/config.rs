@@ -678,11 +678,22 @@ lxc.ephemeral = 1
 
     #[test]
     fn quoted_values_are_unquoted_like_lxc_does() {
-        let cfg = LxcConfig::parse("lxc.uts.name = \"base\"\nlxc.rootfs.path = 'dir:/l/base/rootfs'\nlxc.arch = \"x\n");
+        let cfg = LxcConfig::parse(
+            "lxc.uts.name = \"base\"\nlxc.rootfs.path = 'dir:/l/base/rootfs'\nlxc.arch = \"x\n",
+        );
         assert_eq!(cfg.get("lxc.uts.name"), Some("base"));
         assert_eq!(cfg.get("lxc.arch"), Some("\"x"));
-        assert_eq!(cfg.rootfs().expect("parses"), Rootfs::Dir { prefix: "dir".into(), path: "/l/base/rootfs".into() });
-        assert_eq!(cfg.render(), "lxc.uts.name = \"base\"\nlxc.rootfs.path = 'dir:/l/base/rootfs'\nlxc.arch = \"x\n");
+        assert_eq!(
+            cfg.rootfs().expect("parses"),
+            Rootfs::Dir {
+                prefix: "dir".into(),
+                path: "/l/base/rootfs".into()
+            }
+        );
+        assert_eq!(
+            cfg.render(),
+            "lxc.uts.name = \"base\"\nlxc.rootfs.path = 'dir:/l/base/rootfs'\nlxc.arch = \"x\n"
+        );
     }
 
     #[test]
