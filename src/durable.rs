@@ -233,12 +233,18 @@ impl Drop for Staging {
 }
 
 /// Removes the staging directories in `parent` left by runs that died,
-/// for the final names that `owned` accepts; returns what it removed.
+/// for the final names that `owned` accepts, after `before_remove(path,
+/// final_name)` has undone what else the dead run did; returns what it
+/// removed.
 ///
 /// The caller holds the lock that every creator of such a final name takes,
 /// so no live run can be between creating a staging directory and locking
 /// it; the flock check is a second guard.
-pub fn remove_leftovers(parent: &Path, owned: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+pub fn remove_leftovers(
+    parent: &Path,
+    owned: impl Fn(&str) -> bool,
+    mut before_remove: impl FnMut(&Path, &str),
+) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let entries = match fs::read_dir(parent) {
         Ok(e) => e,
@@ -264,6 +270,7 @@ pub fn remove_leftovers(parent: &Path, owned: impl Fn(&str) -> bool) -> Result<V
         let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue; // a live run owns it
         };
+        before_remove(&path, &final_name);
         fs::remove_dir_all(&path).map_err(|e| Error::io("removing leftover", &path, e))?;
         drop(lock);
         removed.push(path);
@@ -325,7 +332,8 @@ mod tests {
         fs::create_dir_all(dead.join("sub")).expect("mkdir");
         let other = dir.path().join(format!("{STAGING_PREFIX}d_0.abc"));
         fs::create_dir(&other).expect("mkdir");
-        let removed = remove_leftovers(dir.path(), |n| n.starts_with("c_")).expect("cleanup");
+        let removed =
+            remove_leftovers(dir.path(), |n| n.starts_with("c_"), |_, _| {}).expect("cleanup");
         assert_eq!(removed, std::slice::from_ref(&dead));
         assert!(live.path().exists());
         assert!(

@@ -221,11 +221,18 @@ impl Store {
     }
 
     /// Removes snapshots of the locked container left half-built by runs
-    /// that died; returns their paths.
-    pub fn remove_leftovers(&self, lock: &NameLock) -> Result<Vec<PathBuf>> {
-        durable::remove_leftovers(&self.dir, |n| {
-            SnapshotName::try_parse(n).is_some_and(|s| s.container() == lock.name())
-        })
+    /// that died, calling `before_remove(path, snapshot_name)` on each
+    /// first; returns their paths.
+    pub fn remove_leftovers(
+        &self,
+        lock: &NameLock,
+        before_remove: impl FnMut(&Path, &str),
+    ) -> Result<Vec<PathBuf>> {
+        durable::remove_leftovers(
+            &self.dir,
+            |n| SnapshotName::try_parse(n).is_some_and(|s| s.container() == lock.name()),
+            before_remove,
+        )
     }
 
     /// Every snapshot in the store, sorted by container and number. Entries

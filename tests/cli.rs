@@ -765,6 +765,15 @@ fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_run() {
     let leftover = env.snapdir.join(".lxc-snap.tmp.c_1.XyZ123");
     fs::create_dir_all(leftover.join("private/delta/some/dir")).expect("mkdir");
     fs::write(leftover.join("lxc-snap.json"), "{}").expect("write");
+    // A run that died between registering with the base and its rename.
+    let registered = env.snapdir.join(".lxc-snap.tmp.c_5.QrS789");
+    fs::create_dir(&registered).expect("mkdir");
+    let base_entry = format!("{}\nbase\n", env.lxcpath.display());
+    fs::write(registered.join("lxc_rdepends"), &base_entry).expect("rdepends");
+    let deps_file = env.lxcpath.join("base/lxc_snapshots");
+    let mut deps = fs::read_to_string(&deps_file).expect("lxc_snapshots");
+    deps.push_str(&format!("{}\nc_5\n", env.snapdir.display()));
+    fs::write(&deps_file, deps).expect("stale entry");
     let other = env.snapdir.join(".lxc-snap.tmp.d_0.AbC456");
     fs::create_dir(&other).expect("mkdir");
     assert_eq!(names_of(&env, "c"), ["c_0"]);
@@ -776,6 +785,16 @@ fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_run() {
         "{stderr}"
     );
     assert!(!leftover.exists());
+    assert!(!registered.exists());
+    let deps = fs::read_to_string(&deps_file).expect("lxc_snapshots");
+    assert!(
+        !deps.contains("c_5"),
+        "stale registration taken back: {deps}"
+    );
+    assert!(
+        deps.contains(&format!("{}\nc_0\n", env.snapdir.display())),
+        "{deps}"
+    );
     assert!(
         other.exists(),
         "another container's staging is not this run's business"

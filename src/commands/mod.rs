@@ -115,6 +115,28 @@ fn copy_config_files(
     Ok(())
 }
 
+/// Takes back what a run that died registered with base containers for
+/// `<parent>/<name>` (it registers just before its final rename), unless a
+/// complete `<parent>/<name>` exists after all. Best effort: a base that
+/// cannot be updated keeps a stale entry, which only makes lxc-destroy
+/// more careful.
+fn forget_registrations(leftover: &std::path::Path, parent: &std::path::Path, name: &str) {
+    if std::fs::symlink_metadata(parent.join(name)).is_ok() {
+        return;
+    }
+    let Ok(bases) = crate::lxc::container::read_dependency_file(&leftover.join("lxc_rdepends"))
+    else {
+        return;
+    };
+    let dependent = crate::lxc::container::DependencyEntry {
+        lxcpath: parent.to_path_buf(),
+        name: name.to_string(),
+    };
+    for base in &bases {
+        let _ = crate::lxc::container::update_dependents(base, &dependent, false);
+    }
+}
+
 /// Entries added to base containers' `lxc_snapshots`, taken back on drop
 /// unless kept, so that a failed run leaves the bases as they were.
 struct Registrations {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::snap::make_dir;
-use super::{copy_config_files, require_root, Context, Registrations};
+use super::{copy_config_files, forget_registrations, require_root, Context, Registrations};
 use crate::copy::copy_tree;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
@@ -45,7 +45,12 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
         .iter()
         .map(|n| ctx.store.lock(n, ctx.ui))
         .collect::<Result<Vec<_>>>()?;
-    for leftover in durable::remove_leftovers(&lxcpath, |n| n == new_name.as_str())? {
+    let leftovers = durable::remove_leftovers(
+        &lxcpath,
+        |n| n == new_name.as_str(),
+        |path, n| forget_registrations(path, &lxcpath, n),
+    )?;
+    for leftover in leftovers {
         ctx.ui.note(&format!(
             "removed {}: an incomplete restore left by an interrupted run",
             leftover.display()

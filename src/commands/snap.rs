@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::Local;
 
-use super::{copy_config_files, read_comment, require_root, Context, Registrations};
+use super::{
+    copy_config_files, forget_registrations, read_comment, require_root, Context, Registrations,
+};
 use crate::cli::CommentSource;
 use crate::copy::copy_tree;
 use crate::durable;
@@ -66,7 +68,11 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
     };
 
     let lock = ctx.store.lock(name, ctx.ui)?;
-    for leftover in ctx.store.remove_leftovers(&lock)? {
+    let snapdir = ctx.store.dir().to_path_buf();
+    for leftover in ctx
+        .store
+        .remove_leftovers(&lock, |path, n| forget_registrations(path, &snapdir, n))?
+    {
         ctx.ui.note(&format!(
             "removed {}: an incomplete snapshot left by an interrupted run",
             leftover.display()
