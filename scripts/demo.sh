@@ -132,7 +132,7 @@ snap -r mysql_1 mysql_tmp
 say "mysql_tmp has the files as they were in mysql_1"
 start mysql_tmp
 in_container mysql_tmp cat /srv/db/schema
-in_container mysql_tmp cat /etc/hostname
+in_container mysql_tmp hostname
 run lxc-stop -P "$LXCPATH" -n mysql_tmp -k
 
 say "done"
