@@ -91,6 +91,23 @@ fn read_comment(source: &CommentSource) -> Result<String> {
     }
 }
 
+/// Copies a container tree with [`crate::copy::copy_tree`], warning about
+/// every mount point below it that was not crossed.
+fn copy_tree(
+    ctx: &Context,
+    src: &std::path::Path,
+    dst: &std::path::Path,
+) -> Result<crate::copy::CopyStats> {
+    let stats = crate::copy::copy_tree(src, dst)?;
+    for p in &stats.skipped_mounts {
+        ctx.ui.warn(&format!(
+            "left out what is mounted at {}: another filesystem, not part of the container's tree",
+            p.display()
+        ));
+    }
+    Ok(stats)
+}
+
 /// Copies the files a retargeted config refers to (fstab, hook scripts)
 /// into the staging directory that will become `final_dir`.
 fn copy_config_files(

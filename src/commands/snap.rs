@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use chrono::Local;
 
 use super::{
-    copy_config_files, forget_registrations, read_comment, require_root, Context, Registrations,
+    copy_config_files, copy_tree, forget_registrations, read_comment, require_root, Context,
+    Registrations,
 };
 use crate::cli::CommentSource;
-use crate::copy::copy_tree;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
@@ -92,7 +92,7 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
     let private = new.path().join("private");
     make_dir(&private, 0o700)?;
     make_dir(&private.join("scratch"), 0o700)?;
-    let stats = copy_tree(&tree, &store::tree_path(new.path(), backing))?;
+    let stats = copy_tree(ctx, &tree, &store::tree_path(new.path(), backing))?;
 
     let mut stacked = vec![store::tree_path(&final_dir, backing)];
     stacked.extend(lowers.iter().cloned());
