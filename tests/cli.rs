@@ -930,3 +930,118 @@ fn help_and_version() {
         format!("lxc-snap {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_changes_nothing() {
+    if !common::system_tests_enabled("a_full_disk_fails_cleanly_and_changes_nothing", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    make_base(&env, "base");
+    let delta = make_clone(
+        &env,
+        "base",
+        "big",
+        "lxc.rootfs.path",
+        "overlay",
+        "overlay/delta",
+    );
+    fs::write(delta.join("blob"), vec![7u8; 4 << 20]).expect("write");
+    fs::create_dir(&env.snapdir).expect("mkdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &env.snapdir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount a 1 MiB tmpfs as the snapdir");
+    let _guard = Mounted(env.snapdir.clone());
+    let stderr = env.fails_with(1, &["big"]);
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains(&env.snapdir.display().to_string()),
+        "names the path: {stderr}"
+    );
+    let left: Vec<_> = fs::read_dir(&env.snapdir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, [".lxc-snap"], "no snapshot, no staging left");
+    let deps = fs::read_to_string(env.lxcpath.join("base/lxc_snapshots")).unwrap_or_default();
+    assert!(!deps.contains("big_"), "no registration left: {deps}");
+    assert_eq!(json(&env, &["-l", "big", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn a_killed_snapshot_never_shows_and_the_next_run_cleans_up() {
+    if !common::system_tests_enabled(
+        "a_killed_snapshot_never_shows_and_the_next_run_cleans_up",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    make_base(&env, "base");
+    let delta = make_clone(
+        &env,
+        "base",
+        "c",
+        "lxc.rootfs.path",
+        "overlay",
+        "overlay/delta",
+    );
+    for i in 0..64 {
+        fs::write(delta.join(format!("f{i}")), vec![i as u8; 2 << 20]).expect("write");
+    }
+    let mut child = env
+        .cmd()
+        .arg("c")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let staging = loop {
+        let found = fs::read_dir(&env.snapdir).ok().and_then(|entries| {
+            entries.filter_map(|e| e.ok()).find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".lxc-snap.tmp.c_0.")
+            })
+        });
+        if let Some(entry) = found {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+            break entry.path();
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    child.wait().expect("reap");
+    assert!(
+        staging.exists(),
+        "the killed run left its staging directory"
+    );
+    assert_eq!(json(&env, &["-l", "c", "--json"]), serde_json::json!([]));
+    assert_eq!(json(&env, &["-l", "--json"]), serde_json::json!([]));
+    let out = env.run(&["c"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("removed {}", staging.display()))
+    );
+    assert!(!staging.exists());
+    assert_eq!(names_of(&env, "c"), ["c_0"]);
+    assert_trees_identical(&delta, &env.snapdir.join("c_0/private/delta"));
+}
