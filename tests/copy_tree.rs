@@ -493,3 +493,15 @@ fn refuses_a_real_redirect_dir_or_metacopy_delta() {
         );
     }
 }
+
+#[test]
+fn refuses_to_copy_a_tree_into_itself() {
+    if !common::system_tests_enabled("refuses_to_copy_a_tree_into_itself", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let err = copy_tree(&src, &src.join("sub/copy")).expect_err("copy into itself");
+    assert!(err.to_string().contains("into itself"), "{err}");
+}
