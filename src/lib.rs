@@ -13,6 +13,7 @@ pub mod durable;
 pub mod error;
 pub mod lxc;
 pub mod names;
+pub mod prune;
 pub mod store;
 pub mod ui;
 
