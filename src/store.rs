@@ -70,6 +70,50 @@ pub struct Metadata {
     pub files: u64,
     /// Bytes of regular files in the captured tree.
     pub bytes: u64,
+    /// A pinned snapshot is never pruned and is deleted only with --force.
+    #[serde(default)]
+    pub pinned: bool,
+    /// What each lower looked like when the snapshot was taken (same order
+    /// as `lowers`), to tell later whether the base still is what it was.
+    #[serde(default)]
+    pub lower_fingerprints: Vec<TreeFingerprint>,
+}
+
+/// A cheap summary of a directory tree: any change to an entry moves its
+/// ctime, so a changed tree almost always shows a different fingerprint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeFingerprint {
+    pub entries: u64,
+    pub bytes: u64,
+    /// The newest ctime in the tree, in nanoseconds since the epoch.
+    pub newest_change_ns: i128,
+}
+
+impl TreeFingerprint {
+    /// Walks `root` without following symlinks or leaving its filesystem.
+    pub fn of(root: &Path) -> Result<TreeFingerprint> {
+        use std::os::unix::fs::MetadataExt;
+        let mut fp = TreeFingerprint::default();
+        for entry in walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .same_file_system(true)
+        {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                Error::io("reading", &path, e.into())
+            })?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io("reading", entry.path(), e.into()))?;
+            fp.entries += 1;
+            if meta.is_file() {
+                fp.bytes += meta.len();
+            }
+            let ctime = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+            fp.newest_change_ns = fp.newest_change_ns.max(ctime);
+        }
+        Ok(fp)
+    }
 }
 
 impl Metadata {
@@ -382,6 +426,37 @@ impl Store {
         }
     }
 
+    /// Rewrites `snapshot`'s metadata with `pinned` set as given.
+    pub fn set_pinned(&self, snapshot: &Snapshot, pinned: bool) -> Result<()> {
+        let mut meta = snapshot.meta.clone();
+        meta.pinned = pinned;
+        write_metadata(&snapshot.dir, &meta)
+    }
+
+    /// Deletes `snapshot` (of the locked container): first renames it out
+    /// of sight, so that a crash never leaves a half-deleted snapshot that
+    /// lists; `unregister` runs between the rename and the removal. What a
+    /// crash leaves is a leftover that the next run removes.
+    pub fn remove(
+        &self,
+        snapshot: &Snapshot,
+        lock: &NameLock,
+        unregister: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        debug_assert_eq!(snapshot.name.container(), lock.name());
+        let hidden = self.dir.join(format!(
+            "{}{}.deleted{}",
+            durable::STAGING_PREFIX,
+            snapshot.name,
+            std::process::id()
+        ));
+        fs::rename(&snapshot.dir, &hidden)
+            .map_err(|e| Error::io("moving aside", &snapshot.dir, e))?;
+        durable::sync_dir(&self.dir)?;
+        unregister()?;
+        fs::remove_dir_all(&hidden).map_err(|e| Error::io("removing", &hidden, e))
+    }
+
     /// Replaces (or with `None` removes) the comment of `snapshot`.
     pub fn set_comment(&self, snapshot: &Snapshot, comment: Option<&str>) -> Result<()> {
         write_comment(&snapshot.dir, comment)
@@ -431,6 +506,8 @@ mod tests {
             lowers: vec!["/var/lib/lxc/base/rootfs".into()],
             files: 3,
             bytes: 10,
+            pinned: false,
+            lower_fingerprints: Vec::new(),
         }
     }
 

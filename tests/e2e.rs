@@ -552,7 +552,7 @@ fn overlay_round_trip() {
     let rows = table_rows(&env.ok(&["list", "mysql"]));
     assert_eq!(
         rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
-        ["SNAPSHOT", "CREATED", "SIZE", "COMMENT"],
+        ["SNAPSHOT", "CREATED", "SIZE", "PINNED", "COMMENT"],
         "{rows:?}"
     );
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -1305,4 +1305,52 @@ fn snapshot_of_an_ephemeral_container_survives_being_stopped() {
     );
     assert!(lab.snapdir().join("eph_0/private/delta").is_dir());
     assert_eq!(names_of(&snapshots_json(&lab, "eph")), ["eph_0"]);
+}
+
+#[test]
+fn rollback_checked_from_inside_the_started_container() {
+    if !common::system_tests_enabled("rollback_checked_from_inside_the_started_container", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    change_mysql(&lab, FIRST_CHANGES);
+    lab.env.ok(&["snap", "-m", "first", "mysql"]);
+    change_mysql(&lab, SECOND_CHANGES);
+    let config_before = lab.config(lab.lxcpath(), "mysql");
+
+    // Refused while running.
+    lab.start(lab.lxcpath(), "mysql");
+    lab.env.fails_with(5, &["rollback", "mysql_0"]);
+    lab.stop(lab.lxcpath(), "mysql");
+
+    assert_eq!(
+        lab.env.ok(&["rollback", "mysql_0"]).trim(),
+        "rolled mysql back to mysql_0 (the state before is mysql_1)"
+    );
+    assert_eq!(
+        lab.config(lab.lxcpath(), "mysql"),
+        config_before,
+        "host name and MACs stay"
+    );
+    lab.start(lab.lxcpath(), "mysql");
+    let seen = lab.attach(
+        lab.lxcpath(),
+        "mysql",
+        "test -e /root/second && echo second-present; test -e /bin/less && echo less-present; \
+         head -c 7 /root/added; echo; hostname; cat /sys/class/net/eth0/address",
+    );
+    lab.stop(lab.lxcpath(), "mysql");
+    let mac = config_value(&config_before, "lxc.net.0.hwaddr");
+    assert_eq!(seen, format!("less-present\npayload\nmysql\n{mac}\n"));
+
+    // The backup holds the state from before the rollback.
+    lab.env.ok(&["rollback", "--no-backup", "mysql_1"]);
+    lab.start(lab.lxcpath(), "mysql");
+    let seen = lab.attach(
+        lab.lxcpath(),
+        "mysql",
+        "cat /root/second; test -e /bin/less || echo less-gone",
+    );
+    lab.stop(lab.lxcpath(), "mysql");
+    assert_eq!(seen, "second\nless-gone\n");
 }

@@ -33,6 +33,7 @@ struct SnapshotRow {
     number: u64,
     created: String,
     comment: Option<String>,
+    pinned: bool,
     backing: Backing,
     lxcpath: PathBuf,
     lowers: Vec<PathBuf>,
@@ -96,7 +97,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record(["SNAPSHOT", "CREATED", "SIZE", "COMMENT"]);
+    b.push_record(["SNAPSHOT", "CREATED", "SIZE", "PINNED", "COMMENT"]);
     for r in &rows {
         let created = DateTime::parse_from_rfc3339(&r.created)
             .map(local)
@@ -106,14 +107,16 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
             .as_deref()
             .and_then(|c| c.lines().next())
             .unwrap_or("");
+        let pinned = if r.pinned { "yes" } else { "" };
         b.push_record([
             r.name.clone(),
             created,
             human_bytes(r.bytes),
+            pinned.to_string(),
             first_line.to_string(),
         ]);
     }
-    print_table(b, Some(3));
+    print_table(b, Some(4));
     Ok(())
 }
 
@@ -124,6 +127,7 @@ fn row(s: &Snapshot) -> Result<SnapshotRow> {
         number: s.name.number(),
         created: s.meta.created_time()?.to_rfc3339(),
         comment: s.comment()?,
+        pinned: s.meta.pinned,
         backing: s.meta.backing,
         lxcpath: s.meta.lxcpath.clone(),
         lowers: s.meta.lowers.clone(),

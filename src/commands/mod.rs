@@ -2,8 +2,15 @@
 //! [`Context`] and talks to the store, the copier and the LXC layer.
 
 mod comment;
+mod delete;
+mod diff;
+mod info;
 mod list;
+mod mount;
+mod pin;
+mod prune;
 mod restore;
+mod rollback;
 mod snap;
 
 use std::path::PathBuf;
@@ -60,6 +67,24 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::List { container, json } => list::run(ctx, container.as_ref(), json),
         Command::Restore { snapshot, new_name } => restore::run(ctx, &snapshot, &new_name),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
+        Command::Delete { targets, force } => delete::run(ctx, &targets, force),
+        Command::Pin { snapshot, pinned } => pin::run(ctx, &snapshot, pinned),
+        Command::Info { snapshot, json } => info::run(ctx, &snapshot, json),
+        Command::Rollback { snapshot, backup } => rollback::run(ctx, &snapshot, backup),
+        Command::Mount { snapshot, dir } => mount::mount_snapshot(ctx, &snapshot, &dir),
+        Command::Umount { dir } => mount::umount_snapshot(ctx, &dir),
+        Command::Prune {
+            container,
+            policy,
+            dry_run,
+            json,
+        } => prune::run(ctx, container.as_ref(), &policy, dry_run, json),
+        Command::Diff {
+            old,
+            new,
+            content,
+            json,
+        } => diff::run(ctx, &old, new.as_ref(), content, json),
     }
 }
 

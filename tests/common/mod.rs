@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fidelity;
+pub mod fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,7 +24,13 @@ pub fn system_tests_enabled(what: &str, lxc: bool) -> bool {
         "{what} needs root (set LXC_SNAP_SKIP_SYSTEM_TESTS=1 to skip system tests)"
     );
     if lxc {
-        for tool in ["lxc-start", "lxc-create", "lxc-copy", "lxc-attach", "lxc-info"] {
+        for tool in [
+            "lxc-start",
+            "lxc-create",
+            "lxc-copy",
+            "lxc-attach",
+            "lxc-info",
+        ] {
             assert!(
                 Command::new(tool).arg("--version").output().is_ok(),
                 "{what} needs {tool}: apt-get install lxc busybox-static \
@@ -64,7 +71,10 @@ impl TestEnv {
     /// `lxc-snap -P <lxcpath> --snapdir <snapdir> ARGS...`
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lxc-snap"));
-        c.arg("-P").arg(&self.lxcpath).arg("--snapdir").arg(&self.snapdir);
+        c.arg("-P")
+            .arg(&self.lxcpath)
+            .arg("--snapdir")
+            .arg(&self.snapdir);
         c.env_remove("LXC_SNAP_DIR");
         c
     }
