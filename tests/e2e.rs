@@ -1354,3 +1354,66 @@ fn rollback_checked_from_inside_the_started_container() {
     lab.stop(lab.lxcpath(), "mysql");
     assert_eq!(seen, "second\nless-gone\n");
 }
+
+#[test]
+fn a_rollback_killed_midway_leaves_a_startable_container() {
+    if !common::system_tests_enabled(
+        "a_rollback_killed_midway_leaves_a_startable_container",
+        true,
+    ) {
+        return;
+    }
+    let lab = mysql_lab();
+    let delta = lab.delta("mysql");
+    fs::create_dir_all(delta.join("srv")).expect("mkdir");
+    for i in 0..64 {
+        fs::write(delta.join(format!("srv/f{i}")), vec![b'a'; 2 << 20]).expect("write");
+    }
+    fs::write(delta.join("srv/version"), "old\n").expect("write");
+    lab.env.ok(&["-q", "mysql"]);
+    fs::write(delta.join("srv/version"), "new\n").expect("write");
+
+    let mut child = lab
+        .env
+        .cmd()
+        .args(["rollback", "--no-backup", "mysql_0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let parent = delta.parent().expect("parent").to_path_buf();
+    loop {
+        let staging = fs::read_dir(&parent)
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".lxc-snap.tmp.delta.")
+            });
+        if staging {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the rollback ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.wait().expect("reap");
+
+    lab.start(lab.lxcpath(), "mysql");
+    let version = lab.attach(lab.lxcpath(), "mysql", "cat /srv/version");
+    lab.stop(lab.lxcpath(), "mysql");
+    assert!(version == "old\n" || version == "new\n", "{version:?}");
+
+    lab.env.ok(&["rollback", "--no-backup", "mysql_0"]);
+    lab.start(lab.lxcpath(), "mysql");
+    assert_eq!(
+        lab.attach(lab.lxcpath(), "mysql", "cat /srv/version"),
+        "old\n"
+    );
+    lab.stop(lab.lxcpath(), "mysql");
+}
