@@ -17,6 +17,7 @@ pub mod names;
 pub mod prune;
 pub mod store;
 pub mod ui;
+pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};
 

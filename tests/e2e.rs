@@ -552,7 +552,7 @@ fn overlay_round_trip() {
     let rows = table_rows(&env.ok(&["list", "mysql"]));
     assert_eq!(
         rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
-        ["SNAPSHOT", "CREATED", "SIZE", "PINNED", "COMMENT"],
+        ["SNAPSHOT", "CREATED", "REFER", "USED", "PINNED", "COMMENT"],
         "{rows:?}"
     );
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -562,9 +562,11 @@ fn overlay_round_trip() {
         assert_local_time(&row[1], &row[2]);
         assert!(row[3].parse::<f64>().is_ok(), "size {row:?}");
         assert!(row[4].ends_with('B'), "size unit {row:?}");
+        assert!(row[5].parse::<f64>().is_ok(), "used {row:?}");
+        assert!(row[6].ends_with('B'), "used unit {row:?}");
     }
-    assert_eq!(rows[1][5..].join(" "), "first comment");
-    assert_eq!(rows[2][5..].join(" "), "Second: added /root/second");
+    assert_eq!(rows[1][7..].join(" "), "first comment");
+    assert_eq!(rows[2][7..].join(" "), "Second: added /root/second");
 
     let snaps = snapshots_json(&lab, "mysql");
     assert_eq!(names_of(&snaps), ["mysql_0", "mysql_1"]);

@@ -34,6 +34,35 @@ pub fn run(ctx: &Context, targets: &[Selection], force: bool) -> Result<()> {
         delete_checked(ctx, s, &locks[s.name.container()])?;
         ctx.ui.done(&format!("deleted {}", s.name));
     }
+    let deleted: Vec<SnapshotName> = snapshots.into_iter().map(|s| s.name).collect();
+    for c in &containers {
+        refresh_neighbours(ctx, c, &deleted)?;
+    }
+    Ok(())
+}
+
+/// After deleting `deleted`, the nearest remaining snapshots before and
+/// after each one may now hold alone what they shared with it: their
+/// `used_bytes` is recomputed. (An incremental snapshot shares files only
+/// with the snapshots next to it, so nothing further away changes.)
+pub(super) fn refresh_neighbours(
+    ctx: &Context,
+    container: &ContainerName,
+    deleted: &[SnapshotName],
+) -> Result<()> {
+    let remaining = ctx.store.snapshots_of(container, ctx.ui)?;
+    let mut touched = BTreeSet::new();
+    for d in deleted.iter().filter(|d| d.container() == container) {
+        if let Some(before) = remaining.iter().rev().find(|s| s.name < *d) {
+            touched.insert(before.name.clone());
+        }
+        if let Some(after) = remaining.iter().find(|s| s.name > *d) {
+            touched.insert(after.name.clone());
+        }
+    }
+    for s in remaining.iter().filter(|s| touched.contains(&s.name)) {
+        ctx.store.refresh_used(s)?;
+    }
     Ok(())
 }
 

@@ -2,7 +2,6 @@
 //! a failure status when it is broken (its tree or a base layer is gone).
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Local;
@@ -43,6 +42,8 @@ struct Info {
     lowers: Vec<Lower>,
     files: u64,
     bytes: u64,
+    /// Allocated bytes only this snapshot holds (recorded).
+    used_bytes: u64,
     /// Allocated bytes of the captured tree, each inode once; `None` when
     /// the tree cannot be read.
     bytes_on_disk: Option<u64>,
@@ -84,6 +85,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         lowers,
         files: meta.files,
         bytes: meta.bytes,
+        used_bytes: meta.used_bytes,
         bytes_on_disk: if tree_present {
             disk_usage(&tree)
         } else {
@@ -127,19 +129,17 @@ fn lower_state(path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str 
     }
 }
 
-/// Allocated bytes below `root`, each inode once, without following links.
+/// Allocated bytes below `root`, each inode once, without following links
+/// or touching access times.
 fn disk_usage(root: &Path) -> Option<u64> {
     let mut seen = HashSet::new();
     let mut total = 0u64;
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .same_file_system(true)
-    {
-        let meta = entry.ok()?.metadata().ok()?;
-        if seen.insert((meta.dev(), meta.ino())) {
-            total += meta.blocks() * 512;
+    crate::walk::for_each_entry(root, |st| {
+        if seen.insert((st.st_dev, st.st_ino)) {
+            total += st.st_blocks as u64 * 512;
         }
-    }
+    })
+    .ok()?;
     Some(total)
 }
 
@@ -186,7 +186,16 @@ fn print_text(i: &Info) {
         println!("lower:         {} ({})", l.path.display(), l.state);
     }
     println!("files:         {}", i.files);
-    println!("bytes:         {} ({})", i.bytes, human_bytes(i.bytes));
+    println!(
+        "refers to:     {} bytes ({})",
+        i.bytes,
+        human_bytes(i.bytes)
+    );
+    println!(
+        "holds alone:   {} bytes ({}; what deleting it frees)",
+        i.used_bytes,
+        human_bytes(i.used_bytes)
+    );
     match i.bytes_on_disk {
         Some(b) => println!("bytes on disk: {b} ({})", human_bytes(b)),
         None => println!("bytes on disk: unknown"),

@@ -39,6 +39,7 @@ struct SnapshotRow {
     lowers: Vec<PathBuf>,
     files: u64,
     bytes: u64,
+    used_bytes: u64,
     path: PathBuf,
 }
 
@@ -97,7 +98,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record(["SNAPSHOT", "CREATED", "SIZE", "PINNED", "COMMENT"]);
+    b.push_record(["SNAPSHOT", "CREATED", "REFER", "USED", "PINNED", "COMMENT"]);
     for r in &rows {
         let created = DateTime::parse_from_rfc3339(&r.created)
             .map(local)
@@ -112,11 +113,12 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
             r.name.clone(),
             created,
             human_bytes(r.bytes),
+            human_bytes(r.used_bytes),
             pinned.to_string(),
             first_line.to_string(),
         ]);
     }
-    print_table(b, Some(4));
+    print_table(b, Some(5));
     Ok(())
 }
 
@@ -133,6 +135,7 @@ fn row(s: &Snapshot) -> Result<SnapshotRow> {
         lowers: s.meta.lowers.clone(),
         files: s.meta.files,
         bytes: s.meta.bytes,
+        used_bytes: s.meta.used_bytes,
         path: s.dir.clone(),
     })
 }

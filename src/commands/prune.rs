@@ -7,7 +7,7 @@ use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
-use super::delete::{check_deletable, delete_checked};
+use super::delete::{check_deletable, delete_checked, refresh_neighbours};
 use super::{require_root, Context};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::Container;
@@ -79,10 +79,11 @@ pub fn run(
             })
             .collect::<Result<Vec<_>>>()?;
         let decisions = decide(policy, &candidates)?;
+        let mut deleted = Vec::new();
         for (snapshot, decision) in snapshots.iter().zip(&decisions) {
             if let Some(lock) = &lock {
-                if !decision.keep {
-                    remove(ctx, snapshot, lock);
+                if !decision.keep && remove(ctx, snapshot, lock) {
+                    deleted.push(snapshot.name.clone());
                 }
                 continue;
             }
@@ -94,6 +95,7 @@ pub fn run(
                 reason: decision.why(),
             });
         }
+        refresh_neighbours(ctx, c, &deleted)?;
     }
     if !dry_run {
         return Ok(());
@@ -124,12 +126,19 @@ pub fn run(
 }
 
 /// Deletes one snapshot no rule keeps; one that something still needs (or
-/// that runs) is kept, with a warning, and the prune goes on.
-fn remove(ctx: &Context, snapshot: &Snapshot, lock: &crate::store::NameLock) {
+/// that runs) is kept, with a warning, and the prune goes on. Returns
+/// whether it was deleted.
+fn remove(ctx: &Context, snapshot: &Snapshot, lock: &crate::store::NameLock) -> bool {
     let result =
         check_deletable(ctx, snapshot, false).and_then(|()| delete_checked(ctx, snapshot, lock));
     match result {
-        Ok(()) => ctx.ui.done(&format!("deleted {}", snapshot.name)),
-        Err(e) => ctx.ui.warn(&format!("kept {}: {e}", snapshot.name)),
+        Ok(()) => {
+            ctx.ui.done(&format!("deleted {}", snapshot.name));
+            true
+        }
+        Err(e) => {
+            ctx.ui.warn(&format!("kept {}: {e}", snapshot.name));
+            false
+        }
     }
 }

@@ -142,6 +142,7 @@ pub(super) fn take(
         lowers: lowers.clone(),
         files: stats.entries,
         bytes: stats.bytes,
+        used_bytes: store::exclusive_bytes(&store::tree_path(new.path(), backing))?,
         pinned: false,
         lower_fingerprints: lowers
             .iter()
