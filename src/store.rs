@@ -494,10 +494,11 @@ pub fn exclusive_bytes(tree: &Path) -> Result<u64> {
         // A directory's link count counts its subdirectories' `..`; it has
         // one name, which is in the tree.
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let nlink = if is_dir { 1 } else { st.st_nlink as u64 };
-        let slot = inodes
-            .entry((st.st_dev as u64, st.st_ino as u64))
-            .or_insert((0, nlink, st.st_blocks as u64 * 512));
+        let nlink = if is_dir { 1 } else { st.st_nlink };
+        let slot =
+            inodes
+                .entry((st.st_dev, st.st_ino))
+                .or_insert((0, nlink, st.st_blocks as u64 * 512));
         slot.0 += 1;
     })?;
     Ok(inodes
