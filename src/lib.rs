@@ -9,6 +9,7 @@
 pub mod cli;
 mod commands;
 pub mod copy;
+pub mod diff;
 pub mod durable;
 pub mod error;
 pub mod lxc;
