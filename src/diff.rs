@@ -330,6 +330,7 @@ pub fn diff(
     let old_root = open_root(&a, old)?;
     let new_root = open_root(&b, new)?;
     let mut differ = Differ {
+        alike: a.overlay == b.overlay && a.private == b.private,
         a,
         b,
         opts: *opts,
@@ -436,6 +437,9 @@ struct Differ<'e> {
     fd_limits: (u64, u64),
     /// Most descriptors one more level can take: every layer of both views.
     per_level: usize,
+    /// Both views read layers alike, so the same layer directories (or the
+    /// same inode) mean the same thing on both sides.
+    alike: bool,
     each: &'e mut dyn FnMut(&Change),
 }
 
@@ -444,7 +448,7 @@ impl Differ<'_> {
         let dot = OsStr::new(".");
         let old_st = fstat(&old_root[0])?;
         let new_st = fstat(&new_root[0])?;
-        if (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino) {
+        if !self.alike || (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino) {
             let o = Loc {
                 dir: &old_root[0],
                 name: dot,
@@ -569,7 +573,8 @@ impl Differ<'_> {
                 Ok(None)
             };
         }
-        let same_inode = (old.st.st_dev, old.st.st_ino) == (new.st.st_dev, new.st.st_ino);
+        let same_inode =
+            self.alike && (old.st.st_dev, old.st.st_ino) == (new.st.st_dev, new.st.st_ino);
         if !same_inode {
             let what = self.compare(old_loc, &old.st, new_loc, &new.st)?;
             if !what.is_empty() {
@@ -597,7 +602,7 @@ impl Differ<'_> {
             .iter()
             .rev()
             .zip(new.iter().rev())
-            .take_while(|(o, n)| o.id == n.id)
+            .take_while(|(o, n)| self.alike && o.id == n.id)
             .count();
         if common == old.len() && common == new.len() {
             return Ok(None);
@@ -691,8 +696,8 @@ impl Differ<'_> {
     }
 }
 
-/// The roots of every layer: overlayfs merges them all, ignoring `opaque`
-/// on a layer's root.
+/// The roots of every layer: overlayfs merges them all, whatever their
+/// `opaque` attribute says (only a child's stack is ever cut).
 fn open_root(side: &Side, view: &View) -> Result<Stack> {
     if view.layers.is_empty() {
         return Err(Error::new(
@@ -716,9 +721,7 @@ fn open_root(side: &Side, view: &View) -> Result<Stack> {
         }
         // The caller's path is trusted up to its last component, which must
         // be the directory just inspected.
-        let mut dir = open_dir(side, None, layer.as_os_str(), &st, layer.clone())?;
-        dir.opaque = false;
-        stack.push(dir);
+        stack.push(open_dir(side, None, layer.as_os_str(), &st, layer.clone())?);
     }
     Ok(stack)
 }
@@ -1202,6 +1205,10 @@ mod tests {
         let plain = |top: &str| View::overlay(p(top), &[p("base")]);
         let (lines, _) = run(&plain("da"), &plain("db"), false);
         assert_eq!(lines, ["M /var\txattrs", "A /var/fresh\tfile"]);
+
+        // The very same layers read both ways are not the same view.
+        let (lines, _) = run(&plain("db"), &view("db"), false);
+        assert_eq!(lines, ["M /var\txattrs", "D /var/log\tfile"]);
     }
 
     #[test]
@@ -1226,6 +1233,7 @@ mod tests {
             summary: Summary::default(),
             fd_limits: (u64::MAX, u64::MAX),
             per_level: 4,
+            alike: true,
             each: &mut each,
         };
         let root = differ
