@@ -823,12 +823,24 @@ fn without_root_it_says_so_in_one_line() {
     }
     let env = TestEnv::new();
     fs::set_permissions(env.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A copy of the binary that an unprivileged user can run wherever the
+    // build tree lives.
+    let binary = env.path().join("lxc-snap");
+    fs::copy(env!("CARGO_BIN_EXE_lxc-snap"), &binary).expect("copy binary");
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
     for args in [
         vec!["c"],
         vec!["-r", "c_0", "d"],
         vec!["comment", "c_0", "text"],
+        vec!["rm", "c_0"],
+        vec!["rollback", "c_0"],
     ] {
-        let out = std::os::unix::process::CommandExt::uid(&mut env.cmd(), 65534)
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.arg("-P")
+            .arg(&env.lxcpath)
+            .arg("--snapdir")
+            .arg(&env.snapdir);
+        let out = std::os::unix::process::CommandExt::uid(&mut cmd, 65534)
             .args(&args)
             .output()
             .expect("run as nobody");
