@@ -949,33 +949,14 @@ fn a_killed_snapshot_never_shows_and_the_next_run_cleans_up() {
     for i in 0..64 {
         fs::write(delta.join(format!("f{i}")), vec![i as u8; 2 << 20]).expect("write");
     }
-    let mut child = env
+    let child = env
         .cmd()
         .arg("c")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let staging = loop {
-        let found = fs::read_dir(&env.snapdir).ok().and_then(|entries| {
-            entries.filter_map(|e| e.ok()).find(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".lxc-snap.tmp.c_0.")
-            })
-        });
-        if let Some(entry) = found {
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
-            break entry.path();
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    child.wait().expect("reap");
+    let staging = common::kill_when_staging_appears(child, &env.snapdir, ".lxc-snap.tmp.c_0.");
     assert!(
         staging.exists(),
         "the killed run left its staging directory"

@@ -1375,7 +1375,7 @@ fn a_rollback_killed_midway_leaves_a_startable_container() {
     lab.env.ok(&["-q", "mysql"]);
     fs::write(delta.join("srv/version"), "new\n").expect("write");
 
-    let mut child = lab
+    let child = lab
         .env
         .cmd()
         .args(["rollback", "--no-backup", "mysql_0"])
@@ -1383,28 +1383,8 @@ fn a_rollback_killed_midway_leaves_a_startable_container() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let parent = delta.parent().expect("parent").to_path_buf();
-    loop {
-        let staging = fs::read_dir(&parent)
-            .expect("ls")
-            .filter_map(|e| e.ok())
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".lxc-snap.tmp.delta.")
-            });
-        if staging {
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the rollback ended before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    child.wait().expect("reap");
+    common::kill_when_staging_appears(child, &parent, ".lxc-snap.tmp.delta.");
 
     lab.start(lab.lxcpath(), "mysql");
     let version = lab.attach(lab.lxcpath(), "mysql", "cat /srv/version");

@@ -289,34 +289,14 @@ fn a_killed_rollback_leaves_the_old_or_the_new_state() {
         fs::write(delta.join(format!("f{i}")), vec![2u8; 2 << 20]).expect("write");
     }
     let parent = delta.parent().expect("parent").to_path_buf();
-    let mut child = env
+    let child = env
         .cmd()
         .args(["rollback", "--no-backup", "c_0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    loop {
-        let staging = fs::read_dir(&parent)
-            .expect("ls")
-            .filter_map(|e| e.ok())
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".lxc-snap.tmp.delta.")
-            });
-        if staging {
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the rollback ended before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    child.wait().expect("reap");
+    common::kill_when_staging_appears(child, &parent, ".lxc-snap.tmp.delta.");
     // Whole old state or whole new state: every file agrees.
     let firsts: Vec<u8> = (0..64)
         .map(|i| fs::read(delta.join(format!("f{i}"))).expect("read")[0])

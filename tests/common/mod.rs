@@ -109,3 +109,32 @@ impl TestEnv {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
+
+/// Kills `child` with SIGKILL as soon as an entry whose name starts with
+/// `prefix` appears in `dir` (a staging directory: the run is mid-way),
+/// reaps it, and returns that entry's path. Fails if the run ends first.
+pub fn kill_when_staging_appears(
+    mut child: std::process::Child,
+    dir: &Path,
+    prefix: &str,
+) -> PathBuf {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let found = loop {
+        let entry = std::fs::read_dir(dir).ok().and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .find(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        });
+        if let Some(entry) = entry {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+            break entry.path();
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    child.wait().expect("reap");
+    found
+}
