@@ -2,6 +2,7 @@
 //! [`Context`] and talks to the store, the copier and the LXC layer.
 
 mod comment;
+mod completions;
 mod list;
 mod restore;
 mod snap;
@@ -60,6 +61,8 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::List { container, json } => list::run(ctx, container.as_ref(), json),
         Command::Restore { snapshot, new_name } => restore::run(ctx, &snapshot, &new_name),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
+        Command::Completions { shell } => completions::run(shell),
+        Command::CompleteNames { words } => completions::names(ctx, &words),
     }
 }
 
