@@ -101,9 +101,12 @@ fn zsh_with_names(generated: &str) -> Result<String> {
     if !name_spec.starts_with("'::name -- ") {
         return Err(unexpected());
     }
+    // The rest of the top-level function refers to the subcommand as the
+    // second positional; it is now the first.
+    let (top, rest) = after.split_once("\n}\n").ok_or_else(unexpected)?;
     let body = format!(
-        "{before}\n{COMMANDS}{}",
-        after.replace("$line[2]", "$line[1]")
+        "{before}\n{COMMANDS}{}\n}}\n{rest}",
+        top.replace("$line[2]", "$line[1]")
     );
     Ok(format!(
         "{}\n{ZSH_NAMES}",
@@ -126,7 +129,7 @@ _lxc_snap() {
     local keep=() w
     if [[ $prev != -* ]]; then
         for w in "${COMPREPLY[@]}"; do
-            [[ $w == -* || -e $w ]] || keep+=("$w")
+            [[ $w == -* ]] || keep+=("$w")
         done
     fi
     COMPREPLY=("${keep[@]}" $(compgen -W "$names" -- "$cur"))
@@ -217,6 +220,11 @@ fn next_word(root: &clap::Command, words: &[String]) -> Next {
     let mut used: Vec<&Arg> = Vec::new();
     for word in words {
         if let Some((arg, index, left)) = pending.take() {
+            // bash splits `--snapdir=/s` into `--snapdir`, `=`, `/s`.
+            if word == "=" && index == 0 {
+                pending = Some((arg, index, left));
+                continue;
+            }
             record(&mut next, arg, word);
             if left > 1 {
                 pending = Some((arg, index + 1, left - 1));
@@ -433,6 +441,9 @@ mod tests {
         assert_eq!(n.kind, Some(NameKind::Snapshot));
         let n = next("list -P/l2 --lxcpath /l3");
         assert_eq!(n.lxcpath, Some("/l3".into()));
+        let n = next("--snapdir = /s comment");
+        assert_eq!(n.snapdir, Some("/s".into()));
+        assert_eq!(n.kind, Some(NameKind::Snapshot));
     }
 
     #[test]
