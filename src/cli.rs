@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
+use crate::prune::{Count, Policy, Within};
 
 /// Where a comment comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +38,51 @@ pub enum Command {
         set: Option<CommentSource>,
     },
     /// Print the completion script for `shell`.
-    Completions { shell: Shell },
+    Completions {
+        shell: Shell,
+    },
     /// Print the container or snapshot names that can follow `words` (the
     /// command line being completed, without the program name).
-    CompleteNames { words: Vec<String> },
+    CompleteNames {
+        words: Vec<String>,
+    },
+    Delete {
+        targets: Vec<Selection>,
+        force: bool,
+    },
+    Pin {
+        snapshot: SnapshotName,
+        pinned: bool,
+    },
+    Prune {
+        /// `None`: every container with snapshots.
+        container: Option<ContainerName>,
+        policy: Policy,
+        dry_run: bool,
+        json: bool,
+    },
+    Diff {
+        old: SnapshotName,
+        /// `None`: the container's current state.
+        new: Option<SnapshotName>,
+        content: bool,
+        json: bool,
+    },
+    Info {
+        snapshot: SnapshotName,
+        json: bool,
+    },
+    Rollback {
+        snapshot: SnapshotName,
+        backup: bool,
+    },
+    Mount {
+        snapshot: SnapshotName,
+        dir: PathBuf,
+    },
+    Umount {
+        dir: PathBuf,
+    },
 }
 
 /// A shell lxc-snap has a completion script for.
@@ -49,6 +91,15 @@ pub enum Shell {
     Bash,
     Zsh,
     Fish,
+}
+
+/// Which snapshots a delete names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    One(SnapshotName),
+    /// `NAME_A..NAME_B`, both ends included.
+    Range(ContainerName, u64, u64),
+    All(ContainerName),
 }
 
 /// The options every command shares.
@@ -163,6 +214,103 @@ enum Sub {
         snap: String,
         /// Name of the new container
         newname: String,
+    },
+    /// Delete snapshots (SNAP, a range NAME_A..NAME_B, or --all NAME)
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Delete every snapshot of NAME
+        #[arg(long, value_name = "NAME")]
+        all: Option<String>,
+        /// Delete pinned snapshots too
+        #[arg(short, long)]
+        force: bool,
+        /// Snapshots to delete: mysql_2, or a range mysql_2..mysql_5
+        #[arg(value_name = "SNAP", required_unless_present = "all")]
+        snaps: Vec<String>,
+    },
+    /// Pin SNAP: prune never deletes it, delete only with --force
+    Pin {
+        /// Snapshot to pin, e.g. mysql_2
+        snap: String,
+    },
+    /// Unpin SNAP
+    Unpin {
+        /// Snapshot to unpin, e.g. mysql_2
+        snap: String,
+    },
+    /// Delete the snapshots of NAME (or --all containers) that no rule keeps
+    Prune {
+        /// Prune every container's snapshots
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Keep the N newest snapshots
+        #[arg(long, value_name = "N")]
+        keep_last: Option<String>,
+        /// Keep the newest snapshot of each of the last N hours that have one
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<String>,
+        /// Keep the newest snapshot of each of the last N days that have one
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<String>,
+        /// Keep the newest snapshot of each of the last N weeks that have one
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<String>,
+        /// Keep the newest snapshot of each of the last N months that have one
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<String>,
+        /// Keep every snapshot within DURATION (e.g. 2d12h, 1y6m) of the newest
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Print what would be kept and removed, and why; change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// With --dry-run: print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Container whose snapshots to prune
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+    },
+    /// Show what changed between snapshots A and B (or A and the container now)
+    Diff {
+        /// Compare file contents byte by byte instead of size and mtime
+        #[arg(long)]
+        content: bool,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+        /// The older snapshot, e.g. mysql_1
+        a: String,
+        /// The newer snapshot of the same container [default: the container now]
+        b: Option<String>,
+    },
+    /// Show everything known about SNAP; fails if the snapshot is broken
+    Info {
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Snapshot, e.g. mysql_2
+        snap: String,
+    },
+    /// Put the (stopped) container back to SNAP in place
+    Rollback {
+        /// Do not snapshot the current state first
+        #[arg(long)]
+        no_backup: bool,
+        /// Snapshot to go back to, e.g. mysql_2
+        snap: String,
+    },
+    /// Mount SNAP's whole filesystem read-only at DIR (an empty directory)
+    Mount {
+        /// Snapshot to mount, e.g. mysql_2
+        snap: String,
+        /// Empty directory to mount it on
+        dir: PathBuf,
+    },
+    /// Unmount a snapshot mounted with `lxc-snap mount`
+    Umount {
+        /// Where it is mounted
+        dir: PathBuf,
     },
     /// Print the comment of SNAP, or replace it with TEXT or FILE's contents
     Comment {
@@ -313,7 +461,120 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 .or(text.map(CommentSource::Text)),
         },
         Sub::Completions { shell } => Command::Completions { shell },
+        Sub::Delete { all, force, snaps } => {
+            let mut targets = snaps
+                .iter()
+                .map(|s| parse_selection(s))
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(name) = all {
+                targets.push(Selection::All(ContainerName::parse(&name)?));
+            }
+            Command::Delete { targets, force }
+        }
+        Sub::Pin { snap } => Command::Pin {
+            snapshot: SnapshotName::parse(&snap)?,
+            pinned: true,
+        },
+        Sub::Unpin { snap } => Command::Pin {
+            snapshot: SnapshotName::parse(&snap)?,
+            pinned: false,
+        },
+        Sub::Prune {
+            all: _,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_within,
+            dry_run,
+            json,
+            name,
+        } => {
+            let count = |v: Option<String>| v.as_deref().map(Count::parse).transpose();
+            let policy = Policy {
+                last: count(keep_last)?,
+                hourly: count(keep_hourly)?,
+                daily: count(keep_daily)?,
+                weekly: count(keep_weekly)?,
+                monthly: count(keep_monthly)?,
+                within: keep_within.as_deref().map(Within::parse).transpose()?,
+            };
+            if policy.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    "prune needs at least one --keep-* rule that keeps something",
+                )
+                .with_hint("e.g. lxc-snap prune mysql --keep-last 5 --keep-daily 7"));
+            }
+            if json && !dry_run {
+                return Err(Error::new(ErrorKind::Usage, "--json goes with --dry-run"));
+            }
+            Command::Prune {
+                container: name.as_deref().map(ContainerName::parse).transpose()?,
+                policy,
+                dry_run,
+                json,
+            }
+        }
+        Sub::Diff {
+            content,
+            json,
+            a,
+            b,
+        } => {
+            let old = SnapshotName::parse(&a)?;
+            let new = b.as_deref().map(SnapshotName::parse).transpose()?;
+            if let Some(new) = &new {
+                if new.container() != old.container() {
+                    return Err(Error::new(
+                        ErrorKind::Usage,
+                        format!(
+                            "diff compares snapshots of one container: {old} and {new} are not"
+                        ),
+                    ));
+                }
+            }
+            Command::Diff {
+                old,
+                new,
+                content,
+                json,
+            }
+        }
+        Sub::Info { json, snap } => Command::Info {
+            snapshot: SnapshotName::parse(&snap)?,
+            json,
+        },
+        Sub::Rollback { no_backup, snap } => Command::Rollback {
+            snapshot: SnapshotName::parse(&snap)?,
+            backup: !no_backup,
+        },
+        Sub::Mount { snap, dir } => Command::Mount {
+            snapshot: SnapshotName::parse(&snap)?,
+            dir,
+        },
+        Sub::Umount { dir } => Command::Umount { dir },
     })
+}
+
+/// `mysql_2` or `mysql_2..mysql_5`.
+fn parse_selection(text: &str) -> Result<Selection> {
+    let Some((a, b)) = text.split_once("..") else {
+        return Ok(Selection::One(SnapshotName::parse(text)?));
+    };
+    let (a, b) = (SnapshotName::parse(a)?, SnapshotName::parse(b)?);
+    if a.container() != b.container() || a.number() > b.number() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("invalid range {text:?}: expected NAME_A..NAME_B of one container with A <= B"),
+        ));
+    }
+    Ok(Selection::Range(
+        a.container().clone(),
+        a.number(),
+        b.number(),
+    ))
 }
 
 fn from_legacy(
@@ -555,6 +816,133 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    #[test]
+    fn lifecycle_subcommands() {
+        assert_eq!(
+            cmd(&["rm", "a_1", "a_2..a_5", "--all", "b"]),
+            Command::Delete {
+                targets: vec![
+                    Selection::One(snap("a_1")),
+                    Selection::Range(name("a"), 2, 5),
+                    Selection::All(name("b"))
+                ],
+                force: false
+            }
+        );
+        assert_eq!(
+            cmd(&["delete", "--force", "a_1"]),
+            Command::Delete {
+                targets: vec![Selection::One(snap("a_1"))],
+                force: true
+            }
+        );
+        for bad in [
+            &["rm", "a_5..a_2"][..],
+            &["rm", "a_1..b_2"],
+            &["rm"],
+            &["prune", "a"],
+            &["prune", "--keep-last", "1"],
+            &["diff", "a_1", "b_2"],
+            &["prune", "a", "--keep-last", "1", "--json"],
+        ] {
+            assert_eq!(
+                run(bad).expect_err(&format!("{bad:?}")).kind(),
+                ErrorKind::Usage,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            cmd(&["pin", "a_1"]),
+            Command::Pin {
+                snapshot: snap("a_1"),
+                pinned: true
+            }
+        );
+        assert_eq!(
+            cmd(&["unpin", "a_1"]),
+            Command::Pin {
+                snapshot: snap("a_1"),
+                pinned: false
+            }
+        );
+        assert_eq!(
+            cmd(&[
+                "prune",
+                "--all",
+                "--keep-daily",
+                "7",
+                "--keep-within",
+                "2d",
+                "-n"
+            ]),
+            Command::Prune {
+                container: None,
+                policy: Policy {
+                    daily: Some(Count::Limit(7)),
+                    within: Some(Within {
+                        days: 2,
+                        ..Within::default()
+                    }),
+                    ..Policy::default()
+                },
+                dry_run: true,
+                json: false
+            }
+        );
+        assert_eq!(
+            cmd(&["diff", "a_1"]),
+            Command::Diff {
+                old: snap("a_1"),
+                new: None,
+                content: false,
+                json: false
+            }
+        );
+        assert_eq!(
+            cmd(&["diff", "--content", "--json", "a_1", "a_3"]),
+            Command::Diff {
+                old: snap("a_1"),
+                new: Some(snap("a_3")),
+                content: true,
+                json: true
+            }
+        );
+        assert_eq!(
+            cmd(&["info", "a_1", "--json"]),
+            Command::Info {
+                snapshot: snap("a_1"),
+                json: true
+            }
+        );
+        assert_eq!(
+            cmd(&["rollback", "a_1"]),
+            Command::Rollback {
+                snapshot: snap("a_1"),
+                backup: true
+            }
+        );
+        assert_eq!(
+            cmd(&["rollback", "--no-backup", "a_1"]),
+            Command::Rollback {
+                snapshot: snap("a_1"),
+                backup: false
+            }
+        );
+        assert_eq!(
+            cmd(&["mount", "a_1", "/mnt/x"]),
+            Command::Mount {
+                snapshot: snap("a_1"),
+                dir: "/mnt/x".into()
+            }
+        );
+        assert_eq!(
+            cmd(&["umount", "/mnt/x"]),
+            Command::Umount {
+                dir: "/mnt/x".into()
+            }
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!   directory, opened with `O_NOFOLLOW` and checked after opening to be the
 //!   inode that was inspected. Device nodes, fifos and sockets are never
 //!   opened. Nothing outside `src` is read and nothing outside `dst` written.
+//!   Reading leaves source atimes alone (`O_NOATIME`), except that the
+//!   kernel may stamp a symlink's atime when it is read; the copy gets the
+//!   atime from before.
 //! - Never crosses into another mount below `src`: a mounted-on directory is
 //!   copied empty with the mount root's owner, mode and times and listed in
 //!   [`CopyStats::skipped_mounts`]; a mounted-on file is left out and listed.
@@ -25,6 +28,9 @@
 //!   overlay's work directory, outside the tree.
 //! - Refuses ([`ErrorKind::Unsupported`]) any entry carrying an overlay
 //!   `redirect` or `metacopy` attribute: such a layer is not self-contained.
+//!   Also refuses a `src` that is not a real directory (a symlink to one is
+//!   not followed), a `dst` that exists ([`ErrorKind::Exists`]), and a `dst`
+//!   inside `src`.
 //! - Holds one directory descriptor per level on each side and walks with an
 //!   explicit stack, so depth is bounded by the open-file limit (raised to
 //!   the hard limit when needed), not by the thread's stack.
@@ -167,8 +173,7 @@ impl Copier {
                     }
                 }
                 None => {
-                    let done = stack.pop();
-                    if let Some(done) = done {
+                    if let Some(done) = stack.pop() {
                         // Last, so that creating its entries does not change its times.
                         let node = Node::Fd(&done.dst);
                         apply_metadata(node, &done.st, &done.xattrs, &done.dst_path)?;
@@ -250,9 +255,8 @@ impl Copier {
             return Err(Error::new(
                 ErrorKind::Other,
                 format!(
-                    "copying {}: is the destination {} (copying a tree into itself)",
-                    src_path.display(),
-                    dst_path.display()
+                    "copying {}: is the destination itself (a tree cannot be copied into itself)",
+                    src_path.display()
                 ),
             ));
         }

@@ -198,9 +198,7 @@ impl Staging {
     /// Flushes the filesystem, then renames the directory to its final name,
     /// refusing to replace anything that exists there.
     pub fn commit(mut self) -> Result<PathBuf> {
-        let dir = File::open(&self.path).map_err(|e| Error::io("opening", &self.path, e))?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
-            .map_err(|e| Error::sys("flushing the filesystem of", &self.path, e))?;
+        self.sync()?;
         let target = self.final_path();
         nix::fcntl::renameat2(
             None,
@@ -220,6 +218,33 @@ impl Staging {
         self.path = target.clone();
         sync_dir(&self.parent)?;
         Ok(target)
+    }
+}
+
+impl Staging {
+    /// Swaps `inner` (a path inside the staging directory) with `target` in
+    /// one atomic rename (RENAME_EXCHANGE): `target` then holds what was
+    /// built and `inner` what was there before, which goes with the staging
+    /// directory when it is dropped. A crash leaves either the old or the
+    /// new tree at `target`, never a mix and never nothing.
+    pub fn exchange(&self, inner: &Path, target: &Path) -> Result<()> {
+        nix::fcntl::renameat2(
+            None,
+            inner,
+            None,
+            target,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| Error::sys("swapping in the new tree at", target, e))?;
+        sync_dir(parent_of(target))?;
+        sync_dir(parent_of(inner))
+    }
+
+    /// Flushes the filesystem the staging directory lives on.
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.path).map_err(|e| Error::io("opening", &self.path, e))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .map_err(|e| Error::sys("flushing the filesystem of", &self.path, e))
     }
 }
 

@@ -9,12 +9,15 @@
 pub mod cli;
 mod commands;
 pub mod copy;
+pub mod diff;
 pub mod durable;
 pub mod error;
 pub mod lxc;
 pub mod names;
+pub mod prune;
 pub mod store;
 pub mod ui;
+pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};
 

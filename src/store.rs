@@ -70,6 +70,46 @@ pub struct Metadata {
     pub files: u64,
     /// Bytes of regular files in the captured tree.
     pub bytes: u64,
+    /// Allocated bytes only this snapshot holds: what deleting it would
+    /// free. Files unchanged since the previous snapshot are hard links
+    /// shared with it, so this is kept up to date for the neighbours when a
+    /// snapshot is taken or deleted.
+    #[serde(default)]
+    pub used_bytes: u64,
+    /// A pinned snapshot is never pruned and is deleted only with --force.
+    #[serde(default)]
+    pub pinned: bool,
+    /// What each lower looked like when the snapshot was taken (same order
+    /// as `lowers`), to tell later whether the base still is what it was.
+    #[serde(default)]
+    pub lower_fingerprints: Vec<TreeFingerprint>,
+}
+
+/// A cheap summary of a directory tree: any change to an entry moves its
+/// ctime, so a changed tree almost always shows a different fingerprint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeFingerprint {
+    pub entries: u64,
+    pub bytes: u64,
+    /// The newest ctime in the tree, in nanoseconds since the epoch.
+    pub newest_change_ns: i128,
+}
+
+impl TreeFingerprint {
+    /// Walks `root` without following symlinks, leaving its filesystem or
+    /// touching access times.
+    pub fn of(root: &Path) -> Result<TreeFingerprint> {
+        let mut fp = TreeFingerprint::default();
+        crate::walk::for_each_entry(root, |st| {
+            fp.entries += 1;
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                fp.bytes += st.st_size as u64;
+            }
+            let ctime = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
+            fp.newest_change_ns = fp.newest_change_ns.max(ctime);
+        })?;
+        Ok(fp)
+    }
 }
 
 impl Metadata {
@@ -382,6 +422,49 @@ impl Store {
         }
     }
 
+    /// Rewrites `snapshot`'s metadata with `pinned` set as given.
+    pub fn set_pinned(&self, snapshot: &Snapshot, pinned: bool) -> Result<()> {
+        let mut meta = snapshot.meta.clone();
+        meta.pinned = pinned;
+        write_metadata(&snapshot.dir, &meta)
+    }
+
+    /// Deletes `snapshot` (of the locked container): first renames it out
+    /// of sight, so that a crash never leaves a half-deleted snapshot that
+    /// lists; `unregister` runs between the rename and the removal. What a
+    /// crash leaves is a leftover that the next run removes.
+    pub fn remove(
+        &self,
+        snapshot: &Snapshot,
+        lock: &NameLock,
+        unregister: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        debug_assert_eq!(snapshot.name.container(), lock.name());
+        let hidden = self.dir.join(format!(
+            "{}{}.deleted{}",
+            durable::STAGING_PREFIX,
+            snapshot.name,
+            std::process::id()
+        ));
+        fs::rename(&snapshot.dir, &hidden)
+            .map_err(|e| Error::io("moving aside", &snapshot.dir, e))?;
+        durable::sync_dir(&self.dir)?;
+        unregister()?;
+        fs::remove_dir_all(&hidden).map_err(|e| Error::io("removing", &hidden, e))
+    }
+
+    /// Recomputes what only `snapshot` holds (see [`exclusive_bytes`]) and
+    /// records it in its metadata.
+    pub fn refresh_used(&self, snapshot: &Snapshot) -> Result<()> {
+        let used = exclusive_bytes(&snapshot.tree())?;
+        if used != snapshot.meta.used_bytes {
+            let mut meta = snapshot.meta.clone();
+            meta.used_bytes = used;
+            write_metadata(&snapshot.dir, &meta)?;
+        }
+        Ok(())
+    }
+
     /// Replaces (or with `None` removes) the comment of `snapshot`.
     pub fn set_comment(&self, snapshot: &Snapshot, comment: Option<&str>) -> Result<()> {
         write_comment(&snapshot.dir, comment)
@@ -399,6 +482,30 @@ pub fn write_comment(dir: &Path, comment: Option<&str>) -> Result<()> {
             Err(e) => Err(Error::io("removing", &path, e)),
         },
     }
+}
+
+/// Allocated bytes of the inodes in `tree` that have no name outside it:
+/// what removing the tree would free. Walks without following symlinks.
+pub fn exclusive_bytes(tree: &Path) -> Result<u64> {
+    use std::collections::HashMap;
+    // inode -> (names seen in the tree, link count, allocated bytes)
+    let mut inodes: HashMap<(u64, u64), (u64, u64, u64)> = HashMap::new();
+    crate::walk::for_each_entry(tree, |st| {
+        // A directory's link count counts its subdirectories' `..`; it has
+        // one name, which is in the tree.
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let nlink = if is_dir { 1 } else { st.st_nlink };
+        let slot =
+            inodes
+                .entry((st.st_dev, st.st_ino))
+                .or_insert((0, nlink, st.st_blocks as u64 * 512));
+        slot.0 += 1;
+    })?;
+    Ok(inodes
+        .values()
+        .filter(|(seen, nlink, _)| seen >= nlink)
+        .map(|(_, _, bytes)| bytes)
+        .sum())
 }
 
 /// Writes `lxc-snap.json` into a snapshot directory.
@@ -431,6 +538,9 @@ mod tests {
             lowers: vec!["/var/lib/lxc/base/rootfs".into()],
             files: 3,
             bytes: 10,
+            used_bytes: 4096,
+            pinned: false,
+            lower_fingerprints: Vec::new(),
         }
     }
 
@@ -461,6 +571,29 @@ mod tests {
         assert_eq!(
             m.created_time().expect("time").to_rfc3339(),
             "2026-11-23T11:01:25+01:00"
+        );
+    }
+
+    #[test]
+    fn exclusive_bytes_leaves_out_inodes_shared_with_another_tree() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::create_dir_all(&a).expect("mkdir");
+        fs::create_dir_all(&b).expect("mkdir");
+        fs::write(a.join("own"), vec![1u8; 8192]).expect("write");
+        fs::write(a.join("shared"), vec![2u8; 8192]).expect("write");
+        fs::hard_link(a.join("shared"), b.join("shared")).expect("link");
+        fs::hard_link(a.join("own"), a.join("own-again")).expect("link inside");
+        let dir_blocks = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(p).expect("stat").blocks() * 512
+        };
+        let a_used = exclusive_bytes(&a).expect("walk");
+        assert_eq!(a_used, 8192 + dir_blocks(&a));
+        fs::remove_dir_all(&b).expect("rm");
+        assert_eq!(
+            exclusive_bytes(&a).expect("walk"),
+            2 * 8192 + dir_blocks(&a)
         );
     }
 

@@ -10,74 +10,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use common::fidelity::{assert_trees_identical, build_every_kind};
+use common::fixtures::{config_value, json, make_base, make_clone, names_of};
 use common::TestEnv;
-
-/// A base container with a small rootfs, as `lxc-create` would leave it.
-fn make_base(env: &TestEnv, name: &str) -> PathBuf {
-    let dir = env.lxcpath.join(name);
-    fs::create_dir_all(dir.join("rootfs/etc")).expect("mkdir base");
-    fs::create_dir_all(dir.join("rootfs/bin")).expect("mkdir base");
-    fs::write(dir.join("rootfs/bin/sh"), "#!base shell\n").expect("write");
-    fs::write(dir.join("rootfs/etc/motd"), "base motd\n").expect("write");
-    fs::write(
-        dir.join("config"),
-        format!(
-            "lxc.rootfs.path = dir:{}/rootfs\nlxc.uts.name = {name}\n",
-            dir.display()
-        ),
-    )
-    .expect("config");
-    dir.join("rootfs")
-}
-
-/// An overlay clone of `base` named `name`, with `config_tail` appended,
-/// its rootfs line spelled by `key`, `prefix` and delta location `delta_rel`.
-fn make_clone(
-    env: &TestEnv,
-    base: &str,
-    name: &str,
-    key: &str,
-    prefix: &str,
-    delta_rel: &str,
-) -> PathBuf {
-    let dir = env.lxcpath.join(name);
-    let delta = dir.join(delta_rel);
-    fs::create_dir_all(&delta).expect("mkdir delta");
-    fs::write(delta.join("added"), format!("added in {name}\n")).expect("write");
-    let lower = env.lxcpath.join(base).join("rootfs");
-    fs::write(
-        dir.join("config"),
-        format!("# clone of {base}\nlxc.net.0.type = empty\n{key} = {prefix}:{}:{}\nlxc.uts.name = {name}\n", lower.display(), delta.display()),
-    )
-    .expect("config");
-    fs::write(
-        dir.join("lxc_rdepends"),
-        format!("{}\n{base}\n", env.lxcpath.display()),
-    )
-    .expect("rdepends");
-    delta
-}
-
-fn json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&env.ok(args)).expect("valid JSON")
-}
-
-fn names_of(env: &TestEnv, container: &str) -> Vec<String> {
-    json(env, &["list", container, "--json"])
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s["name"].as_str().expect("name").to_string())
-        .collect()
-}
-
-fn config_value(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .rev()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().to_string())
-}
 
 #[test]
 fn snapshot_and_restore_keep_every_kind_of_file() {
@@ -889,12 +823,24 @@ fn without_root_it_says_so_in_one_line() {
     }
     let env = TestEnv::new();
     fs::set_permissions(env.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A copy of the binary that an unprivileged user can run wherever the
+    // build tree lives.
+    let binary = env.path().join("lxc-snap");
+    fs::copy(env!("CARGO_BIN_EXE_lxc-snap"), &binary).expect("copy binary");
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
     for args in [
         vec!["c"],
         vec!["-r", "c_0", "d"],
         vec!["comment", "c_0", "text"],
+        vec!["rm", "c_0"],
+        vec!["rollback", "c_0"],
     ] {
-        let out = std::os::unix::process::CommandExt::uid(&mut env.cmd(), 65534)
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.arg("-P")
+            .arg(&env.lxcpath)
+            .arg("--snapdir")
+            .arg(&env.snapdir);
+        let out = std::os::unix::process::CommandExt::uid(&mut cmd, 65534)
             .args(&args)
             .output()
             .expect("run as nobody");
@@ -929,4 +875,119 @@ fn help_and_version() {
         env.ok(&["--version"]).trim(),
         format!("lxc-snap {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_changes_nothing() {
+    if !common::system_tests_enabled("a_full_disk_fails_cleanly_and_changes_nothing", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    make_base(&env, "base");
+    let delta = make_clone(
+        &env,
+        "base",
+        "big",
+        "lxc.rootfs.path",
+        "overlay",
+        "overlay/delta",
+    );
+    fs::write(delta.join("blob"), vec![7u8; 4 << 20]).expect("write");
+    fs::create_dir(&env.snapdir).expect("mkdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &env.snapdir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount a 1 MiB tmpfs as the snapdir");
+    let _guard = Mounted(env.snapdir.clone());
+    let stderr = env.fails_with(1, &["big"]);
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains(&env.snapdir.display().to_string()),
+        "names the path: {stderr}"
+    );
+    let left: Vec<_> = fs::read_dir(&env.snapdir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, [".lxc-snap"], "no snapshot, no staging left");
+    let deps = fs::read_to_string(env.lxcpath.join("base/lxc_snapshots")).unwrap_or_default();
+    assert!(!deps.contains("big_"), "no registration left: {deps}");
+    assert_eq!(json(&env, &["-l", "big", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn a_killed_snapshot_never_shows_and_the_next_run_cleans_up() {
+    if !common::system_tests_enabled(
+        "a_killed_snapshot_never_shows_and_the_next_run_cleans_up",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    make_base(&env, "base");
+    let delta = make_clone(
+        &env,
+        "base",
+        "c",
+        "lxc.rootfs.path",
+        "overlay",
+        "overlay/delta",
+    );
+    for i in 0..64 {
+        fs::write(delta.join(format!("f{i}")), vec![i as u8; 2 << 20]).expect("write");
+    }
+    let mut child = env
+        .cmd()
+        .arg("c")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let staging = loop {
+        let found = fs::read_dir(&env.snapdir).ok().and_then(|entries| {
+            entries.filter_map(|e| e.ok()).find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".lxc-snap.tmp.c_0.")
+            })
+        });
+        if let Some(entry) = found {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+            break entry.path();
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    child.wait().expect("reap");
+    assert!(
+        staging.exists(),
+        "the killed run left its staging directory"
+    );
+    assert_eq!(json(&env, &["-l", "c", "--json"]), serde_json::json!([]));
+    assert_eq!(json(&env, &["-l", "--json"]), serde_json::json!([]));
+    let out = env.run(&["c"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("removed {}", staging.display()))
+    );
+    assert!(!staging.exists());
+    assert_eq!(names_of(&env, "c"), ["c_0"]);
+    assert_trees_identical(&delta, &env.snapdir.join("c_0/private/delta"));
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::{symlink, FileExt, MetadataExt};
+use std::os::unix::fs::{symlink, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::fidelity;
@@ -59,6 +59,16 @@ fn copies_every_kind_of_entry_faithfully() {
 
     fidelity::assert_trees_identical(&src, &dst);
     fidelity::assert_whiteouts_fresh(&dst);
+    for (rel, st) in fidelity::lstat_tree(&dst) {
+        if fidelity::is_whiteout(&st) {
+            assert_eq!(
+                st.st_nlink,
+                1,
+                "/{}: whiteout not made fresh",
+                rel.display()
+            );
+        }
+    }
     assert_eq!(stats.entries as usize, fidelity::lstat_tree(&src).len() - 1);
     assert!(stats.skipped_mounts.is_empty(), "{stats:?}");
 }
@@ -389,4 +399,109 @@ fn open_dir(parent: Option<&fs::File>, name: &Path) -> fs::File {
         .expect("opening directory");
     // SAFETY: openat just returned this descriptor.
     unsafe { fs::File::from_raw_fd(fd) }
+}
+
+/// lower/, upper/, work/ and merged/ under `dir`, with `lower` filled.
+fn overlay_dirs(dir: &Path) -> [PathBuf; 4] {
+    let names = ["lower", "upper", "work", "merged"].map(|n| dir.join(n));
+    for d in &names {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let lower = &names[0];
+    fs::create_dir_all(lower.join("etc")).expect("mkdir");
+    fs::create_dir_all(lower.join("var/lib/app")).expect("mkdir");
+    fs::write(lower.join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").expect("write");
+    fs::write(lower.join("etc/hosts"), b"127.0.0.1 localhost\n").expect("write");
+    fs::write(lower.join("var/lib/app/state"), b"lower state\n").expect("write");
+    names
+}
+
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, on: &Path, extra: &str) -> Mounted {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    Mounted::new(
+        "overlay",
+        on,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+}
+
+#[test]
+fn a_copied_overlay_delta_mounts_to_the_same_view() {
+    if !common::system_tests_enabled("a_copied_overlay_delta_mounts_to_the_same_view", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let [lower, upper, work, merged] = overlay_dirs(tmp.path());
+    {
+        let _m = mount_overlay(&lower, &upper, &work, &merged, "");
+        fs::remove_file(merged.join("etc/hosts")).expect("whiteout");
+        fs::remove_dir_all(merged.join("var/lib/app")).expect("whiteout dir");
+        fs::create_dir(merged.join("var/lib/app")).expect("opaque dir");
+        fs::write(merged.join("var/lib/app/state"), b"new state\n").expect("write");
+        fs::write(merged.join("etc/passwd"), b"root:x:0:0::/root:/bin/bash\n").expect("copy-up");
+        fs::write(merged.join("etc/new"), b"new\n").expect("write");
+        fs::hard_link(merged.join("etc/new"), merged.join("new-link")).expect("link");
+        xattr::set(merged.join("etc/new"), "user.note", b"kept").expect("xattr");
+    }
+    fidelity::settle_link_atimes(&upper);
+    let upper2 = tmp.path().join("upper2");
+
+    copy_tree(&upper, &upper2).expect("copying the delta");
+
+    fidelity::assert_trees_identical(&upper, &upper2);
+    fidelity::assert_whiteouts_fresh(&upper2);
+    let (work2, merged2) = (tmp.path().join("work2"), tmp.path().join("merged2"));
+    fs::create_dir(&work2).expect("mkdir");
+    fs::create_dir(&merged2).expect("mkdir");
+    let _a = mount_overlay(&lower, &upper, &work, &merged, "");
+    let _b = mount_overlay(&lower, &upper2, &work2, &merged2, "");
+    fidelity::assert_trees_identical(&merged, &merged2);
+    assert!(fs::symlink_metadata(merged2.join("etc/hosts")).is_err());
+    assert_eq!(
+        fs::read(merged2.join("var/lib/app/state")).expect("read"),
+        b"new state\n"
+    );
+}
+
+#[test]
+fn refuses_a_real_redirect_dir_or_metacopy_delta() {
+    if !common::system_tests_enabled("refuses_a_real_redirect_dir_or_metacopy_delta", false) {
+        return;
+    }
+    for options in [",redirect_dir=on", ",metacopy=on"] {
+        let tmp = temp_dir();
+        let [lower, upper, work, merged] = overlay_dirs(tmp.path());
+        {
+            let _m = mount_overlay(&lower, &upper, &work, &merged, options);
+            // A renamed lower dir gets a redirect; a chmod copies up metadata only.
+            fs::rename(merged.join("var/lib/app"), merged.join("var/lib/renamed")).expect("rename");
+            fs::set_permissions(merged.join("etc/passwd"), fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        let err = copy_tree(&upper, &tmp.path().join("copy")).expect_err(options);
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{options}: {err}");
+        assert!(
+            err.to_string().contains(&upper.display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn refuses_to_copy_a_tree_into_itself() {
+    if !common::system_tests_enabled("refuses_to_copy_a_tree_into_itself", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let err = copy_tree(&src, &src.join("sub/copy")).expect_err("copy into itself");
+    assert!(err.to_string().contains("into itself"), "{err}");
 }

@@ -552,7 +552,7 @@ fn overlay_round_trip() {
     let rows = table_rows(&env.ok(&["list", "mysql"]));
     assert_eq!(
         rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
-        ["SNAPSHOT", "CREATED", "SIZE", "COMMENT"],
+        ["SNAPSHOT", "CREATED", "REFER", "USED", "PINNED", "COMMENT"],
         "{rows:?}"
     );
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -562,9 +562,11 @@ fn overlay_round_trip() {
         assert_local_time(&row[1], &row[2]);
         assert!(row[3].parse::<f64>().is_ok(), "size {row:?}");
         assert!(row[4].ends_with('B'), "size unit {row:?}");
+        assert!(row[5].parse::<f64>().is_ok(), "used {row:?}");
+        assert!(row[6].ends_with('B'), "used unit {row:?}");
     }
-    assert_eq!(rows[1][5..].join(" "), "first comment");
-    assert_eq!(rows[2][5..].join(" "), "Second: added /root/second");
+    assert_eq!(rows[1][7..].join(" "), "first comment");
+    assert_eq!(rows[2][7..].join(" "), "Second: added /root/second");
 
     let snaps = snapshots_json(&lab, "mysql");
     assert_eq!(names_of(&snaps), ["mysql_0", "mysql_1"]);
@@ -1305,4 +1307,115 @@ fn snapshot_of_an_ephemeral_container_survives_being_stopped() {
     );
     assert!(lab.snapdir().join("eph_0/private/delta").is_dir());
     assert_eq!(names_of(&snapshots_json(&lab, "eph")), ["eph_0"]);
+}
+
+#[test]
+fn rollback_checked_from_inside_the_started_container() {
+    if !common::system_tests_enabled("rollback_checked_from_inside_the_started_container", true) {
+        return;
+    }
+    let lab = mysql_lab();
+    change_mysql(&lab, FIRST_CHANGES);
+    lab.env.ok(&["snap", "-m", "first", "mysql"]);
+    change_mysql(&lab, SECOND_CHANGES);
+    let config_before = lab.config(lab.lxcpath(), "mysql");
+
+    // Refused while running.
+    lab.start(lab.lxcpath(), "mysql");
+    lab.env.fails_with(5, &["rollback", "mysql_0"]);
+    lab.stop(lab.lxcpath(), "mysql");
+
+    assert_eq!(
+        lab.env.ok(&["rollback", "mysql_0"]).trim(),
+        "rolled mysql back to mysql_0 (the state before is mysql_1)"
+    );
+    assert_eq!(
+        lab.config(lab.lxcpath(), "mysql"),
+        config_before,
+        "host name and MACs stay"
+    );
+    lab.start(lab.lxcpath(), "mysql");
+    let seen = lab.attach(
+        lab.lxcpath(),
+        "mysql",
+        "test -e /root/second && echo second-present; test -e /bin/less && echo less-present; \
+         head -c 7 /root/added; echo; hostname; cat /sys/class/net/eth0/address",
+    );
+    lab.stop(lab.lxcpath(), "mysql");
+    let mac = config_value(&config_before, "lxc.net.0.hwaddr");
+    assert_eq!(seen, format!("less-present\npayload\nmysql\n{mac}\n"));
+
+    // The backup holds the state from before the rollback.
+    lab.env.ok(&["rollback", "--no-backup", "mysql_1"]);
+    lab.start(lab.lxcpath(), "mysql");
+    let seen = lab.attach(
+        lab.lxcpath(),
+        "mysql",
+        "cat /root/second; test -e /bin/less || echo less-gone",
+    );
+    lab.stop(lab.lxcpath(), "mysql");
+    assert_eq!(seen, "second\nless-gone\n");
+}
+
+#[test]
+fn a_rollback_killed_midway_leaves_a_startable_container() {
+    if !common::system_tests_enabled(
+        "a_rollback_killed_midway_leaves_a_startable_container",
+        true,
+    ) {
+        return;
+    }
+    let lab = mysql_lab();
+    let delta = lab.delta("mysql");
+    fs::create_dir_all(delta.join("srv")).expect("mkdir");
+    for i in 0..64 {
+        fs::write(delta.join(format!("srv/f{i}")), vec![b'a'; 2 << 20]).expect("write");
+    }
+    fs::write(delta.join("srv/version"), "old\n").expect("write");
+    lab.env.ok(&["-q", "mysql"]);
+    fs::write(delta.join("srv/version"), "new\n").expect("write");
+
+    let mut child = lab
+        .env
+        .cmd()
+        .args(["rollback", "--no-backup", "mysql_0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let parent = delta.parent().expect("parent").to_path_buf();
+    loop {
+        let staging = fs::read_dir(&parent)
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".lxc-snap.tmp.delta.")
+            });
+        if staging {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the rollback ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.wait().expect("reap");
+
+    lab.start(lab.lxcpath(), "mysql");
+    let version = lab.attach(lab.lxcpath(), "mysql", "cat /srv/version");
+    lab.stop(lab.lxcpath(), "mysql");
+    assert!(version == "old\n" || version == "new\n", "{version:?}");
+
+    lab.env.ok(&["rollback", "--no-backup", "mysql_0"]);
+    lab.start(lab.lxcpath(), "mysql");
+    assert_eq!(
+        lab.attach(lab.lxcpath(), "mysql", "cat /srv/version"),
+        "old\n"
+    );
+    lab.stop(lab.lxcpath(), "mysql");
 }

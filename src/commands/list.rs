@@ -33,11 +33,13 @@ struct SnapshotRow {
     number: u64,
     created: String,
     comment: Option<String>,
+    pinned: bool,
     backing: Backing,
     lxcpath: PathBuf,
     lowers: Vec<PathBuf>,
     files: u64,
     bytes: u64,
+    used_bytes: u64,
     path: PathBuf,
 }
 
@@ -96,7 +98,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record(["SNAPSHOT", "CREATED", "SIZE", "COMMENT"]);
+    b.push_record(["SNAPSHOT", "CREATED", "REFER", "USED", "PINNED", "COMMENT"]);
     for r in &rows {
         let created = DateTime::parse_from_rfc3339(&r.created)
             .map(local)
@@ -106,14 +108,17 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
             .as_deref()
             .and_then(|c| c.lines().next())
             .unwrap_or("");
+        let pinned = if r.pinned { "yes" } else { "" };
         b.push_record([
             r.name.clone(),
             created,
             human_bytes(r.bytes),
+            human_bytes(r.used_bytes),
+            pinned.to_string(),
             first_line.to_string(),
         ]);
     }
-    print_table(b, Some(3));
+    print_table(b, Some(5));
     Ok(())
 }
 
@@ -124,11 +129,13 @@ fn row(s: &Snapshot) -> Result<SnapshotRow> {
         number: s.name.number(),
         created: s.meta.created_time()?.to_rfc3339(),
         comment: s.comment()?,
+        pinned: s.meta.pinned,
         backing: s.meta.backing,
         lxcpath: s.meta.lxcpath.clone(),
         lowers: s.meta.lowers.clone(),
         files: s.meta.files,
         bytes: s.meta.bytes,
+        used_bytes: s.meta.used_bytes,
         path: s.dir.clone(),
     })
 }

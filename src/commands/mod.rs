@@ -3,8 +3,15 @@
 
 mod comment;
 mod completions;
+mod delete;
+mod diff;
+mod info;
 mod list;
+mod mount;
+mod pin;
+mod prune;
 mod restore;
+mod rollback;
 mod snap;
 
 use std::path::PathBuf;
@@ -63,6 +70,24 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
         Command::Completions { shell } => completions::run(shell),
         Command::CompleteNames { words } => completions::names(ctx, &words),
+        Command::Delete { targets, force } => delete::run(ctx, &targets, force),
+        Command::Pin { snapshot, pinned } => pin::run(ctx, &snapshot, pinned),
+        Command::Info { snapshot, json } => info::run(ctx, &snapshot, json),
+        Command::Rollback { snapshot, backup } => rollback::run(ctx, &snapshot, backup),
+        Command::Mount { snapshot, dir } => mount::mount_snapshot(ctx, &snapshot, &dir),
+        Command::Umount { dir } => mount::umount_snapshot(ctx, &dir),
+        Command::Prune {
+            container,
+            policy,
+            dry_run,
+            json,
+        } => prune::run(ctx, container.as_ref(), &policy, dry_run, json),
+        Command::Diff {
+            old,
+            new,
+            content,
+            json,
+        } => diff::run(ctx, &old, new.as_ref(), content, json),
     }
 }
 
@@ -92,6 +117,23 @@ fn read_comment(source: &CommentSource) -> Result<String> {
             store::validate_comment(bytes, &source)
         }
     }
+}
+
+/// Copies a container tree with [`crate::copy::copy_tree`], warning about
+/// every mount point below it that was not crossed.
+fn copy_tree(
+    ctx: &Context,
+    src: &std::path::Path,
+    dst: &std::path::Path,
+) -> Result<crate::copy::CopyStats> {
+    let stats = crate::copy::copy_tree(src, dst)?;
+    for p in &stats.skipped_mounts {
+        ctx.ui.warn(&format!(
+            "left out what is mounted at {}: another filesystem, not part of the container's tree",
+            p.display()
+        ));
+    }
+    Ok(stats)
 }
 
 /// Copies the files a retargeted config refers to (fstab, hook scripts)

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use super::snap::make_dir;
-use super::{copy_config_files, forget_registrations, require_root, Context, Registrations};
-use crate::copy::copy_tree;
+use super::{
+    copy_config_files, copy_tree, forget_registrations, require_root, Context, Registrations,
+};
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
@@ -65,7 +66,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
     let rootfs = match meta.backing {
         Backing::Overlay => {
             let overlay = make_dir(&staging.path().join("overlay"), 0o755)?;
-            copy_tree(&snapshot.tree(), &overlay.join("delta"))?;
+            copy_tree(ctx, &snapshot.tree(), &overlay.join("delta"))?;
             make_dir(&staging.path().join("rootfs"), 0o755)?;
             set_hostname(&overlay.join("delta"), &lowers, new_name.as_str())?;
             Rootfs::Overlay {
@@ -75,7 +76,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
             }
         }
         Backing::Dir => {
-            copy_tree(&snapshot.tree(), &staging.path().join("rootfs"))?;
+            copy_tree(ctx, &snapshot.tree(), &staging.path().join("rootfs"))?;
             set_hostname(&staging.path().join("rootfs"), &[], new_name.as_str())?;
             Rootfs::Dir {
                 prefix: meta.rootfs_prefix.clone(),

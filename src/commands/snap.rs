@@ -13,26 +13,39 @@ use std::path::{Path, PathBuf};
 use chrono::Local;
 
 use super::{
-    copy_config_files, forget_registrations, read_comment, require_root, Context, Registrations,
+    copy_config_files, copy_tree, forget_registrations, read_comment, require_root, Context,
+    Registrations,
 };
 use crate::cli::CommentSource;
-use crate::copy::copy_tree;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
 use crate::lxc::container::{bases_of_lowers, write_rdepends, DependencyEntry};
 use crate::lxc::{Container, Rootfs};
-use crate::names::ContainerName;
-use crate::store::{self, Backing, Metadata, FORMAT_VERSION};
+use crate::names::{ContainerName, SnapshotName};
+use crate::store::{self, Backing, Metadata, NameLock, TreeFingerprint, FORMAT_VERSION};
 
 pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>) -> Result<()> {
-    let comment = comment
-        .map(read_comment)
-        .transpose()?
-        .filter(|c| !c.is_empty());
+    let comment = comment.map(read_comment).transpose()?;
     require_root("taking a snapshot")?;
     let lxcpath = ctx.lxcpath();
     let source = Container::open(&lxcpath, name)?;
+    let lock = ctx.store.lock(name, ctx.ui)?;
+    let snapshot = take(ctx, &source, &lock, comment.as_deref())?;
+    ctx.ui.done(&format!("created snapshot {snapshot}"));
+    Ok(())
+}
+
+/// Snapshots `source`, whose lock the caller holds; returns the new name.
+pub(super) fn take(
+    ctx: &Context,
+    source: &Container,
+    lock: &NameLock,
+    comment: Option<&str>,
+) -> Result<SnapshotName> {
+    let name = &source.name;
+    let lxcpath = source.lxcpath.clone();
+    let comment = comment.filter(|c| !c.is_empty());
     let (rootfs_key, _) = source
         .config
         .rootfs_entry()
@@ -67,11 +80,10 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
         }
     };
 
-    let lock = ctx.store.lock(name, ctx.ui)?;
     let snapdir = ctx.store.dir().to_path_buf();
     for leftover in ctx
         .store
-        .remove_leftovers(&lock, |path, n| forget_registrations(path, &snapdir, n))?
+        .remove_leftovers(lock, |path, n| forget_registrations(path, &snapdir, n))?
     {
         ctx.ui.note(&format!(
             "removed {}: an incomplete snapshot left by an interrupted run",
@@ -86,13 +98,13 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
         ));
     }
 
-    let new = ctx.store.begin(&lock)?;
+    let new = ctx.store.begin(lock)?;
     let final_dir = new.final_path();
     let snap_name = new.name.to_string();
     let private = new.path().join("private");
     make_dir(&private, 0o700)?;
     make_dir(&private.join("scratch"), 0o700)?;
-    let stats = copy_tree(&tree, &store::tree_path(new.path(), backing))?;
+    let stats = copy_tree(ctx, &tree, &store::tree_path(new.path(), backing))?;
 
     let mut stacked = vec![store::tree_path(&final_dir, backing)];
     stacked.extend(lowers.iter().cloned());
@@ -117,12 +129,12 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
         store::ts_text(&created).as_bytes(),
         0o644,
     )?;
-    store::write_comment(new.path(), comment.as_deref())?;
+    store::write_comment(new.path(), comment)?;
     let meta = Metadata {
         format_version: FORMAT_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         container: name.to_string(),
-        lxcpath: lxcpath.clone(),
+        lxcpath,
         created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         backing,
         rootfs_key,
@@ -130,6 +142,12 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
         lowers: lowers.clone(),
         files: stats.entries,
         bytes: stats.bytes,
+        used_bytes: store::exclusive_bytes(&store::tree_path(new.path(), backing))?,
+        pinned: false,
+        lower_fingerprints: lowers
+            .iter()
+            .map(|l| TreeFingerprint::of(l))
+            .collect::<Result<_>>()?,
     };
     store::write_metadata(new.path(), &meta)?;
 
@@ -150,10 +168,9 @@ pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>)
             name: snap_name.clone(),
         },
     )?;
-    ctx.store.commit(new, &lock)?;
+    let snapshot = ctx.store.commit(new, lock)?;
     registered.keep();
-    ctx.ui.done(&format!("created snapshot {snap_name}"));
-    Ok(())
+    Ok(snapshot.name)
 }
 
 fn unsupported(name: &ContainerName, why: &str) -> Error {

@@ -83,69 +83,72 @@ impl Container {
         Self::dir_of(&self.lxcpath, &self.name)
     }
 
-    /// Asks LXC whether the container runs. When `lxc-info` cannot tell
-    /// (LXC 5 refuses to load a config with 1.x/2.0 keys, or LXC's tools
-    /// are not installed), the container's command socket decides: every
-    /// running container's monitor listens on `@<lxcpath>/<name>/command`.
+    /// Asks LXC whether the container runs (see [`state_of`]).
     pub fn state(&self) -> Result<State> {
-        let out = Command::new("lxc-info")
-            .arg("-P")
-            .arg(&self.lxcpath)
-            .arg("-n")
-            .arg(self.name.as_str())
-            .args(["-s", "-H"])
-            .output();
-        let reported = out
-            .as_ref()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-        match reported.as_deref() {
-            Ok("STOPPED") => Ok(State::Stopped),
-            Ok("RUNNING") => Ok(State::Running),
-            Ok("FROZEN") => Ok(State::Frozen),
-            Ok(s) if !s.is_empty() => Ok(State::Busy),
-            _ => {
-                if self.command_socket_listening()? {
-                    Ok(State::Running)
-                } else {
-                    Ok(State::Stopped)
-                }
-            }
-        }
-    }
-
-    fn command_socket_listening(&self) -> Result<bool> {
-        let unix = Path::new("/proc/net/unix");
-        let table = fs::read_to_string(unix).map_err(|e| Error::io("reading", unix, e))?;
-        let wanted = format!(" @{}/command", self.dir().display());
-        Ok(table.lines().any(|l| l.ends_with(&wanted)))
+        state_of(&self.lxcpath, self.name.as_str())
     }
 
     /// Refuses (exit status "running") unless the container is stopped.
     pub fn ensure_stopped(&self) -> Result<()> {
-        let state = self.state()?;
-        if state == State::Stopped {
-            return Ok(());
-        }
-        let word = match state {
-            State::Frozen => "frozen",
-            State::Running => "running",
-            _ => "starting or stopping",
-        };
-        Err(Error::new(
-            ErrorKind::Running,
-            format!("container {} is {word}", self.name),
-        )
-        .with_hint(format!(
-            "stop it first: lxc-stop -P {} -n {}",
-            self.lxcpath.display(),
-            self.name
-        )))
+        ensure_stopped(&self.lxcpath, self.name.as_str())
     }
 
     /// The containers this one's rootfs depends on (its `lxc_rdepends`).
     pub fn rdepends(&self) -> Result<Vec<DependencyEntry>> {
         read_dependency_file(&self.dir().join("lxc_rdepends"))
     }
+}
+
+/// Asks LXC whether container `name` in `lxcpath` runs. When `lxc-info`
+/// cannot tell (LXC 5 refuses to load a config with 1.x/2.0 keys, or LXC's
+/// tools are not installed), the container's command socket decides: every
+/// running container's monitor listens on `@<lxcpath>/<name>/command`.
+pub fn state_of(lxcpath: &Path, name: &str) -> Result<State> {
+    let out = Command::new("lxc-info")
+        .arg("-P")
+        .arg(lxcpath)
+        .arg("-n")
+        .arg(name)
+        .args(["-s", "-H"])
+        .output();
+    let reported = out
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match reported.as_deref() {
+        Ok("STOPPED") => Ok(State::Stopped),
+        Ok("RUNNING") => Ok(State::Running),
+        Ok("FROZEN") => Ok(State::Frozen),
+        Ok(s) if !s.is_empty() => Ok(State::Busy),
+        _ => {
+            let unix = Path::new("/proc/net/unix");
+            let table = fs::read_to_string(unix).map_err(|e| Error::io("reading", unix, e))?;
+            let wanted = format!(" @{}/command", lxcpath.join(name).display());
+            if table.lines().any(|l| l.ends_with(&wanted)) {
+                Ok(State::Running)
+            } else {
+                Ok(State::Stopped)
+            }
+        }
+    }
+}
+
+/// Refuses (exit status "running") unless container `name` is stopped.
+pub fn ensure_stopped(lxcpath: &Path, name: &str) -> Result<()> {
+    let state = state_of(lxcpath, name)?;
+    if state == State::Stopped {
+        return Ok(());
+    }
+    let word = match state {
+        State::Frozen => "frozen",
+        State::Running => "running",
+        _ => "starting or stopping",
+    };
+    Err(
+        Error::new(ErrorKind::Running, format!("container {name} is {word}")).with_hint(format!(
+            "stop it first: lxc-stop -P {} -n {name}",
+            lxcpath.display()
+        )),
+    )
 }
 
 /// Reads a file of `LXCPATH\nNAME\n` pairs; a missing file is empty.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fidelity;
+pub mod fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,156 @@
+//! `lxc-snap delete SNAP... | NAME_A..NAME_B | --all NAME [--force]` (alias `rm`).
+//!
+//! Everything named is checked first (exists, not pinned unless --force,
+//! not running, nothing depends on it); only then is anything deleted, each
+//! snapshot renamed out of sight before it is removed.
+
+use std::collections::BTreeSet;
+
+use super::{require_root, Context};
+use crate::cli::Selection;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::container::{
+    ensure_stopped, read_dependency_file, update_dependents, DependencyEntry,
+};
+use crate::names::{ContainerName, SnapshotName};
+use crate::store::{NameLock, Snapshot};
+
+pub fn run(ctx: &Context, targets: &[Selection], force: bool) -> Result<()> {
+    require_root("deleting snapshots")?;
+    let names = resolve(ctx, targets)?;
+    let containers: BTreeSet<ContainerName> = names.iter().map(|n| n.container().clone()).collect();
+    let locks = containers
+        .iter()
+        .map(|c| Ok((c.clone(), ctx.store.lock(c, ctx.ui)?)))
+        .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
+    let snapshots = names
+        .iter()
+        .map(|n| ctx.store.get(n))
+        .collect::<Result<Vec<_>>>()?;
+    for s in &snapshots {
+        check_deletable(ctx, s, force)?;
+    }
+    for s in &snapshots {
+        delete_checked(ctx, s, &locks[s.name.container()])?;
+        ctx.ui.done(&format!("deleted {}", s.name));
+    }
+    let deleted: Vec<SnapshotName> = snapshots.into_iter().map(|s| s.name).collect();
+    for c in &containers {
+        refresh_neighbours(ctx, c, &deleted)?;
+    }
+    Ok(())
+}
+
+/// After deleting `deleted`, the nearest remaining snapshots before and
+/// after each one may now hold alone what they shared with it: their
+/// `used_bytes` is recomputed. (An incremental snapshot shares files only
+/// with the snapshots next to it, so nothing further away changes.)
+pub(super) fn refresh_neighbours(
+    ctx: &Context,
+    container: &ContainerName,
+    deleted: &[SnapshotName],
+) -> Result<()> {
+    let remaining = ctx.store.snapshots_of(container, ctx.ui)?;
+    let mut touched = BTreeSet::new();
+    for d in deleted.iter().filter(|d| d.container() == container) {
+        if let Some(before) = remaining.iter().rev().find(|s| s.name < *d) {
+            touched.insert(before.name.clone());
+        }
+        if let Some(after) = remaining.iter().find(|s| s.name > *d) {
+            touched.insert(after.name.clone());
+        }
+    }
+    for s in remaining.iter().filter(|s| touched.contains(&s.name)) {
+        ctx.store.refresh_used(s)?;
+    }
+    Ok(())
+}
+
+/// The snapshots the selections name, sorted, each once.
+fn resolve(ctx: &Context, targets: &[Selection]) -> Result<BTreeSet<SnapshotName>> {
+    let mut names = BTreeSet::new();
+    for t in targets {
+        match t {
+            Selection::One(n) => {
+                ctx.store.get(n)?;
+                names.insert(n.clone());
+            }
+            Selection::Range(c, a, b) => {
+                let found: Vec<_> = ctx
+                    .store
+                    .snapshots_of(c, ctx.ui)?
+                    .into_iter()
+                    .filter(|s| (*a..=*b).contains(&s.name.number()))
+                    .collect();
+                if found.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no snapshots of {c} numbered {a} to {b}"),
+                    ));
+                }
+                names.extend(found.into_iter().map(|s| s.name));
+            }
+            Selection::All(c) => {
+                let found = ctx.store.snapshots_of(c, ctx.ui)?;
+                if found.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("{c} has no snapshots"),
+                    ));
+                }
+                names.extend(found.into_iter().map(|s| s.name));
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// What would stop `snapshot` from being deleted: a pin (without
+/// `force`), a running snapshot container, or containers built on it.
+pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -> Result<()> {
+    if snapshot.meta.pinned && !force {
+        return Err(
+            Error::new(ErrorKind::Other, format!("{} is pinned", snapshot.name)).with_hint(
+                format!(
+                    "unpin it (lxc-snap unpin {}) or delete with --force",
+                    snapshot.name
+                ),
+            ),
+        );
+    }
+    ensure_stopped(ctx.store.dir(), &snapshot.name.to_string())?;
+    let dependents = read_dependency_file(&snapshot.dir.join("lxc_snapshots"))?;
+    if let Some(d) = dependents.first() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "{} is needed by container {} in {}",
+                snapshot.name,
+                d.name,
+                d.lxcpath.display()
+            ),
+        )
+        .with_hint(format!(
+            "destroy it first: lxc-destroy -P {} -n {}",
+            d.lxcpath.display(),
+            d.name
+        )));
+    }
+    Ok(())
+}
+
+/// Deletes a snapshot that passed [`check_deletable`] (its container's lock
+/// is held) and takes it out of its base's `lxc_snapshots`.
+pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock) -> Result<()> {
+    let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
+    let me = DependencyEntry {
+        lxcpath: ctx.store.dir().to_path_buf(),
+        name: snapshot.name.to_string(),
+    };
+    ctx.store.remove(snapshot, lock, || {
+        for base in &bases {
+            update_dependents(base, &me, false)?;
+        }
+        Ok(())
+    })
+}

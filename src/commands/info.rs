@@ -1,0 +1,214 @@
+//! `lxc-snap info SNAP [--json]`: everything known about one snapshot, and
+//! a failure status when it is broken (its tree or a base layer is gone).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use chrono::Local;
+use serde::Serialize;
+
+use super::Context;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::container::{read_dependency_file, DependencyEntry};
+use crate::names::SnapshotName;
+use crate::store::{Backing, TreeFingerprint};
+use crate::ui::human_bytes;
+
+#[derive(Serialize)]
+struct Lower {
+    path: PathBuf,
+    /// `unchanged`, `changed`, `missing`, or `unknown` (no fingerprint recorded).
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct Dependency {
+    lxcpath: PathBuf,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Info {
+    name: String,
+    container: String,
+    number: u64,
+    path: PathBuf,
+    created: String,
+    comment: Option<String>,
+    pinned: bool,
+    backing: Backing,
+    lxcpath: PathBuf,
+    tree_present: bool,
+    lowers: Vec<Lower>,
+    files: u64,
+    bytes: u64,
+    /// Allocated bytes only this snapshot holds (recorded).
+    used_bytes: u64,
+    /// Allocated bytes of the captured tree, each inode once; `None` when
+    /// the tree cannot be read.
+    bytes_on_disk: Option<u64>,
+    base: Vec<Dependency>,
+    dependents: Vec<Dependency>,
+}
+
+pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
+    let snapshot = ctx.store.get(name)?;
+    let meta = &snapshot.meta;
+    let tree = snapshot.tree();
+    let tree_present = std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir());
+    let lowers = meta
+        .lowers
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Lower {
+            path: path.clone(),
+            state: lower_state(path, meta.lower_fingerprints.get(i)),
+        })
+        .collect::<Vec<_>>();
+    let deps = |file: &str| -> Result<Vec<Dependency>> {
+        Ok(read_dependency_file(&snapshot.dir.join(file))?
+            .into_iter()
+            .map(|DependencyEntry { lxcpath, name }| Dependency { lxcpath, name })
+            .collect())
+    };
+    let info = Info {
+        name: name.to_string(),
+        container: meta.container.clone(),
+        number: name.number(),
+        path: snapshot.dir.clone(),
+        created: meta.created_time()?.to_rfc3339(),
+        comment: snapshot.comment()?,
+        pinned: meta.pinned,
+        backing: meta.backing,
+        lxcpath: meta.lxcpath.clone(),
+        tree_present,
+        lowers,
+        files: meta.files,
+        bytes: meta.bytes,
+        used_bytes: meta.used_bytes,
+        bytes_on_disk: if tree_present {
+            disk_usage(&tree)
+        } else {
+            None
+        },
+        base: deps("lxc_rdepends")?,
+        dependents: deps("lxc_snapshots")?,
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&info)
+            .map_err(|e| Error::new(ErrorKind::Other, format!("encoding JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print_text(&info);
+    }
+    let mut broken = Vec::new();
+    if !info.tree_present {
+        broken.push(format!("its captured tree {} is missing", tree.display()));
+    }
+    for l in info.lowers.iter().filter(|l| l.state == "missing") {
+        broken.push(format!("its base layer {} is missing", l.path.display()));
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Other,
+            format!("snapshot {name} is broken: {}", broken.join("; ")),
+        ))
+    }
+}
+
+fn lower_state(path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return "missing";
+    }
+    match (recorded, TreeFingerprint::of(path)) {
+        (Some(r), Ok(now)) if *r == now => "unchanged",
+        (Some(_), Ok(_)) => "changed",
+        _ => "unknown",
+    }
+}
+
+/// Allocated bytes below `root`, each inode once, without following links
+/// or touching access times.
+fn disk_usage(root: &Path) -> Option<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0u64;
+    crate::walk::for_each_entry(root, |st| {
+        if seen.insert((st.st_dev, st.st_ino)) {
+            total += st.st_blocks as u64 * 512;
+        }
+    })
+    .ok()?;
+    Some(total)
+}
+
+fn print_text(i: &Info) {
+    let created = chrono::DateTime::parse_from_rfc3339(&i.created)
+        .map(|t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S %z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| i.created.clone());
+    let dep_list = |d: &[Dependency]| {
+        if d.is_empty() {
+            "none".to_string()
+        } else {
+            d.iter()
+                .map(|d| format!("{} (in {})", d.name, d.lxcpath.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    println!("snapshot:      {}", i.name);
+    println!(
+        "container:     {} (in {})",
+        i.container,
+        i.lxcpath.display()
+    );
+    println!("number:        {}", i.number);
+    println!("created:       {created}");
+    println!("pinned:        {}", if i.pinned { "yes" } else { "no" });
+    println!(
+        "backing:       {}",
+        match i.backing {
+            Backing::Overlay => "overlay",
+            Backing::Dir => "dir",
+        }
+    );
+    println!("path:          {}", i.path.display());
+    println!(
+        "tree:          {}",
+        if i.tree_present { "present" } else { "MISSING" }
+    );
+    for l in &i.lowers {
+        println!("lower:         {} ({})", l.path.display(), l.state);
+    }
+    println!("files:         {}", i.files);
+    println!(
+        "refers to:     {} bytes ({})",
+        i.bytes,
+        human_bytes(i.bytes)
+    );
+    println!(
+        "holds alone:   {} bytes ({}; what deleting it frees)",
+        i.used_bytes,
+        human_bytes(i.used_bytes)
+    );
+    match i.bytes_on_disk {
+        Some(b) => println!("bytes on disk: {b} ({})", human_bytes(b)),
+        None => println!("bytes on disk: unknown"),
+    }
+    println!("base:          {}", dep_list(&i.base));
+    println!("dependents:    {}", dep_list(&i.dependents));
+    match &i.comment {
+        Some(c) => {
+            println!("comment:");
+            for line in c.lines() {
+                println!("  {line}");
+            }
+        }
+        None => println!("comment:       none"),
+    }
+}

@@ -1,0 +1,1282 @@
+//! The engine of `lxc-snap diff`: what changed between two views of a
+//! container's filesystem, read from the captured trees without mounting.
+//!
+//! A [`View`] is what a container sees: a stack of layer directories, top
+//! first. With more than one layer it is resolved the way overlayfs resolves
+//! it: a name in a layer hides the same name below; a whiteout (a 0/0
+//! character device, or a zero-size regular file carrying the `whiteout`
+//! attribute inside a directory whose `opaque` attribute is `x`) hides it and
+//! shows nothing; a directory whose `opaque` attribute is `y` hides the
+//! directories of the same name below it (not at the root, where overlayfs
+//! ignores it); other directories merge with the directories of the same
+//! name below, the upper one's metadata winning. Whiteouts are hidden in
+//! every layer, as overlayfs's lookup does (its readdir still lists one in a
+//! directory that exists in a single lower layer, but it cannot be stat'ed).
+//! A one-layer view is a plain tree: a 0/0 device there is a device.
+//!
+//! The overlay attributes are `trusted.overlay.*`, or `user.overlay.*` for a
+//! view whose overlay is mounted with `userxattr` ([`View::userxattr`]); only
+//! that view's namespace is honoured, because a container can set `user.*`
+//! attributes on its own files. Those private attributes are not compared.
+//! An entry carrying a `redirect` or `metacopy` attribute is refused
+//! ([`ErrorKind::Unsupported`]): such a layer is not self-contained.
+//!
+//! What is reported, one [`Change`] per path, in tree order (a directory
+//! before its contents, siblings by the bytes of their names), `/` included:
+//! - `A` added, `D` deleted: every path that exists in only one view, so an
+//!   added or deleted directory is reported with everything below it and the
+//!   counts say how many entries came or went.
+//! - `R` type changed (a file became a directory, a symlink, ...). What was
+//!   below a directory on either side is reported as added or deleted.
+//! - `M` modified, with what differs ([`Change::what`]): `content` (regular
+//!   files), `target` (symlinks), `device` (device numbers), `mode` (all 12
+//!   permission bits; symlinks have none), `owner` (numeric uid or gid),
+//!   `xattrs` (names or values). Regular files compare by size and mtime
+//!   unless [`Options::content`] asks for their bytes; then the mtime is
+//!   ignored, so a file rewritten with the same bytes is unchanged, and a
+//!   file rewritten in place with other bytes of the same length and its
+//!   mtime put back is found only that way. Times of other entries, atime,
+//!   ctime and link counts are never compared.
+//!
+//! Bytes in the [`Summary`] count regular files only, once per name:
+//! `bytes_added` the sizes of files that exist only in the newer view (`A`,
+//! and the new side of `R`), `bytes_removed` those only in the older one,
+//! `bytes_changed` the newer sizes of files whose content changed.
+//!
+//! Safety: the layers were written by a container's root user. Nothing is
+//! followed: entries are inspected with `fstatat(AT_SYMLINK_NOFOLLOW)`
+//! relative to open directory descriptors, directories and files are opened
+//! with `O_NOFOLLOW` and checked to be the inode inspected, attributes are
+//! read through `/proc/self/fd/N/NAME` with the l*xattr calls, and device
+//! nodes, fifos and sockets are never opened. Only the layer paths given are
+//! trusted.
+//!
+//! Cost: only what can differ is walked. A directory is entered only when
+//! the two views build it from different layer directories, and then only
+//! the names in the layers that are not shared by both views (the common
+//! bottom of the two stacks) are looked at: two snapshots of one overlay
+//! container cost about the size of their deltas, not of the base. Memory
+//! holds one directory's names per level of the walk.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::stat::{self, FileStat, Mode, SFlag};
+use serde::{Serialize, Serializer};
+
+use crate::{Error, ErrorKind, Result};
+
+/// What a container sees: layer directories, top first. For an overlay
+/// snapshot `[<snapshot>/private/delta, lowers...]`, for a running or
+/// stopped overlay container `[its delta, lowers...]`, for a directory-backed
+/// one `[rootfs]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub layers: Vec<PathBuf>,
+    /// The overlay keeps its attributes in `user.overlay.*` (mounted with
+    /// `userxattr`) rather than `trusted.overlay.*`.
+    pub userxattr: bool,
+}
+
+impl View {
+    /// A directory-backed root filesystem: one plain tree.
+    pub fn dir(rootfs: impl Into<PathBuf>) -> View {
+        View {
+            layers: vec![rootfs.into()],
+            userxattr: false,
+        }
+    }
+
+    /// An overlay: `upper` over `lowers` (top first).
+    pub fn overlay(upper: impl Into<PathBuf>, lowers: &[PathBuf]) -> View {
+        let mut layers = vec![upper.into()];
+        layers.extend(lowers.iter().cloned());
+        View {
+            layers,
+            userxattr: false,
+        }
+    }
+}
+
+/// How to compare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Compare regular files byte for byte instead of by size and mtime.
+    pub content: bool,
+}
+
+/// The kind of a change, printed as its letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Added,
+    Modified,
+    Deleted,
+    TypeChanged,
+}
+
+impl Kind {
+    pub fn letter(self) -> char {
+        match self {
+            Kind::Added => 'A',
+            Kind::Modified => 'M',
+            Kind::Deleted => 'D',
+            Kind::TypeChanged => 'R',
+        }
+    }
+}
+
+/// The type of a filesystem entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    File,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl EntryType {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryType::File => "file",
+            EntryType::Directory => "directory",
+            EntryType::Symlink => "symlink",
+            EntryType::Fifo => "fifo",
+            EntryType::Socket => "socket",
+            EntryType::CharDevice => "char device",
+            EntryType::BlockDevice => "block device",
+        }
+    }
+}
+
+/// One changed path.
+///
+/// As JSON: `kind` (`added`, `modified`, `deleted`, `type_changed`),
+/// `path`, `what`, `old_type`, `new_type` (null where the path does not
+/// exist), `old_size`, `new_size`. `path` is the exact path when it is
+/// UTF-8; otherwise it is [`escape_path`]'s form and `path_bytes` (present
+/// only then) holds the exact bytes as an array of numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: Kind,
+    /// Raw bytes, starting with `/` (the root of the container).
+    pub path: Vec<u8>,
+    /// For `M`: what differs, from `content`, `target`, `device`, `mode`,
+    /// `owner`, `xattrs`, in that order. For `R`: `type`. Empty otherwise.
+    pub what: Vec<&'static str>,
+    pub old_type: Option<EntryType>,
+    pub new_type: Option<EntryType>,
+    /// Size of a regular file in the older view; 0 for anything else.
+    pub old_size: u64,
+    /// Size of a regular file in the newer view; 0 for anything else.
+    pub new_size: u64,
+}
+
+impl Change {
+    /// What the letter does not say: `content,mode` for `M`, `file ->
+    /// directory` for `R`, the type for `A` and `D`.
+    pub fn details(&self) -> String {
+        let name = |t: Option<EntryType>| t.map_or("nothing", EntryType::name);
+        match self.kind {
+            Kind::Modified => self.what.join(","),
+            Kind::TypeChanged => format!("{} -> {}", name(self.old_type), name(self.new_type)),
+            Kind::Added => name(self.new_type).to_string(),
+            Kind::Deleted => name(self.old_type).to_string(),
+        }
+    }
+}
+
+impl Serialize for Change {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            kind: Kind,
+            path: Cow<'a, str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            path_bytes: Option<&'a [u8]>,
+            what: &'a [&'static str],
+            old_type: Option<EntryType>,
+            new_type: Option<EntryType>,
+            old_size: u64,
+            new_size: u64,
+        }
+        let (path, path_bytes) = match std::str::from_utf8(&self.path) {
+            Ok(s) => (Cow::Borrowed(s), None),
+            Err(_) => (Cow::Owned(escape_path(&self.path)), Some(&self.path[..])),
+        };
+        Json {
+            kind: self.kind,
+            path,
+            path_bytes,
+            what: &self.what,
+            old_type: self.old_type,
+            new_type: self.new_type,
+            old_size: self.old_size,
+            new_size: self.new_size,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Counts of the changes reported, and bytes (see the module documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub added: u64,
+    pub modified: u64,
+    pub deleted: u64,
+    pub type_changed: u64,
+    pub bytes_added: u64,
+    pub bytes_removed: u64,
+    pub bytes_changed: u64,
+}
+
+impl Summary {
+    fn count(&mut self, c: &Change) {
+        match c.kind {
+            Kind::Added => {
+                self.added += 1;
+                self.bytes_added += c.new_size;
+            }
+            Kind::Deleted => {
+                self.deleted += 1;
+                self.bytes_removed += c.old_size;
+            }
+            Kind::TypeChanged => {
+                self.type_changed += 1;
+                self.bytes_added += c.new_size;
+                self.bytes_removed += c.old_size;
+            }
+            Kind::Modified => {
+                self.modified += 1;
+                if c.what.contains(&"content") {
+                    self.bytes_changed += c.new_size;
+                }
+            }
+        }
+    }
+}
+
+/// `M /etc/motd`: the letter and the escaped path. The path never holds a
+/// tab or a newline, so callers can append details after a tab.
+pub fn format_line(c: &Change) -> String {
+    format!("{} {}", c.kind.letter(), escape_path(&c.path))
+}
+
+/// A path made safe to print on one line of a terminal, reversibly:
+/// `\\` for a backslash, `\n`, `\t`, `\r`, and `\xNN` for every byte of
+/// invalid UTF-8, of a control character (C0, DEL, C1) and of the invisible
+/// characters that reorder or hide text (bidirectional controls, zero-width
+/// characters, line and paragraph separators, BOM).
+pub fn escape_path(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let hex = |out: &mut String, b: u8| {
+        let _ = write!(out, "\\x{b:02x}");
+    };
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() || is_invisible(c) => {
+                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                        hex(&mut out, b);
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for &b in chunk.invalid() {
+            hex(&mut out, b);
+        }
+    }
+    out
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
+/// Compares `old` with `new`, calling `each` for every change in tree order,
+/// and returns the totals. See the module documentation.
+pub fn diff(
+    old: &View,
+    new: &View,
+    opts: &Options,
+    mut each: impl FnMut(&Change),
+) -> Result<Summary> {
+    let a = Side::of(old);
+    let b = Side::of(new);
+    let old_root = open_root(&a, old)?;
+    let new_root = open_root(&b, new)?;
+    let mut differ = Differ {
+        alike: a.overlay == b.overlay && a.private == b.private,
+        a,
+        b,
+        opts: *opts,
+        summary: Summary::default(),
+        fd_limits: getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX)),
+        per_level: old.layers.len() + new.layers.len(),
+        each: &mut each,
+    };
+    differ.run(old_root, new_root)?;
+    Ok(differ.summary)
+}
+
+/// How one view is read.
+struct Side {
+    overlay: bool,
+    /// `trusted.overlay.` or `user.overlay.`.
+    private: &'static str,
+}
+
+impl Side {
+    fn of(view: &View) -> Side {
+        Side {
+            overlay: view.layers.len() > 1,
+            private: if view.userxattr {
+                "user.overlay."
+            } else {
+                "trusted.overlay."
+            },
+        }
+    }
+
+    fn attr(&self, name: &str) -> OsString {
+        OsString::from(format!("{}{name}", self.private))
+    }
+}
+
+/// One layer's directory at some path of a view.
+struct LayerDir {
+    fd: File,
+    id: (u64, u64),
+    /// Where it is on the host, for messages.
+    path: PathBuf,
+    /// Hides the directories of the same name below it.
+    opaque: bool,
+    /// May hold whiteouts in the form of marked regular files.
+    xwhiteouts: bool,
+}
+
+/// The layer directories that make up one directory of a view, top first,
+/// already cut below an opaque one. Empty where the view has no directory.
+type Stack = Vec<LayerDir>;
+
+/// An entry a stack resolved a name to.
+struct Found {
+    /// Index in the stack of the layer it comes from.
+    pos: usize,
+    st: FileStat,
+}
+
+/// An entry addressed by name in an open directory; `.` is the directory.
+#[derive(Clone, Copy)]
+struct Loc<'a> {
+    dir: &'a LayerDir,
+    name: &'a OsStr,
+}
+
+impl Loc<'_> {
+    fn path(&self) -> PathBuf {
+        if self.name == "." {
+            self.dir.path.clone()
+        } else {
+            self.dir.path.join(self.name)
+        }
+    }
+
+    /// The entry itself for the l*xattr calls: `/proc/self/fd/N` pins the
+    /// directory, and the last component is not followed.
+    fn proc_path(&self) -> PathBuf {
+        Path::new("/proc/self/fd")
+            .join(self.dir.fd.as_raw_fd().to_string())
+            .join(self.name)
+    }
+}
+
+/// A directory being compared: both sides' stacks and the names still to do.
+struct Level {
+    /// Path in the container; empty for the root.
+    rel: Vec<u8>,
+    old: Stack,
+    new: Stack,
+    /// Sorted in reverse, so popping goes in order.
+    names: Vec<OsString>,
+}
+
+/// Descriptors kept free for everything but the directory stacks.
+const FD_RESERVE: u64 = 64;
+
+struct Differ<'e> {
+    a: Side,
+    b: Side,
+    opts: Options,
+    summary: Summary,
+    /// (soft, hard) RLIMIT_NOFILE as last set.
+    fd_limits: (u64, u64),
+    /// Most descriptors one more level can take: every layer of both views.
+    per_level: usize,
+    /// Both views read layers alike, so the same layer directories (or the
+    /// same inode) mean the same thing on both sides.
+    alike: bool,
+    each: &'e mut dyn FnMut(&Change),
+}
+
+impl Differ<'_> {
+    fn run(&mut self, old_root: Stack, new_root: Stack) -> Result<()> {
+        let dot = OsStr::new(".");
+        let old_st = fstat(&old_root[0])?;
+        let new_st = fstat(&new_root[0])?;
+        if !self.alike || (old_st.st_dev, old_st.st_ino) != (new_st.st_dev, new_st.st_ino) {
+            let o = Loc {
+                dir: &old_root[0],
+                name: dot,
+            };
+            let n = Loc {
+                dir: &new_root[0],
+                name: dot,
+            };
+            let what = self.compare(o, &old_st, n, &new_st)?;
+            if !what.is_empty() {
+                let kind = Some(EntryType::Directory);
+                self.emit(
+                    Kind::Modified,
+                    b"/".to_vec(),
+                    what,
+                    (kind, &old_st),
+                    (kind, &new_st),
+                );
+            }
+        }
+        let mut levels = Vec::new();
+        levels.extend(self.level(Vec::new(), old_root, new_root)?);
+        let mut held: usize = levels
+            .iter()
+            .map(|l: &Level| l.old.len() + l.new.len())
+            .sum();
+        while let Some(top) = levels.last_mut() {
+            let Some(name) = top.names.pop() else {
+                if let Some(done) = levels.pop() {
+                    held -= done.old.len() + done.new.len();
+                }
+                continue;
+            };
+            self.make_room_for(held);
+            if let Some(child) = self.entry(top, &name)? {
+                held += child.old.len() + child.new.len();
+                levels.push(child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deep trees hold a descriptor per layer per level on each side; the
+    /// soft limit is often far below the hard one.
+    fn make_room_for(&mut self, held: usize) {
+        let (soft, hard) = self.fd_limits;
+        if (held + self.per_level) as u64 + FD_RESERVE > soft && soft < hard {
+            self.fd_limits = (hard, hard);
+            // If this fails, the open that runs out of descriptors names its path.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+
+    /// Compares the name in both views; returns the directory to enter next.
+    fn entry(&mut self, parent: &Level, name: &OsStr) -> Result<Option<Level>> {
+        let mut rel = parent.rel.clone();
+        rel.push(b'/');
+        rel.extend_from_slice(name.as_bytes());
+        let old = lookup(&self.a, &parent.old, name)?;
+        let new = lookup(&self.b, &parent.new, name)?;
+        let (old, new) = match (old, new) {
+            (None, None) => return Ok(None),
+            (None, Some(n)) => {
+                let t = entry_type(&n.st, &parent.new[n.pos].path.join(name))?;
+                self.emit(
+                    Kind::Added,
+                    rel.clone(),
+                    Vec::new(),
+                    (None, &n.st),
+                    (Some(t), &n.st),
+                );
+                if t != EntryType::Directory {
+                    return Ok(None);
+                }
+                let stack = child_stack(&self.b, &parent.new, &n, name)?;
+                return self.level(rel, Vec::new(), stack);
+            }
+            (Some(o), None) => {
+                let t = entry_type(&o.st, &parent.old[o.pos].path.join(name))?;
+                self.emit(
+                    Kind::Deleted,
+                    rel.clone(),
+                    Vec::new(),
+                    (Some(t), &o.st),
+                    (None, &o.st),
+                );
+                if t != EntryType::Directory {
+                    return Ok(None);
+                }
+                let stack = child_stack(&self.a, &parent.old, &o, name)?;
+                return self.level(rel, stack, Vec::new());
+            }
+            (Some(o), Some(n)) => (o, n),
+        };
+        let old_loc = Loc {
+            dir: &parent.old[old.pos],
+            name,
+        };
+        let new_loc = Loc {
+            dir: &parent.new[new.pos],
+            name,
+        };
+        let ot = entry_type(&old.st, &old_loc.path())?;
+        let nt = entry_type(&new.st, &new_loc.path())?;
+        let dir = EntryType::Directory;
+        if ot != nt {
+            let what = vec!["type"];
+            self.emit(
+                Kind::TypeChanged,
+                rel.clone(),
+                what,
+                (Some(ot), &old.st),
+                (Some(nt), &new.st),
+            );
+            return if ot == dir {
+                let stack = child_stack(&self.a, &parent.old, &old, name)?;
+                self.level(rel, stack, Vec::new())
+            } else if nt == dir {
+                let stack = child_stack(&self.b, &parent.new, &new, name)?;
+                self.level(rel, Vec::new(), stack)
+            } else {
+                Ok(None)
+            };
+        }
+        let same_inode =
+            self.alike && (old.st.st_dev, old.st.st_ino) == (new.st.st_dev, new.st.st_ino);
+        if !same_inode {
+            let what = self.compare(old_loc, &old.st, new_loc, &new.st)?;
+            if !what.is_empty() {
+                self.emit(
+                    Kind::Modified,
+                    rel.clone(),
+                    what,
+                    (Some(ot), &old.st),
+                    (Some(nt), &new.st),
+                );
+            }
+        }
+        if ot != dir {
+            return Ok(None);
+        }
+        let old_stack = child_stack(&self.a, &parent.old, &old, name)?;
+        let new_stack = child_stack(&self.b, &parent.new, &new, name)?;
+        self.level(rel, old_stack, new_stack)
+    }
+
+    /// The directory to enter, or `None` when both views build it from the
+    /// same layer directories (so everything below is the same).
+    fn level(&self, rel: Vec<u8>, old: Stack, new: Stack) -> Result<Option<Level>> {
+        let common = old
+            .iter()
+            .rev()
+            .zip(new.iter().rev())
+            .take_while(|(o, n)| self.alike && o.id == n.id)
+            .count();
+        if common == old.len() && common == new.len() {
+            return Ok(None);
+        }
+        // A name found in none of the layers that differ resolves to the
+        // same entry (and the same stack below it) in both views.
+        let mut names = BTreeSet::new();
+        for dir in old[..old.len() - common]
+            .iter()
+            .chain(&new[..new.len() - common])
+        {
+            list_dir(dir, &mut names)?;
+        }
+        let mut names: Vec<OsString> = names.into_iter().collect();
+        names.reverse();
+        Ok(Some(Level {
+            rel,
+            old,
+            new,
+            names,
+        }))
+    }
+
+    /// What differs between two entries of the same type.
+    fn compare(
+        &self,
+        old: Loc,
+        old_st: &FileStat,
+        new: Loc,
+        new_st: &FileStat,
+    ) -> Result<Vec<&'static str>> {
+        let mut what = Vec::new();
+        let kind = file_type(old_st);
+        if kind == SFlag::S_IFREG {
+            if old_st.st_size != new_st.st_size {
+                what.push("content");
+            } else if self.opts.content {
+                if !same_bytes(old, old_st, new, new_st)? {
+                    what.push("content");
+                }
+            } else if (old_st.st_mtime, old_st.st_mtime_nsec)
+                != (new_st.st_mtime, new_st.st_mtime_nsec)
+            {
+                what.push("content");
+            }
+        } else if kind == SFlag::S_IFLNK {
+            if read_link(old)? != read_link(new)? {
+                what.push("target");
+            }
+        } else if matches!(kind, SFlag::S_IFCHR | SFlag::S_IFBLK)
+            && old_st.st_rdev != new_st.st_rdev
+        {
+            what.push("device");
+        }
+        // Linux has no modes on symlinks.
+        if kind != SFlag::S_IFLNK && old_st.st_mode & 0o7777 != new_st.st_mode & 0o7777 {
+            what.push("mode");
+        }
+        if (old_st.st_uid, old_st.st_gid) != (new_st.st_uid, new_st.st_gid) {
+            what.push("owner");
+        }
+        if read_xattrs(&self.a, old)? != read_xattrs(&self.b, new)? {
+            what.push("xattrs");
+        }
+        Ok(what)
+    }
+
+    fn emit(
+        &mut self,
+        kind: Kind,
+        path: Vec<u8>,
+        what: Vec<&'static str>,
+        (old_type, old_st): (Option<EntryType>, &FileStat),
+        (new_type, new_st): (Option<EntryType>, &FileStat),
+    ) {
+        let size = |t: Option<EntryType>, st: &FileStat| match t {
+            Some(EntryType::File) => st.st_size as u64,
+            _ => 0,
+        };
+        let change = Change {
+            kind,
+            path,
+            what,
+            old_type,
+            new_type,
+            old_size: size(old_type, old_st),
+            new_size: size(new_type, new_st),
+        };
+        self.summary.count(&change);
+        (self.each)(&change);
+    }
+}
+
+/// The roots of every layer: overlayfs merges them all, whatever their
+/// `opaque` attribute says (only a child's stack is ever cut).
+fn open_root(side: &Side, view: &View) -> Result<Stack> {
+    if view.layers.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            "comparing: a view without layers",
+        ));
+    }
+    let mut stack = Vec::new();
+    for layer in &view.layers {
+        let st = stat::lstat(layer).map_err(|e| Error::sys("inspecting", layer, e))?;
+        if file_type(&st) != SFlag::S_IFDIR {
+            let what = if file_type(&st) == SFlag::S_IFLNK {
+                "is a symbolic link, refusing to follow it"
+            } else {
+                "not a directory"
+            };
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("comparing {}: {what}", layer.display()),
+            ));
+        }
+        // The caller's path is trusted up to its last component, which must
+        // be the directory just inspected.
+        stack.push(open_dir(side, None, layer.as_os_str(), &st, layer.clone())?);
+    }
+    Ok(stack)
+}
+
+/// Resolves `name` in a merged directory; `None` when no layer has it or a
+/// whiteout hides it.
+fn lookup(side: &Side, stack: &[LayerDir], name: &OsStr) -> Result<Option<Found>> {
+    for (pos, dir) in stack.iter().enumerate() {
+        let st = match stat::fstatat(Some(dir.fd.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Listed but gone (a running container): as if never listed.
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(Error::sys("inspecting", &dir.path.join(name), e)),
+        };
+        if side.overlay && is_whiteout(side, Loc { dir, name }, &st)? {
+            return Ok(None);
+        }
+        return Ok(Some(Found { pos, st }));
+    }
+    Ok(None)
+}
+
+fn is_whiteout(side: &Side, loc: Loc, st: &FileStat) -> Result<bool> {
+    Ok(match file_type(st) {
+        SFlag::S_IFCHR => st.st_rdev == 0,
+        SFlag::S_IFREG if st.st_size == 0 && loc.dir.xwhiteouts => {
+            xattr::get(loc.proc_path(), side.attr("whiteout"))
+                .map_err(|e| Error::io("reading extended attributes of", &loc.path(), e))?
+                .is_some()
+        }
+        _ => false,
+    })
+}
+
+/// The stack of the directory `found`: it and, unless it is opaque, the
+/// directories of the same name below it down to the first layer where the
+/// name is opaque, not a directory, or whited out.
+fn child_stack(side: &Side, stack: &[LayerDir], found: &Found, name: &OsStr) -> Result<Stack> {
+    let top = &stack[found.pos];
+    let mut out = vec![open_dir(
+        side,
+        Some(&top.fd),
+        name,
+        &found.st,
+        top.path.join(name),
+    )?];
+    if !side.overlay || out[0].opaque {
+        return Ok(out);
+    }
+    for dir in &stack[found.pos + 1..] {
+        let st = match stat::fstatat(Some(dir.fd.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(Error::sys("inspecting", &dir.path.join(name), e)),
+        };
+        if file_type(&st) != SFlag::S_IFDIR {
+            break;
+        }
+        let below = open_dir(side, Some(&dir.fd), name, &st, dir.path.join(name))?;
+        let opaque = below.opaque;
+        out.push(below);
+        if opaque {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Opens a directory inspected as `st` without following anything, and
+/// reads its overlay attributes.
+fn open_dir(
+    side: &Side,
+    parent: Option<&File>,
+    name: &OsStr,
+    st: &FileStat,
+    path: PathBuf,
+) -> Result<LayerDir> {
+    let fd = open_verified(parent, name, st, OFlag::O_DIRECTORY, &path)?;
+    let mut dir = LayerDir {
+        fd,
+        id: (st.st_dev, st.st_ino),
+        path,
+        opaque: false,
+        xwhiteouts: false,
+    };
+    if side.overlay {
+        let loc = Loc {
+            dir: &dir,
+            name: OsStr::new("."),
+        };
+        let err = |e| Error::io("reading extended attributes of", &dir.path, e);
+        for attr in ["redirect", "metacopy"] {
+            if xattr::get(loc.proc_path(), side.attr(attr))
+                .map_err(err)?
+                .is_some()
+            {
+                return Err(not_self_contained(&dir.path, &side.attr(attr)));
+            }
+        }
+        let opaque = xattr::get(loc.proc_path(), side.attr("opaque")).map_err(err)?;
+        dir.opaque = opaque.as_deref() == Some(b"y");
+        dir.xwhiteouts = opaque.as_deref() == Some(b"x");
+    }
+    Ok(dir)
+}
+
+fn not_self_contained(path: &Path, attr: &OsStr) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "comparing {}: carries {}: the overlay layer is not self-contained \
+             (the overlay was mounted with redirect_dir or metacopy)",
+            path.display(),
+            attr.to_string_lossy()
+        ),
+    )
+}
+
+/// Opens an entry read-only without following it or touching its atime,
+/// and checks it is still the inode `st` describes.
+fn open_verified(
+    dir: Option<&File>,
+    name: &OsStr,
+    st: &FileStat,
+    flags: OFlag,
+    path: &Path,
+) -> Result<File> {
+    let flags = flags | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let open = |flags| {
+        fcntl::openat(dir.map(|d| d.as_raw_fd()), name, flags, Mode::empty())
+            // SAFETY: openat just returned this descriptor and nothing else owns it.
+            .map(|fd| unsafe { File::from_raw_fd(fd) })
+    };
+    // O_NOATIME is refused (EPERM) on inodes we do not own without CAP_FOWNER.
+    let file = match open(flags | OFlag::O_NOATIME) {
+        Err(Errno::EPERM) => open(flags),
+        other => other,
+    }
+    .map_err(|e| Error::sys("opening", path, e))?;
+    let now = stat::fstat(file.as_raw_fd()).map_err(|e| Error::sys("inspecting", path, e))?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || file_type(&now) != file_type(st) {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("comparing {}: changed while being compared", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+fn fstat(dir: &LayerDir) -> Result<FileStat> {
+    stat::fstat(dir.fd.as_raw_fd()).map_err(|e| Error::sys("inspecting", &dir.path, e))
+}
+
+/// Adds the names in `dir` to `names`.
+fn list_dir(dir: &LayerDir, names: &mut BTreeSet<OsString>) -> Result<()> {
+    let err = |e| Error::sys("reading directory", &dir.path, e);
+    // A description of its own, so its offset is not shared.
+    let mut entries = Dir::openat(
+        Some(dir.fd.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    for entry in entries.iter() {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.insert(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(())
+}
+
+fn read_link(loc: Loc) -> Result<OsString> {
+    fcntl::readlinkat(Some(loc.dir.fd.as_raw_fd()), loc.name)
+        .map_err(|e| Error::sys("reading link", &loc.path(), e))
+}
+
+/// The entry's extended attributes but the overlay's own, sorted.
+fn read_xattrs(side: &Side, loc: Loc) -> Result<Vec<(OsString, Vec<u8>)>> {
+    let err = |e| Error::io("reading extended attributes of", &loc.path(), e);
+    let p = loc.proc_path();
+    let mut out = Vec::new();
+    for name in xattr::list(&p).map_err(err)? {
+        if side.overlay && name.as_bytes().starts_with(side.private.as_bytes()) {
+            if [side.attr("redirect"), side.attr("metacopy")].contains(&name) {
+                return Err(not_self_contained(&loc.path(), &name));
+            }
+            continue;
+        }
+        // None: removed since it was listed.
+        if let Some(value) = xattr::get(&p, &name).map_err(err)? {
+            out.push((name, value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether two regular files of the same size hold the same bytes.
+fn same_bytes(old: Loc, old_st: &FileStat, new: Loc, new_st: &FileStat) -> Result<bool> {
+    let open = |loc: Loc, st: &FileStat| {
+        let flags = OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+        open_verified(Some(&loc.dir.fd), loc.name, st, flags, &loc.path())
+    };
+    let (a, b) = (open(old, old_st)?, open(new, new_st)?);
+    let mut buf_a = vec![0u8; 128 * 1024];
+    let mut buf_b = vec![0u8; 128 * 1024];
+    let mut off = 0u64;
+    loop {
+        let n = read_full(&a, &mut buf_a, off).map_err(|e| Error::io("reading", &old.path(), e))?;
+        let m = read_full(&b, &mut buf_b, off).map_err(|e| Error::io("reading", &new.path(), e))?;
+        if n != m || buf_a[..n] != buf_b[..m] {
+            return Ok(false);
+        }
+        if n < buf_a.len() {
+            return Ok(true);
+        }
+        off += n as u64;
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+fn entry_type(st: &FileStat, path: &Path) -> Result<EntryType> {
+    Ok(match file_type(st) {
+        SFlag::S_IFREG => EntryType::File,
+        SFlag::S_IFDIR => EntryType::Directory,
+        SFlag::S_IFLNK => EntryType::Symlink,
+        SFlag::S_IFIFO => EntryType::Fifo,
+        SFlag::S_IFSOCK => EntryType::Socket,
+        SFlag::S_IFCHR => EntryType::CharDevice,
+        SFlag::S_IFBLK => EntryType::BlockDevice,
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "comparing {}: unknown file type {:o}",
+                    path.display(),
+                    st.st_mode
+                ),
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::time::{Duration, SystemTime};
+
+    fn run(old: &View, new: &View, content: bool) -> (Vec<String>, Summary) {
+        let mut lines = Vec::new();
+        let summary = diff(old, new, &Options { content }, |c| {
+            lines.push(format!("{}\t{}", format_line(c), c.details()));
+        })
+        .expect("diff");
+        (lines, summary)
+    }
+
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        fs::create_dir(&a).expect("mkdir");
+        fs::create_dir(&b).expect("mkdir");
+        (tmp, a, b)
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_modified(t)
+            .expect("set mtime");
+    }
+
+    #[test]
+    fn escapes_what_a_terminal_would_interpret() {
+        assert_eq!(escape_path(b"/etc/motd"), "/etc/motd");
+        assert_eq!(escape_path("/caf\u{e9}".as_bytes()), "/caf\u{e9}");
+        assert_eq!(escape_path(b"/a\nb\tc\rd\\e"), "/a\\nb\\tc\\rd\\\\e");
+        assert_eq!(escape_path(b"/\xff\xfe-x"), "/\\xff\\xfe-x");
+        assert_eq!(escape_path(b"/\x1b[31m\x7f"), "/\\x1b[31m\\x7f");
+        // C1 control and a right-to-left override, as their UTF-8 bytes.
+        assert_eq!(escape_path("/\u{9b}".as_bytes()), "/\\xc2\\x9b");
+        assert_eq!(
+            escape_path("/\u{202e}txt".as_bytes()),
+            "/\\xe2\\x80\\xaetxt"
+        );
+        // A literal backslash-x cannot be mistaken for an escaped byte.
+        assert_eq!(escape_path(b"/\\xff"), "/\\\\xff");
+    }
+
+    #[test]
+    fn json_path_is_exact() {
+        let mut c = Change {
+            kind: Kind::Added,
+            path: b"/new\nline".to_vec(),
+            what: Vec::new(),
+            old_type: None,
+            new_type: Some(EntryType::File),
+            old_size: 0,
+            new_size: 3,
+        };
+        let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["path"], "/new\nline");
+        assert_eq!(v["kind"], "added");
+        assert_eq!(v["new_type"], "file");
+        assert!(v["old_type"].is_null());
+        assert!(v.get("path_bytes").is_none());
+
+        c.path = b"/bad\xff".to_vec();
+        c.kind = Kind::TypeChanged;
+        let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["path"], "/bad\\xff");
+        assert_eq!(v["kind"], "type_changed");
+        let bytes: Vec<u8> = serde_json::from_value(v["path_bytes"].clone()).expect("bytes");
+        assert_eq!(bytes, b"/bad\xff");
+    }
+
+    #[test]
+    fn plain_trees_added_modified_deleted_and_type_changed() {
+        let (_tmp, a, b) = tree();
+        for root in [&a, &b] {
+            fs::write(root.join("same"), b"same").expect("write");
+            fs::write(root.join("grows"), b"1").expect("write");
+            fs::write(root.join("chmod"), b"x").expect("write");
+            set_mtime(&root.join("same"), 1_000_000);
+            set_mtime(&root.join("grows"), 1_000_000);
+            set_mtime(&root.join("chmod"), 1_000_000);
+        }
+        fs::write(b.join("grows"), b"12345").expect("write");
+        fs::set_permissions(b.join("chmod"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+        fs::create_dir_all(a.join("gone/sub")).expect("mkdir");
+        fs::write(a.join("gone/sub/f"), b"1234567").expect("write");
+        fs::create_dir_all(b.join("new/sub")).expect("mkdir");
+        fs::write(b.join("new/sub/f"), b"12").expect("write");
+        fs::write(a.join("was-file"), b"abc").expect("write");
+        fs::create_dir(b.join("was-file")).expect("mkdir");
+        fs::write(b.join("was-file/inside"), b"abcd").expect("write");
+        symlink("one", a.join("link")).expect("symlink");
+        symlink("two", b.join("link")).expect("symlink");
+        symlink("x", a.join("to-file")).expect("symlink");
+        fs::write(b.join("to-file"), b"").expect("write");
+
+        let (lines, s) = run(&View::dir(&a), &View::dir(&b), false);
+        assert_eq!(
+            lines,
+            [
+                "M /chmod\tmode",
+                "D /gone\tdirectory",
+                "D /gone/sub\tdirectory",
+                "D /gone/sub/f\tfile",
+                "M /grows\tcontent",
+                "M /link\ttarget",
+                "A /new\tdirectory",
+                "A /new/sub\tdirectory",
+                "A /new/sub/f\tfile",
+                "R /to-file\tsymlink -> file",
+                "R /was-file\tfile -> directory",
+                "A /was-file/inside\tfile",
+            ]
+        );
+        let want = Summary {
+            added: 4,
+            modified: 3,
+            deleted: 3,
+            type_changed: 2,
+            bytes_added: 2 + 4,
+            bytes_removed: 7 + 3,
+            bytes_changed: 5,
+        };
+        assert_eq!(s, want);
+
+        let (lines, s) = run(&View::dir(&b), &View::dir(&b), true);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(s, Summary::default());
+    }
+
+    #[test]
+    fn same_size_rewrite_with_restored_mtime_needs_content() {
+        let (_tmp, a, b) = tree();
+        fs::write(a.join("f"), b"hello").expect("write");
+        fs::write(b.join("f"), b"jello").expect("write");
+        fs::write(a.join("touched"), b"same").expect("write");
+        fs::write(b.join("touched"), b"same").expect("write");
+        set_mtime(&a.join("f"), 1_000_000);
+        set_mtime(&b.join("f"), 1_000_000);
+        set_mtime(&a.join("touched"), 1_000_000);
+        set_mtime(&b.join("touched"), 2_000_000);
+
+        let (lines, _) = run(&View::dir(&a), &View::dir(&b), false);
+        assert_eq!(lines, ["M /touched\tcontent"]);
+        let (lines, s) = run(&View::dir(&a), &View::dir(&b), true);
+        assert_eq!(lines, ["M /f\tcontent"]);
+        assert_eq!(s.bytes_changed, 5);
+    }
+
+    #[test]
+    fn xattr_and_root_changes() {
+        let (_tmp, a, b) = tree();
+        fs::write(a.join("f"), b"x").expect("write");
+        fs::write(b.join("f"), b"x").expect("write");
+        set_mtime(&a.join("f"), 1_000_000);
+        set_mtime(&b.join("f"), 1_000_000);
+        xattr::set(b.join("f"), "user.note", b"v").expect("setxattr");
+        fs::set_permissions(&b, fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::set_permissions(&a, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let (lines, _) = run(&View::dir(&a), &View::dir(&b), false);
+        assert_eq!(lines, ["M /\tmode", "M /f\txattrs"]);
+    }
+
+    #[test]
+    fn hostile_names_are_reported_exactly() {
+        let (_tmp, a, b) = tree();
+        let names: [&[u8]; 4] = [b"new\nline", b"bad\xff\xfe", b"-rf", b"tab\there"];
+        for n in names {
+            fs::write(b.join(OsStr::from_bytes(n)), b"!").expect("write");
+        }
+        let mut paths = Vec::new();
+        let mut lines = Vec::new();
+        diff(&View::dir(&a), &View::dir(&b), &Options::default(), |c| {
+            paths.push(c.path.clone());
+            lines.push(format_line(c));
+        })
+        .expect("diff");
+        let mut want: Vec<Vec<u8>> = names.iter().map(|n| [b"/", *n].concat()).collect();
+        want.sort();
+        assert_eq!(paths, want);
+        assert!(lines.contains(&"A /new\\nline".to_string()), "{lines:?}");
+        assert!(lines.contains(&"A /bad\\xff\\xfe".to_string()), "{lines:?}");
+        assert!(lines.contains(&"A /-rf".to_string()), "{lines:?}");
+        assert!(lines.iter().all(|l| !l.contains('\n') && !l.contains('\t')));
+    }
+
+    #[test]
+    fn user_xattr_overlay_opaque_directory_hides_lower() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let p = |r: &str| tmp.path().join(r);
+        for d in ["base/etc", "base/var", "da/etc", "db/etc", "db/var"] {
+            fs::create_dir_all(p(d)).expect("mkdir");
+        }
+        fs::write(p("base/etc/old"), b"o").expect("write");
+        fs::write(p("base/var/log"), b"l").expect("write");
+        fs::write(p("db/var/fresh"), b"f").expect("write");
+        xattr::set(p("db/var"), "user.overlay.opaque", b"y").expect("setxattr");
+        for d in ["base/etc", "da/etc", "db/etc", "base/var", "db/var"] {
+            fs::set_permissions(p(d), fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let view = |top: &str| View {
+            userxattr: true,
+            ..View::overlay(p(top), &[p("base")])
+        };
+        let (lines, s) = run(&view("da"), &view("db"), false);
+        assert_eq!(lines, ["A /var/fresh\tfile", "D /var/log\tfile"]);
+        assert_eq!((s.added, s.deleted), (1, 1));
+
+        // Mounted without userxattr, the same attribute is an ordinary one
+        // the container could have set itself.
+        let plain = |top: &str| View::overlay(p(top), &[p("base")]);
+        let (lines, _) = run(&plain("da"), &plain("db"), false);
+        assert_eq!(lines, ["M /var\txattrs", "A /var/fresh\tfile"]);
+
+        // The very same layers read both ways are not the same view.
+        let (lines, _) = run(&plain("db"), &view("db"), false);
+        assert_eq!(lines, ["M /var\txattrs", "D /var/log\tfile"]);
+    }
+
+    #[test]
+    fn only_layers_that_differ_are_listed() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let p = |r: &str| tmp.path().join(r);
+        for d in ["base/usr", "da/usr", "db"] {
+            fs::create_dir_all(p(d)).expect("mkdir");
+        }
+        for n in ["base/usr/big1", "base/usr/big2", "da/usr/mine", "db/theirs"] {
+            fs::write(p(n), b"x").expect("write");
+        }
+        let a = Side::of(&View::overlay(p("da"), &[p("base")]));
+        let b = Side::of(&View::overlay(p("db"), &[p("base")]));
+        let old = open_root(&a, &View::overlay(p("da"), &[p("base")])).expect("open");
+        let new = open_root(&b, &View::overlay(p("db"), &[p("base")])).expect("open");
+        let mut each = |_: &Change| {};
+        let differ = Differ {
+            a,
+            b,
+            opts: Options::default(),
+            summary: Summary::default(),
+            fd_limits: (u64::MAX, u64::MAX),
+            per_level: 4,
+            alike: true,
+            each: &mut each,
+        };
+        let root = differ
+            .level(Vec::new(), old, new)
+            .expect("level")
+            .expect("differs");
+        let names: BTreeSet<_> = root.names.iter().cloned().collect();
+        assert_eq!(names, ["usr", "theirs"].map(OsString::from).into());
+
+        // Below /usr only the old view has a layer of its own.
+        let old = child_stack(
+            &differ.a,
+            &root.old,
+            &Found {
+                pos: 0,
+                st: stat::lstat(&p("da/usr")).expect("stat"),
+            },
+            OsStr::new("usr"),
+        )
+        .expect("stack");
+        let new = child_stack(
+            &differ.b,
+            &root.new,
+            &Found {
+                pos: 1,
+                st: stat::lstat(&p("base/usr")).expect("stat"),
+            },
+            OsStr::new("usr"),
+        )
+        .expect("stack");
+        assert_eq!((old.len(), new.len()), (2, 1));
+        let usr = differ
+            .level(b"/usr".to_vec(), old, new)
+            .expect("level")
+            .expect("differs");
+        assert_eq!(usr.names, [OsString::from("mine")]);
+
+        // Identical stacks: nothing below can differ.
+        let same = open_root(&differ.a, &View::overlay(p("da"), &[p("base")])).expect("open");
+        let again = open_root(&differ.a, &View::overlay(p("da"), &[p("base")])).expect("open");
+        assert!(differ
+            .level(Vec::new(), same, again)
+            .expect("level")
+            .is_none());
+    }
+}

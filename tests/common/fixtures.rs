@@ -1,0 +1,74 @@
+//! Hand-built containers and small readers of lxc-snap's output, shared by
+//! the integration tests.
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::TestEnv;
+
+/// A base container with a small rootfs, as `lxc-create` would leave it.
+pub fn make_base(env: &TestEnv, name: &str) -> PathBuf {
+    let dir = env.lxcpath.join(name);
+    fs::create_dir_all(dir.join("rootfs/etc")).expect("mkdir base");
+    fs::create_dir_all(dir.join("rootfs/bin")).expect("mkdir base");
+    fs::write(dir.join("rootfs/bin/sh"), "#!base shell\n").expect("write");
+    fs::write(dir.join("rootfs/etc/motd"), "base motd\n").expect("write");
+    fs::write(
+        dir.join("config"),
+        format!(
+            "lxc.rootfs.path = dir:{}/rootfs\nlxc.uts.name = {name}\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    dir.join("rootfs")
+}
+
+/// An overlay clone of `base` named `name`, with `config_tail` appended,
+/// its rootfs line spelled by `key`, `prefix` and delta location `delta_rel`.
+pub fn make_clone(
+    env: &TestEnv,
+    base: &str,
+    name: &str,
+    key: &str,
+    prefix: &str,
+    delta_rel: &str,
+) -> PathBuf {
+    let dir = env.lxcpath.join(name);
+    let delta = dir.join(delta_rel);
+    fs::create_dir_all(&delta).expect("mkdir delta");
+    fs::write(delta.join("added"), format!("added in {name}\n")).expect("write");
+    let lower = env.lxcpath.join(base).join("rootfs");
+    fs::write(
+        dir.join("config"),
+        format!("# clone of {base}\nlxc.net.0.type = empty\n{key} = {prefix}:{}:{}\nlxc.uts.name = {name}\n", lower.display(), delta.display()),
+    )
+    .expect("config");
+    fs::write(
+        dir.join("lxc_rdepends"),
+        format!("{}\n{base}\n", env.lxcpath.display()),
+    )
+    .expect("rdepends");
+    delta
+}
+
+pub fn json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&env.ok(args)).expect("valid JSON")
+}
+
+pub fn names_of(env: &TestEnv, container: &str) -> Vec<String> {
+    json(env, &["list", container, "--json"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+pub fn config_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+}
