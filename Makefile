@@ -1,27 +1,147 @@
-# lxc-snap: build, lint, test and demo.
+# lxc-snap: build, install, package, lint, test and demo.
 #
-#   make            build the release binary (target/release/lxc-snap)
+#   make            build the release binary (target/release/lxc-snap) and
+#                   the completion scripts (target/completions/)
+#   make install    install them, the man page and the docs under
+#                   $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
+#   make deb        build the Debian package into dist/ (root, or debhelper
+#                   already installed)
 #   make test       install missing system packages (as root), lint, check the
-#                   man page, run every cargo test
+#                   man page, run every cargo test, then test-package
+#   make test-package  build the .deb, check it with lintian, install it,
+#                   check what it installed, purge it (root)
 #   make demo       walk through snapshot / list / restore on a throwaway
 #                   busybox container (root)
 #
 # The system tests need root and LXC. LXC_SNAP_SKIP_SYSTEM_TESTS=1 skips them
-# (each skipped test says so) and skips the package installation.
+# (each skipped test says so), the package test and the package installation.
+# CARGO_TARGET_DIR, when set, replaces target/.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 CARGO ?= cargo
-BIN := target/release/lxc-snap
+# rustup's cargo is in ~/.cargo/bin, which a root shell, sudo or
+# dpkg-buildpackage may not have in PATH.
+ifeq ($(shell command -v $(CARGO) 2>/dev/null),)
+ifneq ($(wildcard $(HOME)/.cargo/bin/cargo),)
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+endif
+endif
+
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/lxc-snap
+COMPLETIONS := $(TARGET_DIR)/completions
 MAN := man/lxc-snap.1
+SOURCES := Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build deps lint check-man check-root test demo clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+bindir := $(PREFIX)/bin
+datadir := $(PREFIX)/share
+man1dir := $(datadir)/man/man1
+docdir := $(datadir)/doc/lxc-snap
+bashcompdir := $(datadir)/bash-completion/completions
+zshcompdir := $(datadir)/zsh/vendor-completions
+fishcompdir := $(datadir)/fish/vendor_completions.d
 
-all: build
+.PHONY: all build completions install install-bin install-man \
+	install-completions install-doc uninstall deb deb-deps test-package \
+	deps lint check-man check-root test demo clean
+
+all: build completions
 
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release --locked
+
+# A file target as well, so that `sudo make install` after `make` does not
+# need cargo (or rebuild as root) when nothing changed.
+$(BIN): $(SOURCES)
+	$(CARGO) build --release --locked
+	@touch $@
+
+# Generated from the binary's own clap definition: they cannot drift.
+completions: $(COMPLETIONS)/lxc-snap.bash $(COMPLETIONS)/lxc-snap.zsh $(COMPLETIONS)/lxc-snap.fish
+
+$(COMPLETIONS)/lxc-snap.%: $(BIN)
+	@mkdir -p $(COMPLETIONS)
+	$(BIN) completions $* > $@.tmp
+	@mv $@.tmp $@
+
+# The Debian package installs the same files under /usr (debian/rules runs
+# these targets, except install-man: dh_installman compresses the page).
+install: install-bin install-man install-completions install-doc
+
+install-bin: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(bindir)/lxc-snap
+
+install-man:
+	install -d -m 0755 $(DESTDIR)$(man1dir)
+	gzip -9n < $(MAN) > $(DESTDIR)$(man1dir)/lxc-snap.1.gz
+	chmod 0644 $(DESTDIR)$(man1dir)/lxc-snap.1.gz
+
+install-completions: completions
+	install -D -m 0644 $(COMPLETIONS)/lxc-snap.bash $(DESTDIR)$(bashcompdir)/lxc-snap
+	install -D -m 0644 $(COMPLETIONS)/lxc-snap.zsh $(DESTDIR)$(zshcompdir)/_lxc-snap
+	install -D -m 0644 $(COMPLETIONS)/lxc-snap.fish $(DESTDIR)$(fishcompdir)/lxc-snap.fish
+
+install-doc:
+	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md
+	install -D -m 0644 CHANGELOG.md $(DESTDIR)$(docdir)/CHANGELOG.md
+
+# Removes exactly what install installed, and the doc directory if empty.
+uninstall:
+	rm -f $(DESTDIR)$(bindir)/lxc-snap \
+	    $(DESTDIR)$(man1dir)/lxc-snap.1.gz \
+	    $(DESTDIR)$(bashcompdir)/lxc-snap \
+	    $(DESTDIR)$(zshcompdir)/_lxc-snap \
+	    $(DESTDIR)$(fishcompdir)/lxc-snap.fish \
+	    $(DESTDIR)$(docdir)/README.md \
+	    $(DESTDIR)$(docdir)/CHANGELOG.md
+	if [ -d $(DESTDIR)$(docdir) ]; then rmdir --ignore-fail-on-non-empty $(DESTDIR)$(docdir); fi
+
+# Debian's build tools, installed only when missing (and only as root).
+deb-deps:
+	@pkgs=""; \
+	command -v dpkg-buildpackage >/dev/null 2>&1 || pkgs="dpkg-dev"; \
+	command -v dh >/dev/null 2>&1 || pkgs="$$pkgs debhelper"; \
+	command -v cc >/dev/null 2>&1 || pkgs="$$pkgs build-essential"; \
+	if [ "$${LXC_SNAP_LINTIAN:-}" = 1 ]; then \
+	    command -v lintian >/dev/null 2>&1 || pkgs="$$pkgs lintian"; \
+	fi; \
+	pkgs="$${pkgs# }"; \
+	if [ -n "$$pkgs" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "deb: missing packages: $$pkgs (run as root, or apt-get install $$pkgs)" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "deb: installing $$pkgs"; \
+	    apt-get update; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs; \
+	fi
+
+# dpkg-buildpackage writes the package next to the source tree; it is moved
+# to dist/lxc-snap_VERSION_ARCH.deb (with its .buildinfo and .changes).
+deb: deb-deps
+	dpkg-buildpackage -us -uc -b
+	@arch=$$(dpkg --print-architecture); \
+	mkdir -p dist; \
+	for f in ../lxc-snap_$(VERSION)_$$arch.deb ../lxc-snap_$(VERSION)_$$arch.buildinfo \
+	         ../lxc-snap_$(VERSION)_$$arch.changes; do \
+	    mv -f "$$f" dist/; \
+	done; \
+	echo "deb: dist/lxc-snap_$(VERSION)_$$arch.deb"
+
+# Builds the package, checks it with lintian, installs it with dpkg, checks
+# what it installed against `make install`, and purges it. Needs root.
+test-package:
+	@if [ "$${LXC_SNAP_SKIP_SYSTEM_TESTS:-}" = 1 ]; then \
+	    echo "SKIPPED test-package: LXC_SNAP_SKIP_SYSTEM_TESTS=1"; \
+	else \
+	    $(MAKE) --no-print-directory deb LXC_SNAP_LINTIAN=1 && \
+	    bash scripts/test-package.sh dist/lxc-snap_$(VERSION)_$$(dpkg --print-architecture).deb; \
+	fi
 
 # Debian packages for the system tests: lxc (lxc-create, lxc-copy, lxc-start,
 # lxc-attach, ...) and busybox-static (the busybox template's /bin/busybox),
@@ -90,9 +210,11 @@ test: check-root deps
 	$(MAKE) --no-print-directory check-man
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	$(MAKE) --no-print-directory test-package
 
 demo: deps build
 	bash scripts/demo.sh $(BIN)
 
 clean:
 	$(CARGO) clean
+	rm -rf dist

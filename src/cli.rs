@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
@@ -36,6 +36,15 @@ pub enum Command {
     Comment {
         snapshot: SnapshotName,
         set: Option<CommentSource>,
+    },
+    /// Print the completion script for `shell`.
+    Completions {
+        shell: Shell,
+    },
+    /// Print the container or snapshot names that can follow `words` (the
+    /// command line being completed, without the program name).
+    CompleteNames {
+        words: Vec<String>,
     },
     Delete {
         targets: Vec<Selection>,
@@ -74,6 +83,14 @@ pub enum Command {
     Umount {
         dir: PathBuf,
     },
+}
+
+/// A shell lxc-snap has a completion script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// Which snapshots a delete names.
@@ -310,6 +327,18 @@ enum Sub {
         /// The new comment
         text: Option<String>,
     },
+    /// Print the completion script for SHELL (bash, zsh or fish)
+    Completions {
+        /// The shell to print the script for
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The clap definition of the command line: completion scripts are
+/// generated from it, and the names lookup reads its arguments.
+pub fn clap_command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// What parsing produced: something to run, or text clap wants printed
@@ -324,12 +353,21 @@ pub enum Parsed {
     },
 }
 
+/// `lxc-snap __complete-names [--] WORDS...`, what the completion scripts
+/// call. It is recognised before clap parses anything, so that neither
+/// `--help` nor the generated scripts show it.
+pub const COMPLETE_NAMES: &str = "__complete-names";
+
 /// Parses `args` (including the program name).
 pub fn parse<I, T>(args: I) -> Result<Parsed>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if args.get(1).is_some_and(|a| a == COMPLETE_NAMES) {
+        return complete_names(&args[2..]);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -370,6 +408,28 @@ where
     Ok(Parsed::Run(Invocation { globals, command }))
 }
 
+/// The default globals (`LXC_SNAP_DIR` included) and the words to complete.
+fn complete_names(rest: &[std::ffi::OsString]) -> Result<Parsed> {
+    let defaults = Cli::try_parse_from(["lxc-snap", "list"]).map_err(|e| usage_error(&e))?;
+    let rest = match rest.first() {
+        Some(first) if first == "--" => &rest[1..],
+        _ => rest,
+    };
+    Ok(Parsed::Run(Invocation {
+        globals: Globals {
+            lxcpath: defaults.globals.lxcpath,
+            snapdir: defaults.globals.snapdir,
+            quiet: true,
+        },
+        command: Command::CompleteNames {
+            words: rest
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect(),
+        },
+    }))
+}
+
 fn from_subcommand(sub: Sub) -> Result<Command> {
     Ok(match sub {
         Sub::Snap {
@@ -400,6 +460,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 .map(CommentSource::File)
                 .or(text.map(CommentSource::Text)),
         },
+        Sub::Completions { shell } => Command::Completions { shell },
         Sub::Delete { all, force, snaps } => {
             let mut targets = snaps
                 .iter()
@@ -680,6 +741,28 @@ mod tests {
                 .kind(),
             ErrorKind::Usage
         );
+    }
+
+    #[test]
+    fn completions_and_the_hidden_names_lookup() {
+        assert_eq!(
+            cmd(&["completions", "zsh"]),
+            Command::Completions { shell: Shell::Zsh }
+        );
+        assert_eq!(
+            cmd(&["__complete-names", "--", "-P", "/l", "restore"]),
+            Command::CompleteNames {
+                words: vec!["-P".into(), "/l".into(), "restore".into()]
+            }
+        );
+        assert_eq!(
+            cmd(&["__complete-names"]),
+            Command::CompleteNames { words: vec![] }
+        );
+        match parse(["lxc-snap", "--help"]).expect("parse") {
+            Parsed::Print { text, .. } => assert!(!text.contains("__complete")),
+            Parsed::Run(_) => panic!("--help ran something"),
+        }
     }
 
     #[test]

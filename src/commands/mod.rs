@@ -2,6 +2,7 @@
 //! [`Context`] and talks to the store, the copier and the LXC layer.
 
 mod comment;
+mod completions;
 mod delete;
 mod diff;
 mod info;
@@ -67,6 +68,8 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::List { container, json } => list::run(ctx, container.as_ref(), json),
         Command::Restore { snapshot, new_name } => restore::run(ctx, &snapshot, &new_name),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
+        Command::Completions { shell } => completions::run(shell),
+        Command::CompleteNames { words } => completions::names(ctx, &words),
         Command::Delete { targets, force } => delete::run(ctx, &targets, force),
         Command::Pin { snapshot, pinned } => pin::run(ctx, &snapshot, pinned),
         Command::Info { snapshot, json } => info::run(ctx, &snapshot, json),

@@ -263,6 +263,21 @@ pub fn bases_of_lowers(lowers: &[PathBuf]) -> Vec<DependencyEntry> {
         .collect()
 }
 
+/// The names of the containers in `lxcpath` (entries with a `config`, as
+/// `lxc-ls` counts them), sorted; none when it cannot be read.
+pub fn names_in(lxcpath: &Path) -> Vec<ContainerName> {
+    let Ok(entries) = fs::read_dir(lxcpath) else {
+        return Vec::new();
+    };
+    let mut names: Vec<ContainerName> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| fs::symlink_metadata(e.path().join("config")).is_ok())
+        .filter_map(|e| ContainerName::parse(e.file_name().to_str()?).ok())
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
