@@ -19,7 +19,8 @@
 //!   opened. Nothing outside `src` is read and nothing outside `dst` written.
 //!   Reading leaves source atimes alone (`O_NOATIME`), except that the
 //!   kernel may stamp a symlink's atime when it is read; the copy gets the
-//!   atime from before.
+//!   atime from before. (Root may always use `O_NOATIME`; a caller without
+//!   `CAP_FOWNER` stops asking for it at the first refusal.)
 //! - Never crosses into another mount below `src`: a mounted-on directory is
 //!   copied empty with the mount root's owner, mode and times and listed in
 //!   [`CopyStats::skipped_mounts`]; a mounted-on file is left out and listed.
@@ -31,13 +32,42 @@
 //!   Also refuses a `src` that is not a real directory (a symlink to one is
 //!   not followed), a `dst` that exists ([`ErrorKind::Exists`]), and a `dst`
 //!   inside `src`.
-//! - Holds one directory descriptor per level on each side and walks with an
-//!   explicit stack, so depth is bounded by the open-file limit (raised to
-//!   the hard limit when needed), not by the thread's stack.
+//! - A directory gets its metadata only once every entry in it exists, so
+//!   creating them cannot move its times, and stays private (0700, root's)
+//!   until then.
+//! - Holds one directory descriptor per level on each side (and in the
+//!   reference) and walks with an explicit stack, so depth is bounded by the
+//!   open-file limit (raised to the hard limit when needed), not by the
+//!   thread's stack. Besides, each queued file holds its directory's
+//!   descriptors; the queue is short.
+//!
+//! With a reference ([`CopyOptions::reference`], an older copy of the same
+//! tree), a regular file may instead become a hard link to its copy there:
+//! - Only a regular file whose source has a single name, and only to a
+//!   regular file at the same relative path in the reference, found
+//!   descriptor-relative without following any symlink and without leaving
+//!   the reference's mount, equal in type and mode, uid and gid, extended
+//!   attributes (names and values), size, and either mtime to the
+//!   nanosecond ([`Compare::QuickCheck`]) or contents byte for byte
+//!   ([`Compare::Checksum`]).
+//! - Each reference inode is linked at most once per copy, so the copy has
+//!   a hard link between two names exactly when the source has.
+//! - Never shared: directories, symlinks, devices, fifos, sockets and
+//!   whiteouts (always created), files with several names in the source, and
+//!   any metadata write: a linked inode is not changed at all, so it keeps
+//!   the reference's atime, the one field the check ignores.
+//!
+//! File contents move, fastest first: a whole-file clone (`FICLONE`, shared
+//! extents) where the filesystem can; else `copy_file_range` over the data
+//! segments (found with `SEEK_DATA`/`SEEK_HOLE` only for files that have
+//! holes); else `read`/`write`. A method the destination refuses is not tried
+//! again in the same copy. One thread walks the tree and creates
+//! directories, symlinks and devices; a few others copy regular files.
 //!
 //! On error the partly written `dst` is left for the caller to remove.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -45,8 +75,11 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use nix::dir::Dir;
+use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -62,46 +95,145 @@ use crate::{Error, ErrorKind, Result};
 pub struct CopyStats {
     /// Every entry created below the root (a hard link counts once per name).
     pub entries: u64,
-    /// Sum of the apparent sizes of regular files, each inode once.
+    /// Sum of the apparent sizes of regular files, each inode once, linked
+    /// ones included.
     pub bytes: u64,
+    /// Regular files hard-linked to their unchanged copy in the reference.
+    pub linked: u64,
+    /// Sum of the apparent sizes of the linked files.
+    pub linked_bytes: u64,
     /// Source paths of mount points below `src` that were not crossed:
     /// directories were created empty, anything else was left out.
     pub skipped_mounts: Vec<PathBuf>,
+}
+
+/// How a file is judged unchanged from its copy in the reference.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// Same size and mtime (rsync's quick check). Cheap, but trusts mtimes:
+    /// a file rewritten in place whose mtime was put back is taken as
+    /// unchanged, and its stale copy is shared.
+    #[default]
+    QuickCheck,
+    /// Same contents, read and compared byte for byte: catches what the
+    /// quick check misses, at the price of reading both files.
+    Checksum,
+}
+
+/// How to copy; the default is a full, fresh copy.
+#[derive(Clone, Copy, Default)]
+pub struct CopyOptions<'a> {
+    /// A previous copy of the same tree (an older snapshot): an unchanged regular file is hard-linked to
+    /// its copy there instead of copied. Snapshots are immutable, so sharing inodes is safe.
+    pub reference: Option<&'a Path>,
+    pub compare: Compare,
+    /// Called now and then with bytes done so far (for a progress bar); may be None.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 /// Copies the directory tree `src` to `dst` (which must not exist; its parent
 /// must), with full fidelity. The root `dst` gets src's owner, mode, xattrs
 /// and times. See the module documentation for what is guaranteed.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
-    let src_dir = open_source_root(src)?;
-    let src_st = stat::fstat(src_dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", src, e))?;
+    copy_tree_with(src, dst, &CopyOptions::default())
+}
+
+/// [`copy_tree`], sharing unchanged files with a reference copy and
+/// reporting progress as `opts` say.
+pub fn copy_tree_with(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats> {
+    copy_tree_by(src, dst, opts, DataPath::Auto)
+}
+
+/// How file contents are moved. Everything but the tests uses `Auto`; the
+/// others force one way, with no fallback, failing where it is impossible.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    Auto,
+    Clone,
+    CopyFileRange,
+    ReadWrite,
+}
+
+/// [`copy_tree_with`], moving file contents only as `path` says.
+#[doc(hidden)]
+pub fn copy_tree_by(
+    src: &Path,
+    dst: &Path,
+    opts: &CopyOptions,
+    path: DataPath,
+) -> Result<CopyStats> {
+    let noatime = AtomicBool::new(true);
+    let src_st = lstat_dir(src, "copying")?;
+    let (src_dir, src_mount) = open_verified(None, src.as_os_str(), &src_st, DIR, &noatime)
+        .map_err(|e| e.into_error(src))?;
     let xattrs = read_xattrs(Node::Fd(&src_dir), src)?;
     refuse_redirects(&xattrs, src)?;
     let names = list_dir(&src_dir, src)?;
+    let reference = match opts.reference {
+        Some(path) => {
+            let st = lstat_dir(path, "using reference")?;
+            let (dir, mount) = open_verified(None, path.as_os_str(), &st, DIR, &noatime)
+                .map_err(|e| e.into_error(path))?;
+            Some((dir, (st.st_dev, mount)))
+        }
+        None => None,
+    };
     let dst_dir = create_dest_root(dst)?;
     let dst_st = stat::fstat(dst_dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", dst, e))?;
-    let mut copier = Copier {
-        root_dev: src_st.st_dev,
-        root_mount: mount_id(&src_dir),
+    let fd_limits = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX));
+    let copier = Copier {
+        root: (src_st.st_dev, src_mount),
         dst_root: dst_dir
             .try_clone()
             .map_err(|e| Error::io("opening", dst, e))?,
         dst_root_id: (dst_st.st_dev, dst_st.st_ino),
-        links: HashMap::new(),
-        stats: CopyStats::default(),
-        fd_limits: getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX)),
+        reference_root: reference.as_ref().map(|(_, root)| *root),
+        compare: opts.compare,
+        data: DataCopier::new(path),
+        progress: opts.progress,
+        can_link_reference: AtomicBool::new(true),
+        noatime,
+        links: Mutex::default(),
+        reference_used: Mutex::default(),
+        entries: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        linked: AtomicU64::new(0),
+        linked_bytes: AtomicU64::new(0),
+        reported: Mutex::new(0),
+        skipped_mounts: Mutex::default(),
+        error: Mutex::default(),
+        failed: AtomicBool::new(false),
+        fd_soft_limit: AtomicU64::new(fd_limits.0),
+        fd_hard_limit: fd_limits.1,
     };
-    copier.run(Level {
-        src: src_dir,
-        dst: dst_dir,
-        src_path: src.to_path_buf(),
-        dst_path: dst.to_path_buf(),
-        rel: PathBuf::new(),
-        st: src_st,
-        xattrs,
+    let root = Level {
+        dir: Arc::new(DirCopy {
+            src: src_dir,
+            dst: dst_dir,
+            reference: reference.map(|(dir, _)| dir),
+            src_path: src.to_path_buf(),
+            dst_path: dst.to_path_buf(),
+            rel: PathBuf::new(),
+            st: src_st,
+            xattrs,
+            pending: AtomicUsize::new(1),
+        }),
         names,
-    })?;
-    Ok(copier.stats)
+    };
+    copier.run(root)?;
+    let mut skipped_mounts = copier
+        .skipped_mounts
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    skipped_mounts.sort();
+    Ok(CopyStats {
+        entries: copier.entries.into_inner(),
+        bytes: copier.bytes.into_inner(),
+        linked: copier.linked.into_inner(),
+        linked_bytes: copier.linked_bytes.into_inner(),
+        skipped_mounts,
+    })
 }
 
 type Xattrs = Vec<(OsString, Vec<u8>)>;
@@ -116,32 +248,90 @@ const NOT_SELF_CONTAINED: [&str; 4] = [
     "user.overlay.metacopy",
 ];
 
-/// Descriptors kept free for everything but the directory stack.
+const DIR: OFlag = OFlag::O_DIRECTORY;
+/// Opening a regular file this way never blocks, even if it was swapped
+/// for a fifo, and never makes a terminal ours.
+const FILE: OFlag = OFlag::O_NOCTTY.union(OFlag::O_NONBLOCK);
+
+/// Descriptors kept free for everything but the directory stack and queue.
 const FD_RESERVE: u64 = 64;
 
-/// A directory being copied: both sides open, its entries still to do.
-struct Level {
+/// Regular files waiting for a copying thread. Enough to keep them busy
+/// while the walker creates a directory; each holds its directory open.
+const QUEUE: usize = 64;
+
+/// Threads copying regular files, besides the walker.
+const MAX_WORKERS: usize = 2;
+
+/// Progress is reported each time this many more bytes are done.
+const PROGRESS_STEP: u64 = 4 << 20;
+
+/// Chunk for reading and writing, and for comparing contents.
+const BUF_SIZE: usize = 128 << 10;
+
+/// A directory being copied, shared by the walker and the files in it
+/// still being copied.
+struct DirCopy {
     src: File,
     dst: File,
+    /// The directory at the same place in the reference tree, if any.
+    reference: Option<File>,
     src_path: PathBuf,
     dst_path: PathBuf,
     /// Path below the destination root, to find first copies of hard links.
     rel: PathBuf,
     st: FileStat,
     xattrs: Xattrs,
-    names: Vec<OsString>,
+    /// Entries of `dst` that copying threads are still creating, plus one
+    /// while the walker has names left: the directory gets its metadata
+    /// when this drops to zero.
+    pending: AtomicUsize,
 }
 
-struct Copier {
-    root_dev: u64,
-    root_mount: Option<u64>,
+/// A directory on the walker's stack: its entries still to do.
+struct Level {
+    dir: Arc<DirCopy>,
+    names: Vec<(OsString, Option<Type>)>,
+}
+
+/// A regular file (by its directory entry's type) for a copying thread.
+struct FileTask {
+    dir: Arc<DirCopy>,
+    name: OsString,
+}
+
+/// What every thread of one copy shares.
+struct Copier<'a> {
+    /// (st_dev, mount id) of `src`.
+    root: (u64, Option<u64>),
     dst_root: File,
     dst_root_id: (u64, u64),
+    /// (st_dev, mount id) of the reference.
+    reference_root: Option<(u64, Option<u64>)>,
+    compare: Compare,
+    data: DataCopier,
+    progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Cleared for good once the filesystems refuse it.
+    can_link_reference: AtomicBool,
+    noatime: AtomicBool,
     /// (dev, ino) of multiply-linked source inodes -> their first copy.
-    links: HashMap<(u64, u64), PathBuf>,
-    stats: CopyStats,
-    /// (soft, hard) RLIMIT_NOFILE as last set.
-    fd_limits: (u64, u64),
+    /// Held while such a first copy is made, so no name links to a file
+    /// not yet complete.
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// (dev, ino) of reference inodes linked into the copy.
+    reference_used: Mutex<HashSet<(u64, u64)>>,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    linked: AtomicU64,
+    linked_bytes: AtomicU64,
+    /// Bytes last reported to `progress`.
+    reported: Mutex<u64>,
+    skipped_mounts: Mutex<Vec<PathBuf>>,
+    /// The first failure; everything stops soon after it.
+    error: Mutex<Option<Error>>,
+    failed: AtomicBool,
+    fd_soft_limit: AtomicU64,
+    fd_hard_limit: u64,
 }
 
 /// An entry, by its own descriptor or by name in an open directory.
@@ -160,42 +350,155 @@ fn proc_path(dir: &File, name: &OsStr) -> PathBuf {
         .join(name)
 }
 
-impl Copier {
-    fn run(&mut self, root: Level) -> Result<()> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Copier<'_> {
+    /// Walks on this thread while the workers copy regular files; returns
+    /// the first failure of any of them.
+    fn run(&self, root: Level) -> Result<()> {
+        let (queue, tasks) = mpsc::sync_channel::<FileTask>(QUEUE);
+        // Shared by the workers only: if they all die, sending fails
+        // instead of blocking for ever.
+        let tasks = Arc::new(Mutex::new(tasks));
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+        std::thread::scope(|scope| {
+            let mut started = 0;
+            for _ in 0..workers {
+                let tasks = Arc::clone(&tasks);
+                let spawned = std::thread::Builder::new()
+                    .name("copy".into())
+                    .spawn_scoped(scope, move || self.work(&tasks));
+                started += usize::from(spawned.is_ok());
+            }
+            drop(tasks);
+            if let Err(e) = self.walk(root, (started > 0).then_some(&queue)) {
+                self.fail(e);
+            }
+            // Lets the workers finish.
+            drop(queue);
+        });
+        match lock(&self.error).take() {
+            Some(e) => Err(e),
+            None => {
+                self.report_progress(self.bytes.load(Relaxed), true);
+                Ok(())
+            }
+        }
+    }
+
+    /// Depth first with an explicit stack. Regular files go to `queue` when
+    /// there is one.
+    fn walk(&self, root: Level, queue: Option<&SyncSender<FileTask>>) -> Result<()> {
         let mut stack = vec![root];
         while let Some(top) = stack.last_mut() {
-            match top.names.pop() {
-                Some(name) => {
-                    self.make_room_for(stack.len() + 1);
-                    let parent = &stack[stack.len() - 1];
-                    if let Some(child) = self.copy_entry(parent, &name)? {
-                        stack.push(child);
-                    }
+            if self.failed.load(Relaxed) {
+                return Ok(());
+            }
+            let Some((name, kind)) = top.names.pop() else {
+                if let Some(done) = stack.pop() {
+                    self.release(&done.dir);
                 }
-                None => {
-                    if let Some(done) = stack.pop() {
-                        // Last, so that creating its entries does not change its times.
-                        let node = Node::Fd(&done.dst);
-                        apply_metadata(node, &done.st, &done.xattrs, &done.dst_path)?;
-                    }
+                continue;
+            };
+            let dir = Arc::clone(&top.dir);
+            if let (Some(queue), Some(Type::File)) = (queue, kind) {
+                dir.pending.fetch_add(1, Relaxed);
+                if queue.send(FileTask { dir, name }).is_err() {
+                    return Err(Error::new(
+                        ErrorKind::Other,
+                        format!(
+                            "copying {}: the copying threads died",
+                            top.dir.src_path.display()
+                        ),
+                    ));
                 }
+                continue;
+            }
+            self.make_room_for(stack.len() + 1);
+            if let Some(child) = self.copy_entry(&dir, &name)? {
+                stack.push(child);
             }
         }
         Ok(())
     }
 
-    /// Deep trees need two descriptors per level; the soft limit is often
+    fn work(&self, tasks: &Mutex<Receiver<FileTask>>) {
+        loop {
+            let Ok(task) = lock(tasks).recv() else {
+                return;
+            };
+            if !self.failed.load(Relaxed) {
+                // A directory now where a file was listed: walk it here.
+                let done = self
+                    .copy_entry(&task.dir, &task.name)
+                    .and_then(|child| match child {
+                        Some(child) => self.walk(child, None),
+                        None => Ok(()),
+                    });
+                if let Err(e) = done {
+                    self.fail(e);
+                }
+            }
+            self.release(&task.dir);
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        lock(&self.error).get_or_insert(e);
+        self.failed.store(true, Relaxed);
+    }
+
+    /// One entry of `dir` is done; the last one sets its metadata.
+    fn release(&self, dir: &DirCopy) {
+        if dir.pending.fetch_sub(1, AcqRel) == 1 && !self.failed.load(Relaxed) {
+            // Last, so that creating its entries does not change its times.
+            if let Err(e) = apply_metadata(Node::Fd(&dir.dst), &dir.st, &dir.xattrs, &dir.dst_path)
+            {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Deep trees need three descriptors per level; the soft limit is often
     /// far below the hard one.
-    fn make_room_for(&mut self, depth: usize) {
-        let (soft, hard) = self.fd_limits;
-        if 2 * depth as u64 + FD_RESERVE > soft && soft < hard {
-            self.fd_limits = (hard, hard);
+    fn make_room_for(&self, depth: usize) {
+        let soft = self.fd_soft_limit.load(Relaxed);
+        let hard = self.fd_hard_limit;
+        let needed = 3 * (depth + QUEUE + MAX_WORKERS) as u64 + FD_RESERVE;
+        if needed > soft && soft < hard {
+            self.fd_soft_limit.store(hard, Relaxed);
             // If this fails, the open that runs out of descriptors names its path.
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 
-    fn copy_entry(&mut self, parent: &Level, name: &OsStr) -> Result<Option<Level>> {
+    fn report_progress(&self, done: u64, last: bool) {
+        let Some(progress) = self.progress else {
+            return;
+        };
+        // Whoever holds it reports for everyone; reports never go backwards.
+        let mut reported = if last {
+            lock(&self.reported)
+        } else {
+            match self.reported.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return,
+            }
+        };
+        if done >= *reported + PROGRESS_STEP || (last && done > *reported) {
+            *reported = done;
+            progress(done);
+        }
+    }
+
+    fn add_bytes(&self, n: u64) {
+        let done = self.bytes.fetch_add(n, Relaxed) + n;
+        self.report_progress(done, false);
+    }
+
+    fn copy_entry(&self, parent: &DirCopy, name: &OsStr) -> Result<Option<Level>> {
         let src_path = parent.src_path.join(name);
         let dst_path = parent.dst_path.join(name);
         let st = stat::fstatat(
@@ -205,49 +508,62 @@ impl Copier {
         )
         .map_err(|e| Error::sys("inspecting", &src_path, e))?;
         let kind = file_type(&st);
-        if st.st_dev != self.root_dev {
+        if st.st_dev != self.root.0 {
             self.skip_mount(parent, name, &st, src_path, &dst_path)?;
             return Ok(None);
         }
         if kind == SFlag::S_IFDIR {
             return self.enter_dir(parent, name, st, src_path, dst_path);
         }
-
         let whiteout = kind == SFlag::S_IFCHR && st.st_rdev == 0;
-        let linked = st.st_nlink > 1 && !whiteout;
-        let id = (st.st_dev, st.st_ino);
-        if linked {
-            if let Some(first) = self.links.get(&id) {
-                self.link(first, parent, name, &dst_path)?;
-                self.stats.entries += 1;
-                return Ok(None);
-            }
+        if st.st_nlink == 1 || whiteout {
+            self.copy_non_dir(parent, name, &st, src_path, &dst_path)?;
+            return Ok(None);
         }
-        let copied = if kind == SFlag::S_IFREG {
-            self.copy_file(parent, name, &st, src_path, &dst_path)?
-        } else {
-            copy_node(parent, name, &st, kind, &src_path, &dst_path)?;
-            true
-        };
-        if copied {
-            self.stats.entries += 1;
-            if linked {
-                self.links.insert(id, parent.rel.join(name));
-            }
+        let id = (st.st_dev, st.st_ino);
+        let mut links = lock(&self.links);
+        if let Some(first) = links.get(&id) {
+            self.link(first, parent, name, &dst_path)?;
+            self.entries.fetch_add(1, Relaxed);
+        } else if self.copy_non_dir(parent, name, &st, src_path, &dst_path)? {
+            links.insert(id, parent.rel.join(name));
         }
         Ok(None)
     }
 
+    /// Returns false when the entry turned out to be mounted on and was left out.
+    fn copy_non_dir(
+        &self,
+        parent: &DirCopy,
+        name: &OsStr,
+        st: &FileStat,
+        src_path: PathBuf,
+        dst_path: &Path,
+    ) -> Result<bool> {
+        let kind = file_type(st);
+        let copied = if kind == SFlag::S_IFREG {
+            self.copy_file(parent, name, st, src_path, dst_path)?
+        } else {
+            copy_node(parent, name, st, kind, &src_path, dst_path)?;
+            true
+        };
+        if copied {
+            self.entries.fetch_add(1, Relaxed);
+        }
+        Ok(copied)
+    }
+
     fn enter_dir(
-        &mut self,
-        parent: &Level,
+        &self,
+        parent: &DirCopy,
         name: &OsStr,
         st: FileStat,
         src_path: PathBuf,
         dst_path: PathBuf,
     ) -> Result<Option<Level>> {
-        let dir = open_verified(Some(&parent.src), name, &st, OFlag::O_DIRECTORY, &src_path)?;
-        if self.on_other_mount(&dir) {
+        let (dir, mount) = open_verified(Some(&parent.src), name, &st, DIR, &self.noatime)
+            .map_err(|e| e.into_error(&src_path))?;
+        if mount != self.root.1 {
             self.skip_mount(parent, name, &st, src_path, &dst_path)?;
             return Ok(None);
         }
@@ -264,55 +580,153 @@ impl Copier {
         refuse_redirects(&xattrs, &src_path)?;
         let names = list_dir(&dir, &src_path)?;
         let out = make_dir(&parent.dst, name, &dst_path)?;
-        self.stats.entries += 1;
+        let reference = parent
+            .reference
+            .as_ref()
+            .and_then(|r| self.open_reference_dir(r, name));
+        self.entries.fetch_add(1, Relaxed);
         Ok(Some(Level {
-            src: dir,
-            dst: out,
-            rel: parent.rel.join(name),
-            src_path,
-            dst_path,
-            st,
-            xattrs,
+            dir: Arc::new(DirCopy {
+                src: dir,
+                dst: out,
+                reference,
+                rel: parent.rel.join(name),
+                src_path,
+                dst_path,
+                st,
+                xattrs,
+                pending: AtomicUsize::new(1),
+            }),
             names,
         }))
     }
 
+    /// The same directory in the reference, if there is one there on the
+    /// reference's own mount. Only looked up in, never read.
+    fn open_reference_dir(&self, parent: &File, name: &OsStr) -> Option<File> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let dir = open_at(Some(parent), name, flags, Mode::empty()).ok()?;
+        let (_, dev, _, mount) = identify(&dir).ok()?;
+        (Some((dev, mount)) == self.reference_root).then_some(dir)
+    }
+
     /// Returns false when the file turned out to be mounted on and was left out.
     fn copy_file(
-        &mut self,
-        parent: &Level,
+        &self,
+        parent: &DirCopy,
         name: &OsStr,
         st: &FileStat,
         src_path: PathBuf,
         dst_path: &Path,
     ) -> Result<bool> {
-        let flags = OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-        let file = open_verified(Some(&parent.src), name, st, flags, &src_path)?;
-        if self.on_other_mount(&file) {
-            self.stats.skipped_mounts.push(src_path);
+        let (file, mount) = open_verified(Some(&parent.src), name, st, FILE, &self.noatime)
+            .map_err(|e| e.into_error(&src_path))?;
+        if mount != self.root.1 {
+            lock(&self.skipped_mounts).push(src_path);
             return Ok(false);
         }
         let xattrs = read_xattrs(Node::Fd(&file), &src_path)?;
         refuse_redirects(&xattrs, &src_path)?;
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-        let out = open_at(
-            Some(&parent.dst),
-            name,
-            flags,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-        )
-        .map_err(|e| Error::sys("creating", dst_path, e))?;
-        copy_data(&file, &out, st.st_size, &src_path, dst_path)?;
-        // After the data: writing clears setuid bits and security.capability.
-        apply_metadata(Node::Fd(&out), st, &xattrs, dst_path)?;
-        self.stats.bytes += st.st_size as u64;
+        let size = st.st_size as u64;
+        if st.st_nlink == 1 && self.link_unchanged(parent, name, &file, st, &xattrs, dst_path)? {
+            self.linked.fetch_add(1, Relaxed);
+            self.linked_bytes.fetch_add(size, Relaxed);
+        } else {
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+            let out = open_at(
+                Some(&parent.dst),
+                name,
+                flags,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+            )
+            .map_err(|e| Error::sys("creating", dst_path, e))?;
+            self.data.copy(&file, &out, st, &src_path, dst_path)?;
+            // After the data: writing clears setuid bits and security.capability.
+            apply_metadata(Node::Fd(&out), st, &xattrs, dst_path)?;
+        }
+        self.add_bytes(size);
         Ok(true)
+    }
+
+    /// Links `name` to its copy in the reference if that is unchanged (see
+    /// the module documentation). False: it must be copied. Anything amiss
+    /// in the reference only means copying.
+    fn link_unchanged(
+        &self,
+        parent: &DirCopy,
+        name: &OsStr,
+        src: &File,
+        st: &FileStat,
+        xattrs: &Xattrs,
+        dst_path: &Path,
+    ) -> Result<bool> {
+        let Some(dir) = &parent.reference else {
+            return Ok(false);
+        };
+        if !self.can_link_reference.load(Relaxed) {
+            return Ok(false);
+        }
+        let Ok(old) = stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        else {
+            return Ok(false);
+        };
+        let same_inode_data = (old.st_mode, old.st_uid, old.st_gid, old.st_size)
+            == (st.st_mode, st.st_uid, st.st_gid, st.st_size);
+        let same_mtime = (old.st_mtime, old.st_mtime_nsec) == (st.st_mtime, st.st_mtime_nsec);
+        if !same_inode_data || (self.compare == Compare::QuickCheck && !same_mtime) {
+            return Ok(false);
+        }
+        let id = (old.st_dev, old.st_ino);
+        if lock(&self.reference_used).contains(&id) {
+            return Ok(false);
+        }
+        let Ok((old_file, mount)) = open_verified(Some(dir), name, &old, FILE, &self.noatime)
+        else {
+            return Ok(false);
+        };
+        if Some((old.st_dev, mount)) != self.reference_root {
+            return Ok(false);
+        }
+        let Ok(mut old_xattrs) = read_xattrs(Node::Fd(&old_file), dst_path) else {
+            return Ok(false);
+        };
+        let mut xattrs = xattrs.clone();
+        xattrs.sort();
+        old_xattrs.sort();
+        if xattrs != old_xattrs {
+            return Ok(false);
+        }
+        if self.compare == Compare::Checksum && !same_contents(src, &old_file, st.st_size as u64) {
+            return Ok(false);
+        }
+        if !lock(&self.reference_used).insert(id) {
+            return Ok(false);
+        }
+        match unistd::linkat(
+            Some(old_file.as_raw_fd()),
+            OsStr::new(""),
+            Some(parent.dst.as_raw_fd()),
+            name,
+            AtFlags::AT_EMPTY_PATH,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e @ (Errno::EXDEV | Errno::EMLINK | Errno::EPERM)) => {
+                // Another filesystem (or mount): no file will link; too many
+                // names already: this one will not.
+                if e == Errno::EXDEV {
+                    self.can_link_reference.store(false, Relaxed);
+                }
+                lock(&self.reference_used).remove(&id);
+                Ok(false)
+            }
+            Err(e) => Err(Error::sys("linking", dst_path, e)),
+        }
     }
 
     /// Only mount points reach here, so nothing on the mounted filesystem is read.
     fn skip_mount(
-        &mut self,
-        parent: &Level,
+        &self,
+        parent: &DirCopy,
         name: &OsStr,
         st: &FileStat,
         src_path: PathBuf,
@@ -321,21 +735,13 @@ impl Copier {
         if file_type(st) == SFlag::S_IFDIR {
             let out = make_dir(&parent.dst, name, dst_path)?;
             apply_metadata(Node::Fd(&out), st, &[], dst_path)?;
-            self.stats.entries += 1;
+            self.entries.fetch_add(1, Relaxed);
         }
-        self.stats.skipped_mounts.push(src_path);
+        lock(&self.skipped_mounts).push(src_path);
         Ok(())
     }
 
-    /// Same st_dev does not rule out a bind mount from the same filesystem.
-    fn on_other_mount(&self, file: &File) -> bool {
-        match (self.root_mount, mount_id(file)) {
-            (Some(root), Some(this)) => root != this,
-            _ => false,
-        }
-    }
-
-    fn link(&self, first: &Path, parent: &Level, name: &OsStr, dst_path: &Path) -> Result<()> {
+    fn link(&self, first: &Path, parent: &DirCopy, name: &OsStr, dst_path: &Path) -> Result<()> {
         let err = |e| Error::sys("linking", dst_path, e);
         // Resolved beneath the destination root without any symlink, so the
         // link can only ever point at our own first copy.
@@ -360,10 +766,128 @@ impl Copier {
     }
 }
 
+/// Moves file contents by the fastest way the filesystems allow.
+struct DataCopier {
+    path: DataPath,
+    /// Cleared for good once the filesystems refuse it.
+    can_clone: AtomicBool,
+    can_copy_range: AtomicBool,
+}
+
+impl DataCopier {
+    fn new(path: DataPath) -> DataCopier {
+        DataCopier {
+            path,
+            can_clone: AtomicBool::new(matches!(path, DataPath::Auto | DataPath::Clone)),
+            can_copy_range: AtomicBool::new(path != DataPath::ReadWrite),
+        }
+    }
+
+    /// Copies the contents of `src` into the empty `dst`, holes kept, and
+    /// sizes it.
+    fn copy(
+        &self,
+        src: &File,
+        dst: &File,
+        st: &FileStat,
+        src_path: &Path,
+        dst_path: &Path,
+    ) -> Result<()> {
+        let size = st.st_size;
+        if size == 0 {
+            return Ok(());
+        }
+        if self.can_clone.load(Relaxed) {
+            // SAFETY: FICLONE takes the source descriptor as its argument.
+            let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+            match Errno::result(rc) {
+                Ok(_) => return Ok(()),
+                Err(e) if self.path == DataPath::Clone => {
+                    return Err(Error::sys("cloning", src_path, e))
+                }
+                // Not between these filesystems, ever.
+                Err(Errno::EOPNOTSUPP | Errno::ENOTTY | Errno::ENOSYS | Errno::EXDEV) => {
+                    self.can_clone.store(false, Relaxed)
+                }
+                // Not this file (say, a swap file or a different checksum setting).
+                Err(Errno::EINVAL | Errno::ETXTBSY) => {}
+                Err(e) => return Err(Error::sys("cloning", dst_path, e)),
+            }
+        }
+        // Allocated blocks cover the size: no holes worth looking for.
+        if st.st_blocks * 512 >= size {
+            return self.copy_range(src, dst, 0, size, src_path, dst_path);
+        }
+        let fd = src.as_raw_fd();
+        let mut pos = 0;
+        while pos < size {
+            let start = match unistd::lseek(fd, pos, Whence::SeekData) {
+                Ok(start) => start,
+                // Only a hole is left.
+                Err(Errno::ENXIO) => break,
+                Err(e) => return Err(Error::sys("reading", src_path, e)),
+            };
+            if start >= size {
+                break;
+            }
+            let end = unistd::lseek(fd, start, Whence::SeekHole)
+                .map_err(|e| Error::sys("reading", src_path, e))?
+                .min(size);
+            self.copy_range(src, dst, start, end - start, src_path, dst_path)?;
+            pos = end;
+        }
+        dst.set_len(size as u64)
+            .map_err(|e| Error::io("sizing", dst_path, e))
+    }
+
+    fn copy_range(
+        &self,
+        src: &File,
+        dst: &File,
+        start: i64,
+        len: i64,
+        src_path: &Path,
+        dst_path: &Path,
+    ) -> Result<()> {
+        let shrank = || {
+            let e = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being copied",
+            );
+            Error::io("copying", src_path, e)
+        };
+        let mut done = 0;
+        while done < len && self.can_copy_range.load(Relaxed) {
+            let mut off_in = start + done;
+            let mut off_out = off_in;
+            let want = (len - done).min(1 << 30) as usize;
+            match fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+                Ok(0) => return Err(shrank()),
+                Ok(n) => done += n as i64,
+                Err(e @ (Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG)) => {
+                    return Err(Error::sys("writing", dst_path, e))
+                }
+                Err(e) if self.path == DataPath::CopyFileRange => {
+                    return Err(Error::sys("copying", src_path, e))
+                }
+                // Not possible between these filesystems: copy through memory from now on.
+                Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                    self.can_copy_range.store(false, Relaxed)
+                }
+                // Not possible for this file.
+                Err(Errno::EINVAL) => break,
+                Err(e) => return Err(Error::sys("copying", src_path, e)),
+            }
+        }
+        copy_by_reading(src, dst, start + done, len - done, src_path, dst_path)
+            .map_err(|e| e.unwrap_or_else(shrank))
+    }
+}
+
 /// Symlinks, fifos, sockets and devices: made from their lstat and xattrs,
 /// never opened.
 fn copy_node(
-    parent: &Level,
+    parent: &DirCopy,
     name: &OsStr,
     st: &FileStat,
     kind: SFlag,
@@ -407,22 +931,22 @@ fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
 
-fn open_source_root(src: &Path) -> Result<File> {
-    let st = stat::lstat(src).map_err(|e| Error::sys("inspecting", src, e))?;
-    if file_type(&st) != SFlag::S_IFDIR {
-        let what = if file_type(&st) == SFlag::S_IFLNK {
-            "is a symbolic link, refusing to follow it"
-        } else {
-            "not a directory"
-        };
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!("copying {}: {what}", src.display()),
-        ));
+/// The lstat of a directory named by the caller, who is trusted up to its
+/// last component; a symlink there is not followed.
+fn lstat_dir(path: &Path, op: &str) -> Result<FileStat> {
+    let st = stat::lstat(path).map_err(|e| Error::sys(op, path, e))?;
+    if file_type(&st) == SFlag::S_IFDIR {
+        return Ok(st);
     }
-    // The caller's path is trusted up to its last component, which must be
-    // the directory just inspected.
-    open_verified(None, src.as_os_str(), &st, OFlag::O_DIRECTORY, src)
+    let what = if file_type(&st) == SFlag::S_IFLNK {
+        "is a symbolic link, refusing to follow it"
+    } else {
+        "not a directory"
+    };
+    Err(Error::new(
+        ErrorKind::Other,
+        format!("{op} {}: {what}", path.display()),
+    ))
 }
 
 fn create_dest_root(dst: &Path) -> Result<File> {
@@ -478,33 +1002,80 @@ fn open_at(dir: Option<&File>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::R
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// Opens a source entry read-only without following it or touching its
-/// atime, and checks it is still the inode `st` describes.
+/// Why a source entry could not be opened.
+enum OpenError {
+    Sys(Errno),
+    /// It is not the inode that was inspected.
+    Changed,
+}
+
+impl OpenError {
+    fn into_error(self, path: &Path) -> Error {
+        match self {
+            OpenError::Sys(e) => Error::sys("opening", path, e),
+            OpenError::Changed => Error::new(
+                ErrorKind::Other,
+                format!("copying {}: changed while being copied", path.display()),
+            ),
+        }
+    }
+}
+
+/// Opens an entry read-only without following it or touching its atime,
+/// checks it is still the inode `st` describes, and tells its mount.
 fn open_verified(
     dir: Option<&File>,
     name: &OsStr,
     st: &FileStat,
     flags: OFlag,
-    path: &Path,
-) -> Result<File> {
+    noatime: &AtomicBool,
+) -> std::result::Result<(File, Option<u64>), OpenError> {
     let flags = flags | OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
-    // O_NOATIME is refused (EPERM) on inodes we do not own without CAP_FOWNER.
-    let file = match open_at(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => open_at(dir, name, flags, Mode::empty()),
-        other => other,
+    let file = if noatime.load(Relaxed) {
+        match open_at(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+            // Refused on inodes we do not own without CAP_FOWNER.
+            Err(Errno::EPERM) => {
+                noatime.store(false, Relaxed);
+                open_at(dir, name, flags, Mode::empty())
+            }
+            other => other,
+        }
+    } else {
+        open_at(dir, name, flags, Mode::empty())
     }
-    .map_err(|e| Error::sys("opening", path, e))?;
-    let now = stat::fstat(file.as_raw_fd()).map_err(|e| Error::sys("inspecting", path, e))?;
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || file_type(&now) != file_type(st) {
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!("copying {}: changed while being copied", path.display()),
-        ));
+    .map_err(OpenError::Sys)?;
+    let (mode, dev, ino, mount) = identify(&file).map_err(OpenError::Sys)?;
+    let format = SFlag::S_IFMT.bits();
+    if (dev, ino) != (st.st_dev, st.st_ino) || mode & format != st.st_mode & format {
+        return Err(OpenError::Changed);
     }
-    Ok(file)
+    Ok((file, mount))
 }
 
-fn list_dir(dir: &File, path: &Path) -> Result<Vec<OsString>> {
+/// Type and mode, st_dev, inode and (where the kernel can tell) mount of an
+/// open file, in one call.
+fn identify(file: &File) -> nix::Result<(u32, u64, u64, Option<u64>)> {
+    // SAFETY: statx fills the zeroed struct we pass; the empty C string with
+    // AT_EMPTY_PATH makes it describe the descriptor itself.
+    let stx = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
+            &mut stx,
+        );
+        Errno::result(rc)?;
+        stx
+    };
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    let mount = (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id);
+    Ok((u32::from(stx.stx_mode), dev, stx.stx_ino, mount))
+}
+
+/// Names with the type the directory entry gives, if it does.
+fn list_dir(dir: &File, path: &Path) -> Result<Vec<(OsString, Option<Type>)>> {
     let err = |e| Error::sys("reading directory", path, e);
     let fd = unistd::dup(dir.as_raw_fd()).map_err(err)?;
     let mut entries = Dir::from_fd(fd).map_err(err)?;
@@ -513,27 +1084,10 @@ fn list_dir(dir: &File, path: &Path) -> Result<Vec<OsString>> {
         let entry = entry.map_err(err)?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
+            names.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
         }
     }
     Ok(names)
-}
-
-/// The mount an open file lives on, where the kernel can tell.
-fn mount_id(file: &File) -> Option<u64> {
-    // SAFETY: statx fills the zeroed struct we pass; the empty C string with
-    // AT_EMPTY_PATH makes it describe the descriptor itself.
-    unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        );
-        (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
-    }
 }
 
 fn read_xattrs(node: Node, path: &Path) -> Result<Xattrs> {
@@ -654,66 +1208,28 @@ fn apply_metadata(
     .map_err(|e| Error::sys("setting times of", path, e))
 }
 
-/// Copies the data segments of `src` and sizes `dst` to `size`, so holes
-/// stay holes.
-fn copy_data(src: &File, dst: &File, size: i64, src_path: &Path, dst_path: &Path) -> Result<()> {
-    let fd = src.as_raw_fd();
-    let mut pos = 0;
-    while pos < size {
-        let start = match unistd::lseek(fd, pos, Whence::SeekData) {
-            Ok(start) => start,
-            // Only a hole is left.
-            Err(Errno::ENXIO) => break,
-            Err(e) => return Err(Error::sys("reading", src_path, e)),
-        };
-        if start >= size {
-            break;
-        }
-        let end = unistd::lseek(fd, start, Whence::SeekHole)
-            .map_err(|e| Error::sys("reading", src_path, e))?
-            .min(size);
-        copy_range(src, dst, start, end - start, src_path, dst_path)?;
-        pos = end;
-    }
-    dst.set_len(size as u64)
-        .map_err(|e| Error::io("sizing", dst_path, e))
+thread_local! {
+    /// Per thread, so copying and comparing allocate nothing per file.
+    static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-fn copy_range(
-    src: &File,
-    dst: &File,
-    start: i64,
-    len: i64,
-    src_path: &Path,
-    dst_path: &Path,
-) -> Result<()> {
-    let shrank = || {
-        let e = io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "file shrank while being copied",
-        );
-        Error::io("copying", src_path, e)
-    };
-    let mut done = 0;
-    while done < len {
-        let mut off_in = start + done;
-        let mut off_out = off_in;
-        let want = (len - done).min(1 << 30) as usize;
-        match fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
-            Ok(0) => return Err(shrank()),
-            Ok(n) => done += n as i64,
-            // Not possible between these files: copy through memory.
-            Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-                return copy_by_reading(src, dst, start + done, len - done, src_path, dst_path)
-                    .map_err(|e| e.unwrap_or_else(shrank));
+/// Whether two files start with the same `size` bytes; failing to read
+/// either counts as different.
+fn same_contents(a: &File, b: &File, size: u64) -> bool {
+    BUFFERS.with_borrow_mut(|(x, y)| {
+        x.resize(BUF_SIZE, 0);
+        y.resize(BUF_SIZE, 0);
+        let mut off = 0;
+        while off < size {
+            let want = (size - off).min(BUF_SIZE as u64) as usize;
+            let (x, y) = (&mut x[..want], &mut y[..want]);
+            if a.read_exact_at(x, off).is_err() || b.read_exact_at(y, off).is_err() || x != y {
+                return false;
             }
-            Err(e @ (Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG)) => {
-                return Err(Error::sys("writing", dst_path, e))
-            }
-            Err(e) => return Err(Error::sys("copying", src_path, e)),
+            off += want as u64;
         }
-    }
-    Ok(())
+        true
+    })
 }
 
 /// `Err(None)`: the source ended early.
@@ -725,22 +1241,27 @@ fn copy_by_reading(
     src_path: &Path,
     dst_path: &Path,
 ) -> std::result::Result<(), Option<Error>> {
-    let mut buf = vec![0u8; 128 * 1024];
-    let mut done = 0;
-    while done < len {
-        let want = ((len - done) as usize).min(buf.len());
-        let off = (start + done) as u64;
-        let n = match src.read_at(&mut buf[..want], off) {
-            Ok(0) => return Err(None),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Some(Error::io("reading", src_path, e))),
-        };
-        dst.write_all_at(&buf[..n], off)
-            .map_err(|e| Some(Error::io("writing", dst_path, e)))?;
-        done += n as i64;
+    if len == 0 {
+        return Ok(());
     }
-    Ok(())
+    BUFFERS.with_borrow_mut(|(buf, _)| {
+        buf.resize(BUF_SIZE, 0);
+        let mut done = 0;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len());
+            let off = (start + done) as u64;
+            let n = match src.read_at(&mut buf[..want], off) {
+                Ok(0) => return Err(None),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Some(Error::io("reading", src_path, e))),
+            };
+            dst.write_all_at(&buf[..n], off)
+                .map_err(|e| Some(Error::io("writing", dst_path, e)))?;
+            done += n as i64;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -749,24 +1270,47 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn sparse_data_keeps_holes_and_size() {
+    fn sparse_data_keeps_holes_and_size_by_every_path() {
         let dir = tempfile::tempdir().expect("temp dir");
         let src_path = dir.path().join("src");
-        let dst_path = dir.path().join("dst");
         let mut src = File::create(&src_path).expect("create src");
         src.write_all_at(b"middle", 1 << 20).expect("write middle");
         src.set_len(3 << 20).expect("extend");
         src.flush().expect("flush");
         let src = File::open(&src_path).expect("open src");
-        let dst = File::create(&dst_path).expect("create dst");
-        copy_data(&src, &dst, 3 << 20, &src_path, &dst_path).expect("copy");
-
-        let data = std::fs::read(&dst_path).expect("read dst");
-        assert_eq!(data.len(), 3 << 20);
-        assert_eq!(&data[1 << 20..(1 << 20) + 6], b"middle");
-        assert!(data[..1 << 20].iter().all(|&b| b == 0));
+        let st = stat::fstat(src.as_raw_fd()).expect("fstat");
         let blocks = |p: &Path| stat::stat(p).expect("stat").st_blocks;
-        assert!(blocks(&dst_path) <= blocks(&src_path) + 16);
+
+        for path in [DataPath::Auto, DataPath::CopyFileRange, DataPath::ReadWrite] {
+            let dst_path = dir.path().join(format!("{path:?}"));
+            let dst = File::create(&dst_path).expect("create dst");
+            let data = DataCopier::new(path);
+            data.copy(&src, &dst, &st, &src_path, &dst_path)
+                .expect("copy");
+
+            let data = std::fs::read(&dst_path).expect("read dst");
+            assert_eq!(data.len(), 3 << 20, "{path:?}");
+            assert_eq!(&data[1 << 20..(1 << 20) + 6], b"middle", "{path:?}");
+            assert!(data[..1 << 20].iter().all(|&b| b == 0), "{path:?}");
+            assert!(blocks(&dst_path) <= blocks(&src_path) + 16, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn same_contents_compares_every_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut data = vec![7u8; BUF_SIZE * 2 + 5];
+        let write = |name: &str, data: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, data).expect("write");
+            File::open(path).expect("open")
+        };
+        let a = write("a", &data);
+        let size = data.len() as u64;
+        assert!(same_contents(&a, &write("same", &data), size));
+        *data.last_mut().expect("not empty") = 8;
+        assert!(!same_contents(&a, &write("last-byte", &data), size));
+        assert!(!same_contents(&a, &write("short", &data[..10]), size));
     }
 
     #[test]

@@ -100,6 +100,8 @@ fn counts_entries_once_per_name_and_bytes_once_per_inode() {
         CopyStats {
             entries: 7,
             bytes: 10 + 5 + (1 << 20),
+            linked: 0,
+            linked_bytes: 0,
             skipped_mounts: vec![],
         }
     );
