@@ -24,6 +24,7 @@ pub enum Command {
     Snap {
         container: ContainerName,
         comment: Option<CommentSource>,
+        increment: Increment,
     },
     List {
         container: Option<ContainerName>,
@@ -93,6 +94,29 @@ pub enum Shell {
     Fish,
 }
 
+/// How a snapshot relates to the previous snapshot of the same container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Increment {
+    /// Files unchanged since the previous snapshot (same type, size, mtime,
+    /// mode, owner, xattrs) are hard links to its copies.
+    #[default]
+    QuickCheck,
+    /// Like `QuickCheck`, comparing file contents instead of size and mtime.
+    Checksum,
+    /// Every file is copied.
+    Full,
+}
+
+impl Increment {
+    fn from_flags(full: bool, checksum: bool) -> Increment {
+        match (full, checksum) {
+            (true, _) => Increment::Full,
+            (false, true) => Increment::Checksum,
+            (false, false) => Increment::QuickCheck,
+        }
+    }
+}
+
 /// Which snapshots a delete names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -156,6 +180,14 @@ struct Cli {
     #[arg(long, requires = "list")]
     json: bool,
 
+    /// Copy every file; link nothing to the previous snapshot
+    #[arg(long, conflicts_with_all = ["list", "restore", "checksum"])]
+    full: bool,
+
+    /// Find unchanged files by their bytes, not their size and mtime
+    #[arg(long, conflicts_with_all = ["list", "restore"])]
+    checksum: bool,
+
     /// Container to snapshot (or, with -l, whose snapshots to list)
     #[arg(value_name = "NAME")]
     name: Option<String>,
@@ -197,6 +229,12 @@ enum Sub {
         /// The comment text
         #[arg(short = 'm', long = "message", value_name = "TEXT")]
         message: Option<String>,
+        /// Copy every file; link nothing to the previous snapshot
+        #[arg(long, conflicts_with = "checksum")]
+        full: bool,
+        /// Find unchanged files by their bytes, not their size and mtime
+        #[arg(long)]
+        checksum: bool,
         /// Container to snapshot
         name: String,
     },
@@ -393,17 +431,24 @@ where
         || cli.restore.is_some()
         || cli.comment_file.is_some()
         || cli.json
+        || cli.full
+        || cli.checksum
         || cli.name.is_some();
     let command = match cli.command {
-        Some(_) if legacy_used => {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "-l, -r, -c, --json and NAME go without a subcommand (or after it)",
-            )
-            .with_hint("lxc-snap --help shows the usage"))
-        }
+        Some(_) if legacy_used => return Err(Error::new(
+            ErrorKind::Usage,
+            "-l, -r, -c, --json, --full, --checksum and NAME go without a subcommand (or after it)",
+        )
+        .with_hint("lxc-snap --help shows the usage")),
         Some(sub) => from_subcommand(sub)?,
-        None => from_legacy(cli.list, cli.restore, cli.comment_file, cli.json, cli.name)?,
+        None => from_legacy(
+            cli.list,
+            cli.restore,
+            cli.comment_file,
+            cli.json,
+            Increment::from_flags(cli.full, cli.checksum),
+            cli.name,
+        )?,
     };
     Ok(Parsed::Run(Invocation { globals, command }))
 }
@@ -435,12 +480,15 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
         Sub::Snap {
             comment_file,
             message,
+            full,
+            checksum,
             name,
         } => Command::Snap {
             container: ContainerName::parse(&name)?,
             comment: comment_file
                 .map(CommentSource::File)
                 .or(message.map(CommentSource::Text)),
+            increment: Increment::from_flags(full, checksum),
         },
         Sub::List { json, name } => Command::List {
             container: name.as_deref().map(ContainerName::parse).transpose()?,
@@ -582,6 +630,7 @@ fn from_legacy(
     restore: Option<Vec<String>>,
     comment_file: Option<PathBuf>,
     json: bool,
+    increment: Increment,
     name: Option<String>,
 ) -> Result<Command> {
     if list {
@@ -606,6 +655,7 @@ fn from_legacy(
         Some(name) => Ok(Command::Snap {
             container: ContainerName::parse(&name)?,
             comment: comment_file.map(CommentSource::File),
+            increment,
         }),
         None => Err(Error::new(ErrorKind::Usage, "no container named")
             .with_hint("lxc-snap --help shows the usage")),
@@ -656,12 +706,14 @@ mod tests {
         let want = Command::Snap {
             container: name("mysql"),
             comment: None,
+            increment: Increment::QuickCheck,
         };
         assert_eq!(cmd(&["mysql"]), want);
         assert_eq!(cmd(&["snap", "mysql"]), want);
         let with_file = Command::Snap {
             container: name("mysql"),
             comment: Some(CommentSource::File("/tmp/comment".into())),
+            increment: Increment::QuickCheck,
         };
         assert_eq!(cmd(&["-c", "/tmp/comment", "mysql"]), with_file);
         assert_eq!(cmd(&["snap", "-c", "/tmp/comment", "mysql"]), with_file);
@@ -669,9 +721,38 @@ mod tests {
             cmd(&["snap", "-m", "hello", "mysql"]),
             Command::Snap {
                 container: name("mysql"),
-                comment: Some(CommentSource::Text("hello".into()))
+                comment: Some(CommentSource::Text("hello".into())),
+                increment: Increment::QuickCheck,
             }
         );
+        for (args, increment) in [
+            (&["--full", "mysql"][..], Increment::Full),
+            (&["--checksum", "mysql"], Increment::Checksum),
+            (&["snap", "--full", "mysql"], Increment::Full),
+            (&["snap", "--checksum", "mysql"], Increment::Checksum),
+        ] {
+            assert_eq!(
+                cmd(args),
+                Command::Snap {
+                    container: name("mysql"),
+                    comment: None,
+                    increment
+                },
+                "{args:?}"
+            );
+        }
+        for bad in [
+            &["--full", "--checksum", "mysql"][..],
+            &["snap", "--full", "--checksum", "mysql"],
+            &["-l", "--full"],
+            &["--full", "snap", "mysql"],
+        ] {
+            assert_eq!(
+                run(bad).expect_err("usage").kind(),
+                ErrorKind::Usage,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

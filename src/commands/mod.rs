@@ -64,7 +64,11 @@ impl Context {
 
 pub fn run(command: Command, ctx: &Context) -> Result<()> {
     match command {
-        Command::Snap { container, comment } => snap::run(ctx, &container, comment.as_ref()),
+        Command::Snap {
+            container,
+            comment,
+            increment,
+        } => snap::run(ctx, &container, comment.as_ref(), increment),
         Command::List { container, json } => list::run(ctx, container.as_ref(), json),
         Command::Restore { snapshot, new_name } => restore::run(ctx, &snapshot, &new_name),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
@@ -119,14 +123,27 @@ fn read_comment(source: &CommentSource) -> Result<String> {
     }
 }
 
-/// Copies a container tree with [`crate::copy::copy_tree`], warning about
-/// every mount point below it that was not crossed.
+/// Copies a container tree, linking files unchanged since `reference` (a
+/// previous snapshot's tree) when one is given, with a progress line on a
+/// terminal for copies that take more than a second; warns about every
+/// mount point below `src` that was not crossed.
 fn copy_tree(
     ctx: &Context,
     src: &std::path::Path,
     dst: &std::path::Path,
+    reference: Option<&std::path::Path>,
+    compare: crate::copy::Compare,
 ) -> Result<crate::copy::CopyStats> {
-    let stats = crate::copy::copy_tree(src, dst)?;
+    let progress = Progress::new(ctx.ui);
+    let report = |bytes: u64| progress.update(bytes);
+    let opts = crate::copy::CopyOptions {
+        reference,
+        compare,
+        progress: Some(&report),
+    };
+    let stats = crate::copy::copy_tree_with(src, dst, &opts);
+    progress.finish();
+    let stats = stats?;
     for p in &stats.skipped_mounts {
         ctx.ui.warn(&format!(
             "left out what is mounted at {}: another filesystem, not part of the container's tree",
@@ -134,6 +151,50 @@ fn copy_tree(
         ));
     }
     Ok(stats)
+}
+
+/// A byte counter on stderr that appears only when stderr is a terminal,
+/// `--quiet` is off and the copy has run for more than a second.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: std::time::Instant,
+}
+
+impl Progress {
+    fn new(ui: crate::ui::Ui) -> Progress {
+        use std::io::IsTerminal;
+        let bar = (!ui.quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::hidden(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} copied {bytes} ({bytes_per_sec}) {elapsed}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress {
+            bar,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn update(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            if bar.is_hidden() && self.start.elapsed() > std::time::Duration::from_secs(1) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_position(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Copies the files a retargeted config refers to (fstab, hook scripts)
@@ -180,6 +241,21 @@ fn forget_registrations(leftover: &std::path::Path, parent: &std::path::Path, na
     for base in &bases {
         let _ = crate::lxc::container::update_dependents(base, &dependent, false);
     }
+}
+
+/// The last steps before a new container directory (a snapshot or a
+/// restored container, still under its staging name) is renamed into
+/// place: its `lxc_rdepends` and config, then its registration with its
+/// bases as `dependent`, taken back if the caller fails before keeping it.
+fn finish_container_dir(
+    dir: &std::path::Path,
+    config: &crate::lxc::LxcConfig,
+    bases: &[crate::lxc::container::DependencyEntry],
+    dependent: crate::lxc::container::DependencyEntry,
+) -> Result<Registrations> {
+    crate::lxc::container::write_rdepends(dir, bases)?;
+    durable::write_atomic(&dir.join("config"), config.render().as_bytes(), 0o640)?;
+    Registrations::register(bases, dependent)
 }
 
 /// Entries added to base containers' `lxc_snapshots`, taken back on drop

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use super::snap::make_dir;
 use super::{
-    copy_config_files, copy_tree, forget_registrations, require_root, Context, Registrations,
+    copy_config_files, copy_tree, finish_container_dir, forget_registrations, require_root, Context,
 };
+use crate::copy::Compare;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
-use crate::lxc::container::{read_dependency_file, write_rdepends, DependencyEntry};
+use crate::lxc::container::{read_dependency_file, DependencyEntry};
 use crate::lxc::hostname::set_hostname;
 use crate::lxc::{Container, LxcConfig, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
@@ -66,7 +67,13 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
     let rootfs = match meta.backing {
         Backing::Overlay => {
             let overlay = make_dir(&staging.path().join("overlay"), 0o755)?;
-            copy_tree(ctx, &snapshot.tree(), &overlay.join("delta"))?;
+            copy_tree(
+                ctx,
+                &snapshot.tree(),
+                &overlay.join("delta"),
+                None,
+                Compare::QuickCheck,
+            )?;
             make_dir(&staging.path().join("rootfs"), 0o755)?;
             set_hostname(&overlay.join("delta"), &lowers, new_name.as_str())?;
             Rootfs::Overlay {
@@ -76,7 +83,13 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
             }
         }
         Backing::Dir => {
-            copy_tree(ctx, &snapshot.tree(), &staging.path().join("rootfs"))?;
+            copy_tree(
+                ctx,
+                &snapshot.tree(),
+                &staging.path().join("rootfs"),
+                None,
+                Compare::QuickCheck,
+            )?;
             set_hostname(&staging.path().join("rootfs"), &[], new_name.as_str())?;
             Rootfs::Dir {
                 prefix: meta.rootfs_prefix.clone(),
@@ -103,13 +116,9 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
     copy_config_files(&files, &final_dir, staging.path())?;
 
     let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
-    write_rdepends(staging.path(), &bases)?;
-    durable::write_atomic(
-        &staging.path().join("config"),
-        config.render().as_bytes(),
-        0o640,
-    )?;
-    let registered = Registrations::register(
+    let registered = finish_container_dir(
+        staging.path(),
+        &config,
         &bases,
         DependencyEntry {
             lxcpath: lxcpath.clone(),

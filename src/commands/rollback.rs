@@ -8,6 +8,7 @@
 //! touched.
 
 use super::{copy_tree, require_root, snap, Context};
+use crate::copy::Compare;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::{Container, Rootfs};
@@ -77,13 +78,14 @@ pub fn run(ctx: &Context, name: &SnapshotName, backup: bool) -> Result<()> {
             &container,
             &lock,
             Some(&format!("before rollback to {name}")),
+            crate::cli::Increment::QuickCheck,
         )?)
     } else {
         None
     };
     let staging = Staging::create(parent, leaf, 0o700)?;
     let fresh = staging.path().join("tree");
-    copy_tree(ctx, &snapshot.tree(), &fresh)?;
+    copy_tree(ctx, &snapshot.tree(), &fresh, None, Compare::QuickCheck)?;
     staging.sync()?;
     staging.exchange(&fresh, &target)?;
     drop(staging);

@@ -13,25 +13,31 @@ use std::path::{Path, PathBuf};
 use chrono::Local;
 
 use super::{
-    copy_config_files, copy_tree, forget_registrations, read_comment, require_root, Context,
-    Registrations,
+    copy_config_files, copy_tree, finish_container_dir, forget_registrations, read_comment,
+    require_root, Context,
 };
-use crate::cli::CommentSource;
+use crate::cli::{CommentSource, Increment};
+use crate::copy::Compare;
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
-use crate::lxc::container::{bases_of_lowers, write_rdepends, DependencyEntry};
+use crate::lxc::container::{bases_of_lowers, DependencyEntry};
 use crate::lxc::{Container, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
 use crate::store::{self, Backing, Metadata, NameLock, TreeFingerprint, FORMAT_VERSION};
 
-pub fn run(ctx: &Context, name: &ContainerName, comment: Option<&CommentSource>) -> Result<()> {
+pub fn run(
+    ctx: &Context,
+    name: &ContainerName,
+    comment: Option<&CommentSource>,
+    increment: Increment,
+) -> Result<()> {
     let comment = comment.map(read_comment).transpose()?;
     require_root("taking a snapshot")?;
     let lxcpath = ctx.lxcpath();
     let source = Container::open(&lxcpath, name)?;
     let lock = ctx.store.lock(name, ctx.ui)?;
-    let snapshot = take(ctx, &source, &lock, comment.as_deref())?;
+    let snapshot = take(ctx, &source, &lock, comment.as_deref(), increment)?;
     ctx.ui.done(&format!("created snapshot {snapshot}"));
     Ok(())
 }
@@ -42,6 +48,7 @@ pub(super) fn take(
     source: &Container,
     lock: &NameLock,
     comment: Option<&str>,
+    increment: Increment,
 ) -> Result<SnapshotName> {
     let name = &source.name;
     let lxcpath = source.lxcpath.clone();
@@ -104,7 +111,33 @@ pub(super) fn take(
     let private = new.path().join("private");
     make_dir(&private, 0o700)?;
     make_dir(&private.join("scratch"), 0o700)?;
-    let stats = copy_tree(ctx, &tree, &store::tree_path(new.path(), backing))?;
+    // Snapshots are immutable, so a file unchanged since the previous
+    // snapshot of this container (on the same base) can share its inode.
+    let previous = match increment {
+        Increment::Full => None,
+        Increment::QuickCheck | Increment::Checksum => ctx
+            .store
+            .snapshots_of(name, ctx.ui)?
+            .into_iter()
+            .rev()
+            .find(|s| {
+                s.meta.backing == backing
+                    && s.meta.lowers == lowers
+                    && std::fs::symlink_metadata(s.tree()).is_ok_and(|m| m.is_dir())
+            }),
+    };
+    let compare = match increment {
+        Increment::Checksum => Compare::Checksum,
+        _ => Compare::QuickCheck,
+    };
+    let reference = previous.as_ref().map(|s| s.tree());
+    let stats = copy_tree(
+        ctx,
+        &tree,
+        &store::tree_path(new.path(), backing),
+        reference.as_deref(),
+        compare,
+    )?;
 
     let mut stacked = vec![store::tree_path(&final_dir, backing)];
     stacked.extend(lowers.iter().cloned());
@@ -155,13 +188,9 @@ pub(super) fn take(
     if bases.is_empty() {
         bases = bases_of_lowers(&lowers);
     }
-    write_rdepends(new.path(), &bases)?;
-    durable::write_atomic(
-        &new.path().join("config"),
-        config.render().as_bytes(),
-        0o640,
-    )?;
-    let registered = Registrations::register(
+    let registered = finish_container_dir(
+        new.path(),
+        &config,
         &bases,
         DependencyEntry {
             lxcpath: ctx.store.dir().to_path_buf(),
@@ -170,6 +199,10 @@ pub(super) fn take(
     )?;
     let snapshot = ctx.store.commit(new, lock)?;
     registered.keep();
+    if let Some(previous) = &previous {
+        // What it shared alone with the previous snapshot is now shared.
+        ctx.store.refresh_used(previous)?;
+    }
     Ok(snapshot.name)
 }
 

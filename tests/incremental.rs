@@ -1,0 +1,175 @@
+//! Incremental snapshots: files unchanged since the previous snapshot are
+//! hard links to its copies; --full and --checksum; sizes; independence of
+//! restores and of the remaining snapshots after a delete.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::fidelity::assert_trees_identical;
+use common::fixtures::{json, make_base, make_clone, names_of};
+use common::TestEnv;
+
+fn ino(path: &Path) -> u64 {
+    fs::symlink_metadata(path).expect("stat").ino()
+}
+
+fn setup(env: &TestEnv) -> std::path::PathBuf {
+    make_base(env, "base");
+    let delta = make_clone(
+        env,
+        "base",
+        "c",
+        "lxc.rootfs.path",
+        "overlay",
+        "overlay/delta",
+    );
+    fs::create_dir(delta.join("data")).expect("mkdir");
+    for i in 0..20 {
+        fs::write(delta.join(format!("data/f{i}")), vec![i as u8; 64 * 1024]).expect("write");
+    }
+    delta
+}
+
+fn used(env: &TestEnv, snap: &str) -> u64 {
+    json(env, &["info", snap, "--json"])["used_bytes"]
+        .as_u64()
+        .expect("used_bytes")
+}
+
+#[test]
+fn unchanged_files_are_shared_with_the_previous_snapshot() {
+    if !common::system_tests_enabled(
+        "unchanged_files_are_shared_with_the_previous_snapshot",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = setup(&env);
+    env.ok(&["-q", "c"]);
+    let used_alone = used(&env, "c_0");
+    assert!(used_alone >= 20 * 64 * 1024, "{used_alone}");
+
+    fs::write(delta.join("data/f3"), vec![9u8; 64 * 1024 + 1]).expect("change one file");
+    env.ok(&["-q", "c"]);
+    let (s0, s1) = (
+        env.snapdir.join("c_0/private/delta"),
+        env.snapdir.join("c_1/private/delta"),
+    );
+    assert_trees_identical(&delta, &s1);
+    for i in (0..20).filter(|&i| i != 3) {
+        let name = format!("data/f{i}");
+        assert_eq!(
+            ino(&s0.join(&name)),
+            ino(&s1.join(&name)),
+            "{name} is shared"
+        );
+    }
+    assert_ne!(
+        ino(&s0.join("data/f3")),
+        ino(&s1.join("data/f3")),
+        "the changed file is a new copy"
+    );
+    assert_eq!(
+        fs::read(s0.join("data/f3")).expect("read"),
+        vec![3u8; 64 * 1024],
+        "the older snapshot keeps its version"
+    );
+
+    // Sizes: both refer to everything; each holds alone only its own copy of f3 (and its directories).
+    let list = json(&env, &["list", "c", "--json"]);
+    assert_eq!(
+        list[0]["bytes"],
+        list[1]["bytes"].as_u64().expect("bytes") - 1
+    );
+    let (u0, u1) = (used(&env, "c_0"), used(&env, "c_1"));
+    assert!(u0 < 2 * 64 * 1024 && u1 < 2 * 64 * 1024, "used {u0} {u1}");
+    assert!(u0 < used_alone, "c_0 now shares most of what it held alone");
+
+    // Restore makes independent copies.
+    env.ok(&["-r", "c_1", "copy"]);
+    let restored = env.lxcpath.join("copy/overlay/delta");
+    for i in 0..20 {
+        let name = format!("data/f{i}");
+        assert_ne!(ino(&restored.join(&name)), ino(&s1.join(&name)), "{name}");
+    }
+}
+
+#[test]
+fn full_copies_everything_and_deleting_never_changes_another_snapshot() {
+    if !common::system_tests_enabled(
+        "full_copies_everything_and_deleting_never_changes_another_snapshot",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = setup(&env);
+    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--full", "c"]);
+    env.ok(&["-q", "c"]);
+    let s = |n: u32| env.snapdir.join(format!("c_{n}/private/delta"));
+    assert_ne!(
+        ino(&s(0).join("data/f0")),
+        ino(&s(1).join("data/f0")),
+        "--full shares nothing"
+    );
+    assert_eq!(
+        ino(&s(1).join("data/f0")),
+        ino(&s(2).join("data/f0")),
+        "the next one links to the full copy"
+    );
+
+    let before = used(&env, "c_2");
+    env.ok(&["rm", "c_1"]);
+    assert_eq!(names_of(&env, "c"), ["c_0", "c_2"]);
+    assert_trees_identical(&delta, &s(2));
+    assert!(
+        used(&env, "c_2") > before,
+        "c_2 now holds alone what it shared with c_1"
+    );
+    env.ok(&["rm", "c_2"]);
+    assert_trees_identical(&delta, &s(0));
+}
+
+#[test]
+fn checksum_catches_a_change_that_kept_size_and_mtime() {
+    if !common::system_tests_enabled("checksum_catches_a_change_that_kept_size_and_mtime", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = setup(&env);
+    env.ok(&["-q", "c"]);
+    // Rewrite f5 in place with other bytes of the same length and put its mtime back.
+    let f = delta.join("data/f5");
+    let meta = fs::metadata(&f).expect("stat");
+    fs::write(&f, vec![0xAAu8; 64 * 1024]).expect("rewrite");
+    let mtime = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    let atime = nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec());
+    nix::sys::stat::utimensat(
+        None,
+        &f,
+        &atime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .expect("utimensat");
+
+    // The quick check (type, size, mtime, mode, owner, xattrs) cannot see it:
+    // the snapshot shares the previous, stale copy. This is what --checksum is for.
+    env.ok(&["-q", "c"]);
+    let quick = env.snapdir.join("c_1/private/delta/data/f5");
+    assert_eq!(fs::read(&quick).expect("read"), vec![5u8; 64 * 1024]);
+    // --checksum compares the bytes and copies it.
+    env.ok(&["-q", "snap", "--checksum", "c"]);
+    let exact = env.snapdir.join("c_2/private/delta/data/f5");
+    assert_eq!(fs::read(&exact).expect("read"), vec![0xAAu8; 64 * 1024]);
+    assert_eq!(
+        ino(&env.snapdir.join("c_2/private/delta/data/f4")),
+        ino(&env.snapdir.join("c_1/private/delta/data/f4")),
+        "unchanged files are still shared with --checksum"
+    );
+}
