@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use common::fidelity::{assert_trees_identical, build_every_kind};
-use common::fixtures::{config_value, json, make_base, make_clone, names_of};
+use common::fixtures::{config_value, json, make_base, make_clone, names_of, overlay_clone};
 use common::TestEnv;
 
 #[test]
@@ -154,14 +154,7 @@ fn restore_rewrites_what_a_clone_rewrites() {
     let env = TestEnv::new();
     make_base(&env, "base");
     let dir = env.lxcpath.join("web");
-    let delta = make_clone(
-        &env,
-        "base",
-        "web",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "web");
     fs::write(dir.join("fstab"), "proc proc proc defaults 0 0\n").expect("fstab");
     fs::create_dir(dir.join("hooks")).expect("mkdir");
     fs::write(dir.join("hooks/pre"), "#!/bin/sh\nexit 0\n").expect("hook");
@@ -249,14 +242,7 @@ fn restore_copies_the_host_name_up_from_the_base_and_never_follows_symlinks() {
     let env = TestEnv::new();
     let lower = make_base(&env, "base");
     fs::write(lower.join("etc/hostname"), "base\n").expect("hostname");
-    make_clone(
-        &env,
-        "base",
-        "a",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "a");
     env.ok(&["a"]);
     env.ok(&["-r", "a_0", "b"]);
     assert_eq!(
@@ -271,14 +257,7 @@ fn restore_copies_the_host_name_up_from_the_base_and_never_follows_symlinks() {
     // A container whose /etc/hostname is a symlink to a host file.
     let victim = env.path().join("host-file");
     fs::write(&victim, "host secret\n").expect("victim");
-    let delta = make_clone(
-        &env,
-        "base",
-        "evil",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "evil");
     fs::create_dir(delta.join("etc")).expect("mkdir");
     std::os::unix::fs::symlink(&victim, delta.join("etc/hostname")).expect("symlink");
     env.ok(&["evil"]);
@@ -387,15 +366,7 @@ fn overlay_redirect_deltas_are_refused_and_leave_nothing() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    let delta = make_clone(
-        &env,
-        "base",
-        "r",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "r");
     fs::create_dir(delta.join("moved")).expect("mkdir");
     xattr::set(delta.join("moved"), "trusted.overlay.redirect", b"/etc").expect("xattr");
     let stderr = env.fails_with(6, &["r"]);
@@ -453,15 +424,7 @@ fn missing_things_are_not_found_and_existing_targets_are_refused() {
     env.fails_with(3, &["-l", "ghost"]);
     env.fails_with(3, &["comment", "ghost_0"]);
 
-    make_base(&env, "base");
-    make_clone(
-        &env,
-        "base",
-        "c",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "c");
     env.ok(&["c"]);
     let before = fs::read_to_string(env.lxcpath.join("base/config")).expect("config");
     let stderr = env.fails_with(4, &["restore", "c_0", "base"]);
@@ -490,15 +453,7 @@ fn restore_under_the_original_name_after_destroy() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    let delta = make_clone(
-        &env,
-        "base",
-        "mysql",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "mysql");
     fs::write(delta.join("table"), "v1\n").expect("write");
     env.ok(&["mysql"]);
     fs::write(delta.join("table"), "v2\n").expect("write");
@@ -521,23 +476,8 @@ fn numbers_match_names_exactly_sort_numerically_and_are_never_reused() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    make_clone(
-        &env,
-        "base",
-        "my",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
-    make_clone(
-        &env,
-        "base",
-        "my_db",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "my");
+    overlay_clone(&env, "my_db");
     for _ in 0..11 {
         env.ok(&["-q", "my"]);
     }
@@ -574,15 +514,7 @@ fn comments_from_every_source_with_limits() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    make_clone(
-        &env,
-        "base",
-        "c",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "c");
     let file = env.path().join("comment");
     fs::write(
         &file,
@@ -686,15 +618,7 @@ fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_run() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    make_clone(
-        &env,
-        "base",
-        "c",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "c");
     env.ok(&["c"]);
     let leftover = env.snapdir.join(".lxc-snap.tmp.c_1.XyZ123");
     fs::create_dir_all(leftover.join("private/delta/some/dir")).expect("mkdir");
@@ -745,15 +669,7 @@ fn lxc_snapshot_trees_in_the_snapdir_are_ignored_and_untouched() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    make_clone(
-        &env,
-        "base",
-        "mysql",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "mysql");
     let theirs = env.snapdir.join("mysql/snap0");
     fs::create_dir_all(theirs.join("rootfs")).expect("mkdir");
     fs::write(theirs.join("config"), "lxc.rootfs.path = dir:/x\n").expect("config");
@@ -786,15 +702,7 @@ fn concurrent_snapshots_of_one_container_get_distinct_numbers() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    let delta = make_clone(
-        &env,
-        "base",
-        "c",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "c");
     for i in 0..200 {
         fs::write(delta.join(format!("f{i}")), vec![b'x'; 4096]).expect("write");
     }
@@ -892,15 +800,7 @@ fn a_full_disk_fails_cleanly_and_changes_nothing() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    let delta = make_clone(
-        &env,
-        "base",
-        "big",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "big");
     fs::write(delta.join("blob"), vec![7u8; 4 << 20]).expect("write");
     fs::create_dir(&env.snapdir).expect("mkdir");
     nix::mount::mount(
@@ -937,15 +837,7 @@ fn a_killed_snapshot_never_shows_and_the_next_run_cleans_up() {
         return;
     }
     let env = TestEnv::new();
-    make_base(&env, "base");
-    let delta = make_clone(
-        &env,
-        "base",
-        "c",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(&env, "c");
     for i in 0..64 {
         fs::write(delta.join(format!("f{i}")), vec![i as u8; 2 << 20]).expect("write");
     }

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::fidelity::assert_trees_identical;
-use common::fixtures::{json, make_base, make_clone, names_of};
+use common::fixtures::{json, names_of, overlay_clone};
 use common::TestEnv;
 
 fn ino(path: &Path) -> u64 {
@@ -17,15 +17,7 @@ fn ino(path: &Path) -> u64 {
 }
 
 fn setup(env: &TestEnv) -> std::path::PathBuf {
-    make_base(env, "base");
-    let delta = make_clone(
-        env,
-        "base",
-        "c",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    let delta = overlay_clone(env, "c");
     fs::create_dir(delta.join("data")).expect("mkdir");
     for i in 0..20 {
         fs::write(delta.join(format!("data/f{i}")), vec![i as u8; 64 * 1024]).expect("write");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::fidelity::assert_trees_identical;
-use common::fixtures::{json, make_base, make_clone, names_of};
+use common::fixtures::{json, make_base, make_clone, names_of, overlay_clone};
 use common::TestEnv;
 
 fn setup(env: &TestEnv, name: &str) -> PathBuf {
@@ -546,14 +546,7 @@ fn prune_all_covers_every_container() {
     }
     let env = TestEnv::new();
     setup(&env, "a");
-    make_clone(
-        &env,
-        "base",
-        "b",
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    );
+    overlay_clone(&env, "b");
     for _ in 0..3 {
         env.ok(&["-q", "a"]);
         env.ok(&["-q", "b"]);

@@ -72,3 +72,20 @@ pub fn config_value(text: &str, key: &str) -> Option<String> {
         .find(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.trim().to_string())
 }
+
+/// An overlay clone `name` of a base container `base` (created when
+/// missing), in today's spelling: `lxc.rootfs.path = overlay:...`, delta at
+/// `overlay/delta`. Returns the delta.
+pub fn overlay_clone(env: &TestEnv, name: &str) -> PathBuf {
+    if !env.lxcpath.join("base/config").exists() {
+        make_base(env, "base");
+    }
+    make_clone(
+        env,
+        "base",
+        name,
+        "lxc.rootfs.path",
+        "overlay",
+        "overlay/delta",
+    )
+}

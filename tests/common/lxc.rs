@@ -35,7 +35,13 @@ pub enum Net {
 
 pub struct Lab {
     pub env: TestEnv,
+    /// Containers of different Labs share the host's cgroup names (LXC
+    /// names cgroups after the container, not its lxcpath), and freezing one
+    /// while another of the same name starts can hang: one Lab at a time.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static LABS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Default for Lab {
     fn default() -> Self {
@@ -45,8 +51,12 @@ impl Default for Lab {
 
 impl Lab {
     pub fn new() -> Lab {
+        // A test that failed while holding the lock leaves it poisoned;
+        // its Lab has cleaned up all the same.
+        let guard = LABS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Lab {
             env: TestEnv::new(),
+            _one_at_a_time: guard,
         }
     }
 
@@ -241,8 +251,11 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a tool with a time limit (two minutes), so that a hung LXC
+    /// command fails the test instead of stalling the whole run.
     pub fn lxc_output(&self, tool: &str, args: &[&str]) -> Output {
-        Command::new(tool)
+        Command::new("timeout")
+            .args(["--kill-after=10", "120", tool])
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running {tool}: {e}"))
