@@ -318,8 +318,10 @@ enum Sub {
         #[arg(long)]
         json: bool,
         /// The older snapshot, e.g. mysql_1
+        #[arg(value_name = "SNAP_A")]
         a: String,
         /// The newer snapshot of the same container [default: the container now]
+        #[arg(value_name = "SNAP_B")]
         b: Option<String>,
     },
     /// Show everything known about SNAP; fails if the snapshot is broken
