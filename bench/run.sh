@@ -172,7 +172,8 @@ done
 # --full (an explicit full copy) where this lxc-snap has it; without it a
 # default snapshot is a full copy anyway.
 FULL=()
-if "$BIN" snap --help 2>/dev/null | grep -q -- --full; then
+snap_help=$("$BIN" snap --help 2>&1 || true)
+if grep -q -- --full <<<"$snap_help"; then
     FULL=(--full)
 fi
 
