@@ -12,6 +12,8 @@
 #                   check what it installed, purge it (root)
 #   make demo       walk through snapshot / list / restore on a throwaway
 #                   busybox container (root)
+#   make bench      benchmarks against lxc-snapshot, cp -a and rsync; writes
+#                   BENCHMARKS.md (root; BENCH_QUICK=1 for a small tree)
 #
 # The system tests need root and LXC. LXC_SNAP_SKIP_SYSTEM_TESTS=1 skips them
 # (each skipped test says so), the package test and the package installation.
@@ -48,7 +50,7 @@ fishcompdir := $(datadir)/fish/vendor_completions.d
 
 .PHONY: all build completions install install-bin install-man \
 	install-completions install-doc uninstall deb deb-deps test-package \
-	deps lint check-man check-root test demo clean
+	deps lint check-man check-root test demo bench bench-deps clean
 
 all: build completions
 
@@ -214,6 +216,39 @@ test: check-root deps
 
 demo: deps build
 	bash scripts/demo.sh $(BIN)
+
+# Benchmarks: bench/run.sh builds a throwaway lxcpath under /var/tmp, fills
+# an overlay clone with the gen_tree example's tree and times lxc-snap
+# against lxc-snapshot, cp -a and rsync with hyperfine, then writes
+# BENCHMARKS.md. Knobs: BENCH_QUICK=1, BENCH_ENTRIES, BENCH_BYTES, BENCH_SEED,
+# BENCH_RUNS, BENCH_PHASES (see bench/run.sh). Not part of `make test`.
+bench: bench-deps
+	$(CARGO) build --release
+	$(CARGO) build --release --example gen_tree
+	@td=$$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory); \
+	bash bench/run.sh --bin "$$td/release/lxc-snap" --gen "$$td/release/examples/gen_tree"
+
+# What the benchmarks run, installed only when missing (needs root anyway).
+bench-deps:
+	@if [ "$$(id -u)" != 0 ]; then \
+	    echo "bench: needs root (it creates containers and mounts an XFS image): run 'make bench' as root" >&2; \
+	    exit 1; \
+	fi
+	@pkgs=""; \
+	command -v hyperfine >/dev/null 2>&1 || pkgs="$$pkgs hyperfine"; \
+	command -v lxc-snapshot >/dev/null 2>&1 || pkgs="$$pkgs lxc"; \
+	command -v busybox >/dev/null 2>&1 || pkgs="$$pkgs busybox-static"; \
+	command -v mkfs.xfs >/dev/null 2>&1 || pkgs="$$pkgs xfsprogs"; \
+	command -v rsync >/dev/null 2>&1 || pkgs="$$pkgs rsync"; \
+	command -v jq >/dev/null 2>&1 || pkgs="$$pkgs jq"; \
+	command -v python3 >/dev/null 2>&1 || pkgs="$$pkgs python3"; \
+	[ -x /usr/bin/time ] || pkgs="$$pkgs time"; \
+	pkgs="$${pkgs# }"; \
+	if [ -n "$$pkgs" ]; then \
+	    echo "bench: installing $$pkgs"; \
+	    apt-get update; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkgs; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md from the results bench/run.sh leaves in a directory.
+
+    python3 bench/report.py RESULTS-DIR OUT.md
+
+Reads meta.json, tree*.json (gen_tree summaries), the hyperfine exports
+(full, restore, incremental, reflink: one per round, NAME-rN.json, merged
+here by command; list.json), incremental-growth.json,
+memory-*.txt (GNU time -v) and the per-phase *.status files. A phase that
+failed or did not run is shown as such; nothing here measures anything.
+"""
+
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+MIB = 1024 * 1024
+
+
+def read_json(path):
+    """The JSON in PATH, or None when it is missing, empty or cut short
+    (hyperfine leaves an empty export when a run fails)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load(results, name):
+    return read_json(os.path.join(results, name))
+
+
+def load_rounds(results, name):
+    """One hyperfine export, or the rounds NAME-r1.json... merged: every
+    command's times from all rounds together, plus each round's median."""
+    single = load(results, name + ".json")
+    if single:
+        for r in single["results"]:
+            r["round_medians"] = [r["median"]]
+        return single
+    paths = sorted(glob.glob(os.path.join(results, name + "-r*.json")),
+                   key=lambda p: int(re.search(r"-r(\d+)\.json$", p).group(1)))
+    rounds = [d for d in (read_json(p) for p in paths) if d and d.get("results")]
+    if not rounds:
+        return None
+    merged = {}
+    for data in rounds:
+        for r in data["results"]:
+            m = merged.setdefault(r["command"], {"command": r["command"], "times": [],
+                                                 "round_medians": []})
+            m["times"].extend(r["times"])
+            m["round_medians"].append(r["median"])
+    # In the order of the first round.
+    order = [r["command"] for r in rounds[0]["results"]]
+    results_list = []
+    for name_ in order:
+        m = merged[name_]
+        t = m["times"]
+        m.update(median=statistics.median(t), mean=statistics.mean(t),
+                 stddev=statistics.stdev(t) if len(t) > 1 else 0.0, min=min(t), max=max(t))
+        results_list.append(m)
+    return {"results": results_list, "rounds": len(rounds)}
+
+
+def status(results, phase):
+    path = os.path.join(results, phase + ".status")
+    if not os.path.exists(path):
+        return "not run"
+    with open(path) as f:
+        word, *rest = f.read().split()
+    return word + (f" ({rest[0]} s)" if rest else "")
+
+
+def dur(seconds):
+    if seconds is None:
+        return "n/a"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def size(n):
+    for unit, div in (("GiB", 1 << 30), ("MiB", MIB), ("KiB", 1024)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def squeeze(text):
+    return " ".join(str(text).split())
+
+
+def by_name(hf):
+    return {r["command"]: r for r in hf["results"]} if hf else {}
+
+
+def ratio(peer, ours):
+    """How many times faster lxc-snap is than peer (medians)."""
+    if not peer or not ours or ours["median"] <= 0:
+        return None
+    return peer["median"] / ours["median"]
+
+
+def verdict(ok):
+    if ok is None:
+        return "n/a"
+    return "**met**" if ok else "**not met**"
+
+
+def fmt_ratio(r):
+    return "n/a" if r is None else f"{r:.2f}x"
+
+
+def table(hf, ours_name):
+    """Markdown table of one (merged) hyperfine export; with ours_name, the
+    ratio of each command to that one."""
+    rows = by_name(hf)
+    ours = rows.get(ours_name) if ours_name else None
+    rounds = (hf or {}).get("rounds", 1)
+    head = "| command | median | mean ± σ | min | max | runs |"
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: |"
+    if rounds > 1:
+        head += " median of each round |"
+        rule += " ---: |"
+    if ours_name:
+        head += " lxc-snap faster by |"
+        rule += " ---: |"
+    out = [head, rule]
+    for name, r in rows.items():
+        line = (f"| `{name}` | {dur(r['median'])} | {dur(r['mean'])} ± {dur(r['stddev'] or 0)} "
+                f"| {dur(r['min'])} | {dur(r['max'])} | {len(r['times'])} |")
+        if rounds > 1:
+            line += " " + " / ".join(dur(m) for m in r["round_medians"]) + " |"
+        if ours_name:
+            line += " " + ("—" if name == ours_name else fmt_ratio(ratio(r, ours))) + " |"
+        out.append(line)
+    return "\n".join(out)
+
+
+def rss_kib(results, name):
+    path = os.path.join(results, f"memory-{name}.txt")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
+    return int(m.group(1)) if m else None
+
+
+def main():
+    results, out_path = sys.argv[1], sys.argv[2]
+    meta = load(results, "meta.json") or {}
+    tree = load(results, "tree.json")
+    tree2x = load(results, "tree-2x.json")
+    full = load_rounds(results, "full")
+    restore = load_rounds(results, "restore")
+    incr = load_rounds(results, "incremental")
+    growth = load(results, "incremental-growth.json")
+    lst = load_rounds(results, "list")
+    reflink = load_rounds(results, "reflink")
+
+    fr, rr, ir, lr, xr = (by_name(x) for x in (full, restore, incr, lst, reflink))
+    targets = []  # (what, target, result, met)
+
+    r = ratio(fr.get("lxc-snapshot"), fr.get("lxc-snap"))
+    targets.append(("full snapshot vs `lxc-snapshot`", "≥ 2x faster", fmt_ratio(r),
+                    None if r is None else r >= 2))
+    r = ratio(fr.get("cp -a"), fr.get("lxc-snap"))
+    targets.append(("full snapshot vs `cp -a`", "faster (> 1x)", fmt_ratio(r),
+                    None if r is None else r > 1))
+    r = ratio(rr.get("lxc-snapshot -r"), rr.get("lxc-snap -r"))
+    targets.append(("restore vs `lxc-snapshot -r`", "≥ 2x faster", fmt_ratio(r),
+                    None if r is None else r >= 2))
+    r = ratio(ir.get("lxc-snapshot"), ir.get("lxc-snap"))
+    targets.append(("incremental snapshot vs `lxc-snapshot`", "≥ 20x faster", fmt_ratio(r),
+                    None if r is None else r >= 20))
+    if growth:
+        pct = 100 * growth["lxc_snap"]["growth"] / growth["tree_bytes"]
+        targets.append(("snapdir growth of an incremental snapshot", "< 1% of the tree",
+                        f"{pct:.2f}% ({size(growth['lxc_snap']['growth'])})", pct < 1))
+    else:
+        targets.append(("snapdir growth of an incremental snapshot", "< 1% of the tree", "n/a", None))
+    r = ratio(xr.get("lxc-snapshot"), xr.get("lxc-snap"))
+    targets.append(("full snapshot on XFS with reflinks vs `lxc-snapshot`", "≥ 10x faster",
+                    fmt_ratio(r), None if r is None else r >= 10))
+    lt = lr.get("lxc-snap -l tiny")
+    n_list = meta.get("list_snapshots", "1000")
+    targets.append((f"`lxc-snap -l` over {int(n_list):,} snapshots", "< 50 ms (median)",
+                    dur(lt["median"]) if lt else "n/a", None if not lt else lt["median"] < 0.050))
+    rss = rss_kib(results, "lxc-snap")
+    targets.append(("peak RSS of a full snapshot", "< 64 MiB",
+                    size(rss * 1024) if rss else "n/a", None if rss is None else rss * 1024 < 64 * MIB))
+
+    entries = int(meta.get("entries", 0))
+    knobs = (f"BENCH_ENTRIES={meta.get('entries')} BENCH_BYTES={meta.get('bytes')} "
+             f"BENCH_SEED={meta.get('seed')} BENCH_ROUNDS={meta.get('rounds')} "
+             f"BENCH_RUNS={meta.get('runs')}")
+    if meta.get("quick") == "1":
+        knobs = "BENCH_QUICK=1 " + knobs
+    L = []
+    w = L.append
+    w("# Benchmarks")
+    w("")
+    w(f"Generated by `make bench` (bench/run.sh, bench/report.py) on {meta.get('date', '?')}; "
+      f"the whole run took {int(meta.get('seconds', 0)) // 60} min {int(meta.get('seconds', 0)) % 60} s. "
+      "Numbers from one machine, warm page cache; the raw hyperfine JSON is in "
+      "`target/bench-results/` after a run.")
+    w("")
+    w("Reproduce (as root, from the repository):")
+    w("")
+    w("    make bench")
+    w(f"    {knobs} make bench   # the values used here")
+    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs per round")
+    w("")
+    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list memory reflink`), "
+      "`BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, `BENCH_XFS_SIZE`, `BENCH_KEEP=1`; "
+      "see the top of bench/run.sh.")
+    w("")
+    w("## Targets")
+    w("")
+    w("\"Nx faster\" is the peer's median time divided by lxc-snap's.")
+    w("")
+    w("| what | target | result | |")
+    w("| --- | --- | ---: | --- |")
+    for what, target, result, ok in targets:
+        w(f"| {what} | {target} | {result} | {verdict(ok)} |")
+    w("")
+    w("## What was measured")
+    w("")
+    dirty = meta.get("dirty", "0")
+    w(f"- lxc-snap: `{meta.get('version', '?')}`, commit `{meta.get('commit', '?')}` "
+      f"on branch `{meta.get('branch', '?')}`"
+      + (f" with {dirty} uncommitted changes to tracked files" if dirty not in ("0", "") else "")
+      + f"; binary sha256 `{meta.get('bin_sha256', '?')}…`, built {meta.get('bin_mtime', '?')}.")
+    flag = meta.get("full_flag") or ""
+    w("- Full snapshots ran as `lxc-snap snap " + (flag + " " if flag else "") + "bench`"
+      + ("" if flag else " (this binary has no `--full`; its default snapshot is a full copy)") + ".")
+    w(f"- Machine: {meta.get('nproc', '?')} CPUs ({meta.get('cpu', '?')}), "
+      f"{size(int(meta.get('mem_kib', 0)) * 1024)} RAM, kernel {meta.get('kernel', '?')}, "
+      f"{meta.get('os', '?')}; load average {meta.get('loadavg_start', '?')} at the start, "
+      f"{meta.get('loadavg_end', '?')} at the end.")
+    w(f"- Tools: LXC {meta.get('lxc', '?')}, {squeeze(meta.get('hyperfine', '?'))}, "
+      f"{squeeze(meta.get('rsync', '?'))}, {squeeze(meta.get('cp', '?'))}.")
+    w(f"- Filesystem of the benchmark directory (under `{meta.get('tmpdir', '?')}`): "
+      f"`{squeeze(meta.get('fs', '?'))}`. Creating and removing 10,000 empty files there took "
+      f"{meta.get('probe_start', '?')} s before the benchmarks and {meta.get('probe_end', '?')} s "
+      "after them (how costly inode creation was on this machine at the time).")
+    xfs_path = os.path.join(results, "reflink-fs.txt")
+    if os.path.exists(xfs_path):
+        with open(xfs_path) as f:
+            w(f"- Reflink filesystem: `{' '.join(f.read().split())}` "
+              "(a sparse image file on the same disk, loop-mounted).")
+    if tree:
+        w(f"- Tree (gen_tree, seed {tree['seed']}): {tree['entries']:,} entries — "
+          f"{tree['dirs']:,} directories (depth up to {tree['max_depth']}), {tree['files']:,} files "
+          f"({tree['small_files_under_16k']:,} under 16 KiB, {tree['empty_files']:,} empty, "
+          f"{tree['large_files']} large up to {size(tree['largest_file'])}, "
+          f"{tree['sparse_files']} sparse, {tree['setuid_files']} setuid/setgid), "
+          f"{tree['symlinks']:,} symlinks, {tree['hardlinks']:,} extra hard links, "
+          f"{tree['xattr_entries']:,} with user.* xattrs; {size(tree['data_bytes'])} of data "
+          f"({size(tree['apparent_bytes'])} apparent with the holes), "
+          f"`du`: {size(tree['du_bytes'])}. Plan digest `{tree['plan_digest']}`.")
+    w(f"- hyperfine: each comparison runs side by side in one hyperfine invocation, "
+      f"{meta.get('rounds', '?')} rounds with the order of the commands rotated, "
+      f"{meta.get('runs', '?')} timed run(s) per command per round; the first round starts with "
+      "one warmup run per command. Before each run (warmups included) a prepare command removes "
+      "the previous run's output and syncs the filesystem, so every run makes a complete copy "
+      "and starts with no dirty pages. The tree stays in the page cache (written just before, "
+      "caches never dropped). Medians, means, min and max are over all rounds.")
+    w("")
+
+    def section(title, phase, hf, ours, text):
+        w(f"## {title}")
+        w("")
+        w(text)
+        w("")
+        st = status(results, phase)
+        if hf:
+            w(table(hf, ours))
+        else:
+            w(f"No results: phase `{phase}` {st}.")
+        if hf and not st.startswith("ok"):
+            w("")
+            w(f"Phase status: {st}.")
+        w("")
+
+    section("Full snapshot", "full", full, "lxc-snap",
+            "Snapshot of the overlay clone `bench` whose delta holds the tree, against "
+            "`lxc-snapshot` (LXC's own; it copies the delta with rsync), a plain `cp -a` and "
+            "`rsync -aHXS` of the delta. lxc-snap is crash-safe: it flushes a snapshot to disk "
+            "(`syncfs`) before it publishes it, so its time includes the writeback, while `cp -a` "
+            "and `rsync` return with the data still in the page cache. `cp -a; sync` shows what "
+            "`cp -a` costs with the same durability (for information, not a target).")
+    section("Restore", "restore", restore, "lxc-snap -r",
+            "A new container from a full snapshot: `lxc-snap -r bench_K rsnap` against "
+            "`lxc-snapshot -n bench -r snap0 -N rlxc`. The new container is removed with "
+            "`lxc-destroy` before every run.")
+    growth_text = ""
+    if growth:
+        g, gl = growth["lxc_snap"], growth["lxc_snapshot"]
+        growth_text = (
+            f"\n\nSnapdir growth for one more snapshot after the change (`du -sB1` of the whole "
+            f"snapdir before and after, each inode counted once): lxc-snap {size(g['growth'])} = "
+            f"{100 * g['growth'] / growth['tree_bytes']:.2f}% of the tree "
+            f"({size(growth['tree_bytes'])}); lxc-snapshot {size(gl['growth'])} = "
+            f"{100 * gl['growth'] / growth['tree_bytes']:.2f}%. Changed file: "
+            f"`{growth['changed_file']}`.")
+    section("Incremental snapshot", "incremental", incr, "lxc-snap",
+            "After one full snapshot of each kind, one line is appended to one file of the tree; "
+            "then each run takes one more snapshot in lxc-snap's default mode (`lxc-snap snap bench`, "
+            "which may share unchanged files with the previous snapshot when the binary can) and "
+            "with `lxc-snapshot -n bench`. Every run starts from the same state: the prepare "
+            "command deletes the snapshots newer than the first." + growth_text)
+    section(f"Listing {int(n_list):,} snapshots", "list", lst, None,
+            f"A small container `tiny`, one real snapshot with a comment, and {int(n_list) - 1:,} copies "
+            "of it under the following numbers (the same `lxc-snap.json`, `ts`, `config` with the "
+            "number changed, and a two-line comment each), as list reads them; 3 warmup runs, "
+            f"{meta.get('list_runs', '?')} runs, output to a pipe, no shell. `lxc-snap -l` (all "
+            "containers) reads the same snapshots.")
+
+    w("## Peak memory")
+    w("")
+    w("Maximum resident set size of one full snapshot, from `/usr/bin/time -v`.")
+    w("")
+    w("| run | tree | peak RSS | wall time |")
+    w("| --- | --- | ---: | ---: |")
+
+    def wall(name):
+        path = os.path.join(results, f"memory-{name}.txt")
+        if not os.path.exists(path):
+            return "n/a"
+        with open(path) as f:
+            m = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", f.read())
+        return m.group(1) if m else "n/a"
+
+    def rss_cell(name):
+        k = rss_kib(results, name)
+        return size(k * 1024) if k else "n/a"
+
+    def tree_cell(t):
+        return f"{t['entries']:,} entries, {size(t['data_bytes'])}" if t else "n/a"
+
+    w(f"| lxc-snap | {tree_cell(tree)} | {rss_cell('lxc-snap')} | {wall('lxc-snap')} |")
+    w(f"| lxc-snap | {tree_cell(tree2x)} (twice the entries) | {rss_cell('lxc-snap-2x')} "
+      f"| {wall('lxc-snap-2x')} |")
+    w(f"| lxc-snapshot (for comparison; the largest of it and its rsync) | {tree_cell(tree)} "
+      f"| {rss_cell('lxc-snapshot')} | {wall('lxc-snapshot')} |")
+    st = status(results, "memory")
+    if not st.startswith("ok"):
+        w("")
+        w(f"Phase status: {st}.")
+    w("")
+    section("Full snapshot on a filesystem with reflinks", "reflink", reflink, "lxc-snap",
+            "The same tree in a container on an XFS image made with `mkfs.xfs -m reflink=1` and "
+            "loop-mounted; lxcpath and snapdir on it. `cp -a` (coreutils 9 clones with reflinks "
+            "by default) is shown for information.")
+
+    w("## Notes")
+    w("")
+    w("- These are benchmarks, not tests: `make test` runs nothing that depends on timings.")
+    w("- The machine may be shared (see the load averages above); medians are reported "
+      "because they are the least disturbed by a slow run, min and max show the spread.")
+    if entries:
+        w(f"- Ratios above 1 mean lxc-snap was faster. A target marked not met describes the binary "
+          f"measured here, commit `{meta.get('commit', '?')}`.")
+    failed = [p for p in ("full", "restore", "incremental", "list", "memory", "reflink")
+              if status(results, p).startswith("failed")]
+    if failed:
+        w(f"- Failed phases: {', '.join(failed)} (see the output of `make bench`).")
+    w("")
+
+    with open(out_path, "w") as f:
+        f.write("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,545 @@
+#!/usr/bin/env bash
+# The lxc-snap benchmarks; `make bench` runs this after building.
+#
+#   bench/run.sh [--bin PATH] [--gen PATH] [--out FILE]
+#
+# --bin: the lxc-snap to measure (default target/release/lxc-snap), --gen:
+# the gen_tree example (default target/release/examples/gen_tree), --out:
+# the report (default BENCHMARKS.md in the repository).
+#
+# In a throwaway directory under $BENCH_TMPDIR (default /var/tmp, on the root
+# filesystem) it makes an lxcpath with a busybox base container and an
+# overlay clone `bench`, writes a reproducible tree into the clone's delta
+# (gen_tree), and times with hyperfine. Each comparison runs side by side in
+# one hyperfine invocation, BENCH_ROUNDS times with the order of the
+# commands rotated (whoever goes first or last gets no lasting advantage on
+# a machine whose state drifts); the first round starts with one warmup run
+# per command. Every run does a complete copy: the --prepare command
+# removes the previous run's output and syncs.
+#
+#   full         lxc-snap snap [--full] vs lxc-snapshot vs cp -a vs rsync -aHXS
+#   restore      lxc-snap -r vs lxc-snapshot -r
+#   incremental  one file changed after a full snapshot: lxc-snap snap vs
+#                lxc-snapshot, and how much the snapdir grows
+#   list         lxc-snap -l over BENCH_LIST_SNAPSHOTS snapshots
+#   memory       peak RSS of one full snapshot (/usr/bin/time -v), of the
+#                default tree and of one with twice the entries
+#   reflink      the full comparison on an XFS image with reflinks (loop mount)
+#
+# Then it writes the report (bench/report.py) with the machine, filesystem,
+# tree, every median/min/max and the ratios against the project's targets.
+# Raw results (hyperfine JSON, gen_tree summaries) stay in BENCH_RESULTS
+# (default target/bench-results).
+#
+# Knobs (environment):
+#   BENCH_ENTRIES=50000  BENCH_BYTES=650M  BENCH_SEED=1   the tree
+#   BENCH_ROUNDS=3       hyperfine invocations per comparison, order rotated
+#   BENCH_RUNS=1         timed runs per command in each round
+#   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
+#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs per
+#                        round, unless set explicitly
+#   BENCH_PHASES="full restore incremental list memory reflink"  a subset
+#   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
+#   BENCH_OUT            the report (default BENCHMARKS.md; also --out)
+#   BENCH_KEEP=1         keep the throwaway directory (and the XFS image
+#                        unmounted) for a look afterwards
+#
+# Internal: `bench/run.sh --reset WHAT ARGS...` is what hyperfine's
+# --prepare/--cleanup commands call to remove a run's output.
+#
+# Needs root, LXC, busybox-static, hyperfine, rsync, jq, python3, xfsprogs
+# and GNU time (`make bench` installs the missing ones). Never timed by
+# `make test`.
+set -euo pipefail
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+REPO=$(dirname "$(dirname "$SELF")")
+
+# --reset: remove one kind of output, then sync so the next run starts
+# without someone else's dirty pages. Called by hyperfine, between runs.
+if [[ ${1:-} == --reset ]]; then
+    shift
+    what=$1
+    shift
+    case $what in
+        lxc-snap) # BIN LXCPATH SNAPDIR NAME KEEP: delete NAME_N for N > KEEP
+            bin=$1 lxcpath=$2 snapdir=$3 name=$4 keep=$5
+            fs=$snapdir
+            victims=()
+            for d in "$snapdir/${name}"_*; do
+                n=${d##*_}
+                if [[ -d $d && $n =~ ^[0-9]+$ ]] && ((n > keep)); then
+                    victims+=("${name}_$n")
+                fi
+            done
+            if ((${#victims[@]} > 0)); then
+                "$bin" -P "$lxcpath" --snapdir "$snapdir" -q delete "${victims[@]}"
+            fi
+            ;;
+        lxc-snapshot) # LXCPATH NAME KEEP: destroy snapN for N > KEEP
+            lxcpath=$1 name=$2 keep=$3
+            fs=$lxcpath
+            for d in "$lxcpath/$name/snaps"/snap*; do
+                n=${d##*/snap}
+                if [[ -d $d && $n =~ ^[0-9]+$ ]] && ((n > keep)); then
+                    lxc-snapshot -P "$lxcpath" -n "$name" -d "snap$n"
+                fi
+            done
+            ;;
+        container) # LXCPATH NAME
+            fs=$1
+            if [[ -e $1/$2 ]]; then
+                lxc-destroy -P "$1" -n "$2" >/dev/null
+            fi
+            ;;
+        dir) # PATH
+            fs=$(dirname "$1")
+            rm -rf --one-file-system -- "$1"
+            ;;
+        *)
+            echo "run.sh: --reset: unknown kind $what" >&2
+            exit 2
+            ;;
+    esac
+    while [[ ! -e $fs ]]; do
+        fs=$(dirname "$fs")
+    done
+    sync -f "$fs"
+    exit 0
+fi
+
+BIN=$REPO/target/release/lxc-snap
+GEN=$REPO/target/release/examples/gen_tree
+OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
+while (($# > 0)); do
+    case $1 in
+        --bin) BIN=$2; shift 2 ;;
+        --gen) GEN=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+BIN=$(readlink -f "$BIN")
+GEN=$(readlink -f "$GEN")
+OUT=$(readlink -m "$OUT")
+
+if [[ ${BENCH_QUICK:-} == 1 ]]; then
+    : "${BENCH_ENTRIES:=5000}" "${BENCH_BYTES:=65M}" "${BENCH_RUNS:=2}" "${BENCH_LIST_RUNS:=20}"
+fi
+ENTRIES=${BENCH_ENTRIES:-50000}
+BYTES=${BENCH_BYTES:-650M}
+SEED=${BENCH_SEED:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
+RUNS=${BENCH_RUNS:-1}
+LIST_SNAPSHOTS=${BENCH_LIST_SNAPSHOTS:-1000}
+LIST_RUNS=${BENCH_LIST_RUNS:-30}
+PHASES=${BENCH_PHASES:-full restore incremental list memory reflink}
+TMPBASE=${BENCH_TMPDIR:-/var/tmp}
+RESULTS=${BENCH_RESULTS:-$REPO/target/bench-results}
+
+die() {
+    echo "run.sh: $*" >&2
+    exit 1
+}
+say() {
+    printf '\n== %s\n' "$*"
+}
+# Shell-quotes a command line for hyperfine (which runs it with sh -c).
+q() {
+    local out
+    printf -v out '%q ' "$@"
+    printf '%s' "${out% }"
+}
+
+[[ $(id -u) -eq 0 ]] || die "needs root (it creates containers and mounts an XFS image): run it as root"
+[[ -x $BIN ]] || die "$BIN: no such executable (make build)"
+[[ -x $GEN ]] || die "$GEN: no such executable (cargo build --release --example gen_tree)"
+for tool in hyperfine lxc-create lxc-copy lxc-snapshot lxc-destroy rsync jq python3 \
+    mkfs.xfs xfs_info losetup findmnt busybox; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (make bench installs it)"
+done
+[[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
+for p in $PHASES; do
+    case $p in
+        full | restore | incremental | list | memory | reflink) ;;
+        *) die "BENCH_PHASES: unknown phase $p" ;;
+    esac
+done
+# Fail early on a bad size, before anything is created.
+"$GEN" --dry-run --seed "$SEED" --entries "$ENTRIES" --bytes "$BYTES" /nonexistent >/dev/null
+
+# --full (an explicit full copy) where this lxc-snap has it; without it a
+# default snapshot is a full copy anyway.
+FULL=()
+snap_help=$("$BIN" snap --help 2>&1 || true)
+if grep -q -- --full <<<"$snap_help"; then
+    FULL=(--full)
+fi
+
+mkdir -p "$TMPBASE" "$RESULTS"
+W=$(mktemp -d "$TMPBASE/lxc-snap-bench.XXXXXX")
+rm -f "$RESULTS"/*.json "$RESULTS"/*.txt "$RESULTS"/*.status
+XFS_IMG=$W/xfs.img
+XFS_MNT=$W/xfs
+
+detach_xfs() {
+    if mountpoint -q "$XFS_MNT" 2>/dev/null; then
+        umount "$XFS_MNT" || umount -l "$XFS_MNT" || true
+    fi
+    if [[ -e $XFS_IMG ]]; then
+        local dev
+        for dev in $(losetup -j "$XFS_IMG" -O NAME -n 2>/dev/null); do
+            losetup -d "$dev" || true
+        done
+    fi
+}
+
+# TERM to PID and every process below it (listed first, then signalled).
+kill_tree() { # PID
+    local pids=("$1") i=0
+    while ((i < ${#pids[@]})); do
+        # shellcheck disable=SC2207
+        pids+=($(pgrep -P "${pids[i]}"))
+        i=$((i + 1))
+    done
+    kill -TERM "${pids[@]}" 2>/dev/null
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    # Stop the phase still running (and its hyperfine) before unmounting.
+    if [[ -n ${PHASE_PID:-} ]]; then
+        kill_tree "$PHASE_PID"
+        wait "$PHASE_PID" 2>/dev/null
+    fi
+    detach_xfs
+    if [[ ${BENCH_KEEP:-} == 1 ]]; then
+        echo "run.sh: kept $W" >&2
+    else
+        rm -rf --one-file-system -- "$W"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "lxc-snap: $BIN ($("$BIN" --version))${FULL:+, full snapshots with ${FULL[*]}}"
+echo "work dir: $W; results: $RESULTS"
+echo "tree: seed $SEED, $ENTRIES entries, $BYTES; $ROUNDS rounds of $RUNS runs per command"
+
+# Metadata for the report.
+git_commit=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+git_dirty=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | grep -c . || true)
+jq -n \
+    --arg version "$("$BIN" --version)" \
+    --arg bin "$BIN" \
+    --arg bin_sha256 "$(sha256sum "$BIN" | cut -c1-16)" \
+    --arg bin_mtime "$(date -r "$BIN" '+%Y-%m-%d %H:%M:%S %z')" \
+    --arg commit "$git_commit" \
+    --arg dirty "$git_dirty" \
+    --arg branch "$(git -C "$REPO" rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)" \
+    --arg full_flag "${FULL[*]:-}" \
+    --arg date "$(date '+%Y-%m-%d %H:%M:%S %z')" \
+    --arg nproc "$(nproc)" \
+    --arg cpu "$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    --arg mem_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" \
+    --arg kernel "$(uname -r)" \
+    --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
+    --arg lxc "$(lxc-create --version)" \
+    --arg hyperfine "$(hyperfine --version)" \
+    --arg rsync "$(rsync --version | head -1)" \
+    --arg cp "$(cp --version | head -1)" \
+    --arg loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)" \
+    --arg fs "$(findmnt -n -T "$W" -o SOURCE,FSTYPE,OPTIONS)" \
+    --arg tmpdir "$TMPBASE" \
+    --arg entries "$ENTRIES" --arg bytes "$BYTES" --arg seed "$SEED" --arg runs "$RUNS" --arg rounds "$ROUNDS" \
+    --arg list_snapshots "$LIST_SNAPSHOTS" --arg list_runs "$LIST_RUNS" \
+    --arg quick "${BENCH_QUICK:-}" --arg phases "$PHASES" \
+    '$ARGS.named' >"$RESULTS/meta.json"
+
+# One busybox base and an overlay clone of it in LXCPATH; the tree goes
+# into the clone's delta. Prints the gen_tree summary to FILE.
+make_lab() { # LXCPATH CLONE ENTRIES SUMMARY-FILE
+    local lxcpath=$1 clone=$2 entries=$3 summary=$4
+    mkdir -p "$lxcpath"
+    if [[ ! -d $lxcpath/base ]]; then
+        printf 'lxc.net.0.type = empty\n' >"$W/net.conf"
+        lxc-create -P "$lxcpath" -t busybox -n base -f "$W/net.conf" >/dev/null
+    fi
+    lxc-copy -P "$lxcpath" -s -B overlayfs -n base -N "$clone"
+    local delta=$lxcpath/$clone/overlay/delta
+    [[ -d $delta ]] || die "lxc-copy made no $delta"
+    "$GEN" --seed "$SEED" --entries "$entries" --bytes "$BYTES" "$delta" >"$summary"
+    # The same tree as du sees it, hard links once.
+    local du_bytes du_apparent
+    du_bytes=$(du -sB1 "$delta" | cut -f1)
+    du_apparent=$(du -sB1 --apparent-size "$delta" | cut -f1)
+    jq --arg du "$du_bytes" --arg apparent "$du_apparent" \
+        '. + {du_bytes: ($du | tonumber), du_apparent_bytes: ($apparent | tonumber)}' \
+        "$summary" >"$summary.tmp"
+    mv "$summary.tmp" "$summary"
+    sync -f "$lxcpath"
+}
+
+# The commands of one comparison: name, prepare command, command line.
+CMD_NAMES=()
+CMD_PREPS=()
+CMD_LINES=()
+add_cmd() { # NAME PREPARE COMMAND
+    CMD_NAMES+=("$1")
+    CMD_PREPS+=("$2")
+    CMD_LINES+=("$3")
+}
+
+# Runs the commands added with add_cmd side by side, ROUNDS times, rotating
+# their order; round R goes to RESULTS/NAME-rR.json.
+compare() { # NAME CLEANUP
+    local name=$1 cleanup=$2 n=${#CMD_NAMES[@]} r i j
+    local args
+    for ((r = 0; r < ROUNDS; r++)); do
+        args=()
+        for ((i = 0; i < n; i++)); do
+            j=$(((i + r) % n))
+            args+=(-n "${CMD_NAMES[j]}" --prepare "${CMD_PREPS[j]}" "${CMD_LINES[j]}")
+        done
+        say "$name: round $((r + 1)) of $ROUNDS"
+        hyperfine --warmup $((r == 0 ? 1 : 0)) --runs "$RUNS" --cleanup "$cleanup" \
+            --export-json "$RESULTS/$name-r$((r + 1)).json" "${args[@]}"
+    done
+    CMD_NAMES=()
+    CMD_PREPS=()
+    CMD_LINES=()
+}
+
+# The newest lxc-snap snapshot number of NAME in SNAPDIR.
+newest() { # SNAPDIR NAME
+    local d n best=-1
+    for d in "$1/$2"_*; do
+        n=${d##*_}
+        if [[ -d $d && $n =~ ^[0-9]+$ ]] && ((n > best)); then
+            best=$n
+        fi
+    done
+    ((best >= 0)) || die "no snapshot of $2 in $1"
+    echo "$best"
+}
+
+# The full-snapshot comparison in LXCPATH/SNAPDIR, results in NAME-r*.json;
+# with PEERS=1 also rsync and cp -a followed by sync.
+full_comparison() { # NAME LXCPATH SNAPDIR OUTDIR [PEERS]
+    local name=$1 lxcpath=$2 snapdir=$3 outdir=$4 peers=${5:-}
+    local delta=$lxcpath/bench/overlay/delta
+    local reset_snap reset_lxc reset_cp reset_rsync reset_cps
+    reset_snap=$(q bash "$SELF" --reset lxc-snap "$BIN" "$lxcpath" "$snapdir" bench -1)
+    reset_lxc=$(q bash "$SELF" --reset lxc-snapshot "$lxcpath" bench -1)
+    reset_cp=$(q bash "$SELF" --reset dir "$outdir/cp")
+    mkdir -p "$outdir"
+    add_cmd "lxc-snap" "$reset_snap" \
+        "$(q "$BIN" -P "$lxcpath" --snapdir "$snapdir" -q snap "${FULL[@]}" bench)"
+    add_cmd "lxc-snapshot" "$reset_lxc" "$(q lxc-snapshot -P "$lxcpath" -n bench)"
+    add_cmd "cp -a" "$reset_cp" "$(q cp -a "$delta" "$outdir/cp")"
+    local cleanup="$reset_snap && $reset_lxc && $reset_cp"
+    if [[ $peers == 1 ]]; then
+        reset_rsync=$(q bash "$SELF" --reset dir "$outdir/rsync")
+        reset_cps=$(q bash "$SELF" --reset dir "$outdir/cp-sync")
+        add_cmd "rsync -aHXS" "$reset_rsync" "$(q rsync -aHXS "$delta/" "$outdir/rsync/")"
+        add_cmd "cp -a; sync" "$reset_cps" \
+            "$(q cp -a "$delta" "$outdir/cp-sync") && $(q sync -f "$outdir")"
+        cleanup+=" && $reset_rsync && $reset_cps"
+    fi
+    compare "$name" "$cleanup"
+}
+
+# Seconds to create and remove 10,000 empty files in DIR: how expensive
+# inode creation is on this machine right now, for reading the results.
+probe_create() { # DIR
+    local d=$1/probe t0 t1
+    mkdir -p "$d"
+    t0=$(date +%s.%N)
+    (cd "$d" && seq -f 'f%.0f' 10000 | xargs touch && seq -f 'f%.0f' 10000 | xargs rm -f)
+    t1=$(date +%s.%N)
+    rmdir "$d"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+
+L=$W/lxc
+S=$W/snapdir # not $W/lxcsnaps: lxc-snapshot would switch to that layout
+OUTD=$W/out
+DELTA=$L/bench/overlay/delta
+
+phase_full() {
+    full_comparison full "$L" "$S" "$OUTD" 1
+}
+
+phase_restore() {
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    bash "$SELF" --reset lxc-snapshot "$L" bench -1
+    "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+    lxc-snapshot -P "$L" -n bench
+    local k
+    k=$(newest "$S" bench)
+    sync -f "$L"
+    local reset_a reset_b
+    reset_a=$(q bash "$SELF" --reset container "$L" rsnap)
+    reset_b=$(q bash "$SELF" --reset container "$L" rlxc)
+    add_cmd "lxc-snap -r" "$reset_a" "$(q "$BIN" -P "$L" --snapdir "$S" -q -r "bench_$k" rsnap)"
+    add_cmd "lxc-snapshot -r" "$reset_b" "$(q lxc-snapshot -P "$L" -n bench -r snap0 -N rlxc)"
+    compare restore "$reset_a && $reset_b"
+}
+
+phase_incremental() {
+    # One full snapshot of each kind to start from.
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    bash "$SELF" --reset lxc-snapshot "$L" bench -1
+    "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+    lxc-snapshot -P "$L" -n bench
+    local k
+    k=$(newest "$S" bench)
+    # Then change one file.
+    local changed
+    changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | head -1)
+    [[ -n $changed ]] || die "no .conf file in the tree to change"
+    echo "changed by the incremental benchmark" >>"$changed"
+    sync -f "$L"
+    local reset_a reset_b
+    reset_a=$(q bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench "$k")
+    reset_b=$(q bash "$SELF" --reset lxc-snapshot "$L" bench 0)
+    add_cmd "lxc-snap" "$reset_a" "$(q "$BIN" -P "$L" --snapdir "$S" -q snap bench)"
+    add_cmd "lxc-snapshot" "$reset_b" "$(q lxc-snapshot -P "$L" -n bench)"
+    compare incremental "$reset_a && $reset_b"
+
+    # How much one more snapshot adds: du counts each inode once, so files
+    # shared with the previous snapshot by hard links do not count twice.
+    local before after before_l after_l tree
+    tree=$(du -sB1 "$DELTA" | cut -f1)
+    before=$(du -sB1 "$S" | cut -f1)
+    "$BIN" -P "$L" --snapdir "$S" -q snap bench
+    after=$(du -sB1 "$S" | cut -f1)
+    before_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
+    lxc-snapshot -P "$L" -n bench
+    after_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
+    jq -n --argjson tree "$tree" --argjson before "$before" --argjson after "$after" \
+        --argjson before_l "$before_l" --argjson after_l "$after_l" --arg changed "${changed#"$DELTA"/}" \
+        '{tree_bytes: $tree, changed_file: $changed,
+          lxc_snap: {before: $before, after: $after, growth: ($after - $before)},
+          lxc_snapshot: {before: $before_l, after: $after_l, growth: ($after_l - $before_l)}}' \
+        >"$RESULTS/incremental-growth.json"
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    bash "$SELF" --reset lxc-snapshot "$L" bench -1
+}
+
+phase_list() {
+    # A small container, one real snapshot with a comment, and copies of it
+    # under the next numbers: list reads each snapshot's lxc-snap.json and
+    # comment, which these are, byte for byte as lxc-snap writes them
+    # apart from the number in the config and the comment text.
+    lxc-copy -P "$L" -s -B overlayfs -n base -N tiny
+    mkdir -p "$L/tiny/overlay/delta/etc"
+    echo "tiny" >"$L/tiny/overlay/delta/etc/motd"
+    "$BIN" -P "$L" --snapdir "$S" -q snap -m "list benchmark: snapshot 0" tiny
+    local k n
+    k=$(newest "$S" tiny)
+    for ((n = k + 1; n < k + LIST_SNAPSHOTS; n++)); do
+        cp -a "$S/tiny_$k" "$S/tiny_$n"
+        sed -i "s/tiny_$k\b/tiny_$n/g" "$S/tiny_$n/config"
+        printf 'list benchmark: snapshot %d\nsecond line of the comment\n' "$n" >"$S/tiny_$n/comment"
+    done
+    printf '%d\n' $((k + LIST_SNAPSHOTS - 1)) >"$S/.lxc-snap/tiny.seq"
+    local listed
+    listed=$("$BIN" -P "$L" --snapdir "$S" list tiny --json | jq length)
+    ((listed == LIST_SNAPSHOTS)) || die "list shows $listed snapshots of tiny, expected $LIST_SNAPSHOTS"
+    sync -f "$S"
+    hyperfine -N --warmup 3 --runs "$LIST_RUNS" --output=pipe \
+        --export-json "$RESULTS/list.json" \
+        -n "lxc-snap -l tiny" "$(q "$BIN" -P "$L" --snapdir "$S" -l tiny)" \
+        -n "lxc-snap list tiny --json" "$(q "$BIN" -P "$L" --snapdir "$S" list tiny --json)" \
+        -n "lxc-snap -l" "$(q "$BIN" -P "$L" --snapdir "$S" -l)"
+    rm -rf --one-file-system -- "$S"/tiny_*
+}
+
+# Peak RSS and wall time of COMMAND, into RESULTS/memory-NAME.txt.
+measure_rss() { # NAME COMMAND...
+    local name=$1
+    shift
+    /usr/bin/time -v -o "$RESULTS/memory-$name.txt" "$@"
+    grep -E 'Maximum resident set size|Elapsed \(wall clock\)' "$RESULTS/memory-$name.txt"
+}
+
+phase_memory() {
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    bash "$SELF" --reset lxc-snapshot "$L" bench -1
+    measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    measure_rss lxc-snapshot lxc-snapshot -P "$L" -n bench
+    bash "$SELF" --reset lxc-snapshot "$L" bench -1
+    # Twice the entries, the same bytes: memory should not follow the
+    # number of files (beyond remembering hard links).
+    make_lab "$L" bench2x $((ENTRIES * 2)) "$RESULTS/tree-2x.json"
+    measure_rss lxc-snap-2x "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench2x
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench2x -1
+    lxc-destroy -P "$L" -n bench2x >/dev/null
+}
+
+phase_reflink() {
+    trap detach_xfs EXIT
+    local tree_bytes size
+    tree_bytes=$(jq .apparent_bytes "$RESULTS/tree.json")
+    size=${BENCH_XFS_SIZE:-$((tree_bytes * 5 > 4 << 30 ? tree_bytes * 5 : 4 << 30))}
+    truncate -s "$size" "$XFS_IMG"
+    mkfs.xfs -q -m reflink=1 "$XFS_IMG"
+    mkdir -p "$XFS_MNT"
+    mount -o loop "$XFS_IMG" "$XFS_MNT"
+    findmnt -n -T "$XFS_MNT" -o SOURCE,FSTYPE,OPTIONS >"$RESULTS/reflink-fs.txt"
+    xfs_info "$XFS_MNT" | grep -o 'reflink=[01]' >>"$RESULTS/reflink-fs.txt" || true
+    make_lab "$XFS_MNT/lxc" bench "$ENTRIES" "$RESULTS/tree-xfs.json"
+    full_comparison reflink "$XFS_MNT/lxc" "$XFS_MNT/snapdir" "$XFS_MNT/out"
+    bash "$SELF" --reset lxc-snap "$BIN" "$XFS_MNT/lxc" "$XFS_MNT/snapdir" bench -1
+    bash "$SELF" --reset lxc-snapshot "$XFS_MNT/lxc" bench -1
+}
+
+# Each phase runs in its own subshell with errexit in force; a failed
+# phase is reported as failed and the others still run.
+FAILED=()
+run_phase() { # NAME
+    local name=$1 started
+    say "phase $name"
+    started=$(date +%s)
+    ("phase_$name") &
+    PHASE_PID=$!
+    if wait "$PHASE_PID"; then
+        echo "ok $(($(date +%s) - started))" >"$RESULTS/$name.status"
+    else
+        echo "failed $(($(date +%s) - started))" >"$RESULTS/$name.status"
+        FAILED+=("$name")
+        echo "run.sh: phase $name failed" >&2
+    fi
+    PHASE_PID=
+}
+
+t0=$(date +%s)
+probe_start=$(probe_create "$W")
+echo "creating and removing 10,000 empty files here takes $probe_start s"
+say "setup: busybox base, overlay clone, tree"
+make_lab "$L" bench "$ENTRIES" "$RESULTS/tree.json"
+jq -c . "$RESULTS/tree.json"
+for phase in $PHASES; do
+    run_phase "$phase"
+done
+probe_end=$(probe_create "$W")
+echo "creating and removing 10,000 empty files here takes $probe_end s"
+
+jq --arg loadavg "$(cut -d' ' -f1-3 /proc/loadavg)" --arg secs "$(($(date +%s) - t0))" \
+    --arg probe_start "$probe_start" --arg probe_end "$probe_end" \
+    '. + {loadavg_end: $loadavg, seconds: $secs, probe_start: $probe_start, probe_end: $probe_end}' \
+    "$RESULTS/meta.json" >"$RESULTS/meta.json.tmp"
+mv "$RESULTS/meta.json.tmp" "$RESULTS/meta.json"
+say "report"
+python3 "$REPO/bench/report.py" "$RESULTS" "$OUT"
+echo "wrote $OUT"
+if ((${#FAILED[@]} > 0)); then
+    die "failed phases: ${FAILED[*]} (see above; the report marks them)"
+fi
