@@ -256,9 +256,13 @@ const FILE: OFlag = OFlag::O_NOCTTY.union(OFlag::O_NONBLOCK);
 /// Descriptors kept free for everything but the directory stack and queue.
 const FD_RESERVE: u64 = 64;
 
-/// Regular files waiting for a copying thread. Enough to keep them busy
-/// while the walker creates a directory; each holds its directory open.
+/// Batches of regular files waiting for a copying thread. Enough to keep
+/// them busy while the walker creates a directory; each holds its
+/// directory open.
 const QUEUE: usize = 64;
+
+/// Regular files in one batch.
+const BATCH: usize = 32;
 
 /// Threads copying regular files, besides the walker.
 const MAX_WORKERS: usize = 2;
@@ -294,10 +298,10 @@ struct Level {
     names: Vec<(OsString, Option<Type>)>,
 }
 
-/// A regular file (by its directory entry's type) for a copying thread.
+/// Regular files (by their directory entries' type) for a copying thread.
 struct FileTask {
     dir: Arc<DirCopy>,
-    name: OsString,
+    names: Vec<OsString>,
 }
 
 /// What every thread of one copy shares.
@@ -390,35 +394,60 @@ impl Copier<'_> {
 
     /// Depth first with an explicit stack. Regular files go to `queue` when
     /// there is one.
-    fn walk(&self, root: Level, queue: Option<&SyncSender<FileTask>>) -> Result<()> {
+    fn walk(&self, mut root: Level, queue: Option<&SyncSender<FileTask>>) -> Result<()> {
+        self.hand_out_files(&mut root, queue)?;
         let mut stack = vec![root];
         while let Some(top) = stack.last_mut() {
             if self.failed.load(Relaxed) {
                 return Ok(());
             }
-            let Some((name, kind)) = top.names.pop() else {
+            let Some((name, _)) = top.names.pop() else {
                 if let Some(done) = stack.pop() {
-                    self.release(&done.dir);
+                    self.release(&done.dir, 1);
                 }
                 continue;
             };
             let dir = Arc::clone(&top.dir);
-            if let (Some(queue), Some(Type::File)) = (queue, kind) {
-                dir.pending.fetch_add(1, Relaxed);
-                if queue.send(FileTask { dir, name }).is_err() {
-                    return Err(Error::new(
-                        ErrorKind::Other,
-                        format!(
-                            "copying {}: the copying threads died",
-                            top.dir.src_path.display()
-                        ),
-                    ));
-                }
-                continue;
-            }
             self.make_room_for(stack.len() + 1);
-            if let Some(child) = self.copy_entry(&dir, &name)? {
+            if let Some(mut child) = self.copy_entry(&dir, &name)? {
+                self.hand_out_files(&mut child, queue)?;
                 stack.push(child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the level's regular files (as its directory lists them) to
+    /// the copying threads, a batch at a time: one wake-up per file would
+    /// cost more than many a small file's copy.
+    fn hand_out_files(
+        &self,
+        level: &mut Level,
+        queue: Option<&SyncSender<FileTask>>,
+    ) -> Result<()> {
+        let Some(queue) = queue else {
+            return Ok(());
+        };
+        let (files, others) = std::mem::take(&mut level.names)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(_, kind)| *kind == Some(Type::File));
+        level.names = others;
+        let mut files = files.into_iter().map(|(name, _)| name).peekable();
+        while files.peek().is_some() {
+            let names: Vec<OsString> = files.by_ref().take(BATCH).collect();
+            level.dir.pending.fetch_add(names.len(), Relaxed);
+            let task = FileTask {
+                dir: Arc::clone(&level.dir),
+                names,
+            };
+            if queue.send(task).is_err() {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "copying {}: the copying threads died",
+                        level.dir.src_path.display()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -429,10 +458,13 @@ impl Copier<'_> {
             let Ok(task) = lock(tasks).recv() else {
                 return;
             };
-            if !self.failed.load(Relaxed) {
+            for name in &task.names {
+                if self.failed.load(Relaxed) {
+                    break;
+                }
                 // A directory now where a file was listed: walk it here.
                 let done = self
-                    .copy_entry(&task.dir, &task.name)
+                    .copy_entry(&task.dir, name)
                     .and_then(|child| match child {
                         Some(child) => self.walk(child, None),
                         None => Ok(()),
@@ -441,7 +473,7 @@ impl Copier<'_> {
                     self.fail(e);
                 }
             }
-            self.release(&task.dir);
+            self.release(&task.dir, task.names.len());
         }
     }
 
@@ -450,9 +482,9 @@ impl Copier<'_> {
         self.failed.store(true, Relaxed);
     }
 
-    /// One entry of `dir` is done; the last one sets its metadata.
-    fn release(&self, dir: &DirCopy) {
-        if dir.pending.fetch_sub(1, AcqRel) == 1 && !self.failed.load(Relaxed) {
+    /// `n` entries of `dir` are done; the last one sets its metadata.
+    fn release(&self, dir: &DirCopy, n: usize) {
+        if dir.pending.fetch_sub(n, AcqRel) == n && !self.failed.load(Relaxed) {
             // Last, so that creating its entries does not change its times.
             if let Err(e) = apply_metadata(Node::Fd(&dir.dst), &dir.st, &dir.xattrs, &dir.dst_path)
             {

@@ -2,19 +2,26 @@
 //! what it never follows and where it stops.
 
 mod common;
+#[path = "common/loopfs.rs"]
+mod loopfs;
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{symlink, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use common::fidelity;
-use lxc_snap::copy::{copy_tree, CopyStats};
+use loopfs::LoopFs;
+use lxc_snap::copy::{
+    copy_tree, copy_tree_by, copy_tree_with, Compare, CopyOptions, CopyStats, DataPath,
+};
 use lxc_snap::ErrorKind;
 use nix::fcntl::{self, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::stat::{self, Mode};
+use nix::sys::stat::{self, FileStat, Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 
 fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -506,4 +513,346 @@ fn refuses_to_copy_a_tree_into_itself() {
     fs::create_dir_all(src.join("sub")).expect("mkdir");
     let err = copy_tree(&src, &src.join("sub/copy")).expect_err("copy into itself");
     assert!(err.to_string().contains("into itself"), "{err}");
+}
+
+/// (st_dev, st_ino) of an entry itself.
+fn inode(path: &Path) -> (u64, u64) {
+    let st = stat::lstat(path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+    (st.st_dev, st.st_ino)
+}
+
+fn is_single_file(st: &FileStat) -> bool {
+    fidelity::kind(st) == stat::SFlag::S_IFREG && st.st_nlink == 1
+}
+
+fn reference(reference: &Path, compare: Compare) -> CopyOptions<'_> {
+    CopyOptions {
+        reference: Some(reference),
+        compare,
+        progress: None,
+    }
+}
+
+fn set_times(path: &Path, secs: i64, nsecs: i64) {
+    let t = TimeSpec::new(secs, nsecs);
+    stat::utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).expect("setting times");
+}
+
+#[test]
+fn every_data_path_copies_faithfully_on_ext4_xfs_and_btrfs() {
+    if !common::system_tests_enabled(
+        "every_data_path_copies_faithfully_on_ext4_xfs_and_btrfs",
+        false,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let xfs = LoopFs::new("xfs").expect("mkfs.xfs missing: apt-get install xfsprogs");
+    let btrfs = LoopFs::new("btrfs");
+    if btrfs.is_none() {
+        eprintln!("btrfs not tested: mkfs.btrfs missing (apt-get install btrfs-progs)");
+    }
+    let mut places = vec![("ext4", tmp.path(), false), ("xfs", xfs.path(), true)];
+    places.extend(btrfs.as_ref().map(|fs| ("btrfs", fs.path(), true)));
+
+    for (fs_name, root, clones) in places {
+        let src = root.join("src");
+        fidelity::build_every_kind(&src);
+        let mut paths = vec![DataPath::Auto, DataPath::CopyFileRange, DataPath::ReadWrite];
+        if clones {
+            paths.push(DataPath::Clone);
+        }
+        for path in paths {
+            let dst = root.join(format!("{path:?}"));
+            let stats = copy_tree_by(&src, &dst, &CopyOptions::default(), path)
+                .unwrap_or_else(|e| panic!("{fs_name}, {path:?}: {e}"));
+            assert_eq!(stats.linked, 0);
+            fidelity::assert_trees_identical(&src, &dst);
+            fidelity::assert_whiteouts_fresh(&dst);
+            let shared = loopfs::shares_extents(&dst.join("big"));
+            match path {
+                DataPath::Auto | DataPath::Clone => {
+                    assert_eq!(shared, clones, "{fs_name}, {path:?}")
+                }
+                DataPath::ReadWrite => assert!(!shared, "{fs_name}: read/write shares extents"),
+                // The kernel may clone for copy_file_range too.
+                DataPath::CopyFileRange => {}
+            }
+        }
+        if !clones {
+            let err = copy_tree_by(
+                &src,
+                &root.join("no-clone"),
+                &CopyOptions::default(),
+                DataPath::Clone,
+            )
+            .expect_err("cloning on ext4");
+            assert!(err.to_string().contains("cloning"), "{err}");
+        }
+
+        // Hard links to the reference: every single-named file.
+        let linked = root.join("linked");
+        let stats = copy_tree_with(
+            &src,
+            &linked,
+            &reference(&root.join("Auto"), Compare::QuickCheck),
+        )
+        .unwrap_or_else(|e| panic!("{fs_name}, linking: {e}"));
+        let singles = fidelity::lstat_tree(&src)
+            .into_iter()
+            .filter(|(_, st)| is_single_file(st))
+            .count();
+        assert_eq!(stats.linked as usize, singles, "{fs_name}");
+        fidelity::assert_trees_identical(&src, &linked);
+        fidelity::assert_whiteouts_fresh(&linked);
+    }
+
+    // A reference on another filesystem cannot be linked to: all is copied.
+    let src = xfs.path().join("src");
+    let dst = xfs.path().join("from-other-fs");
+    let stats = copy_tree_with(
+        &src,
+        &dst,
+        &reference(&tmp.path().join("Auto"), Compare::QuickCheck),
+    )
+    .expect("copying with a reference elsewhere");
+    assert_eq!((stats.linked, stats.linked_bytes), (0, 0));
+    fidelity::assert_trees_identical(&src, &dst);
+}
+
+#[test]
+fn a_clone_of_a_big_tree_on_xfs_takes_no_data_space() {
+    if !common::system_tests_enabled("a_clone_of_a_big_tree_on_xfs_takes_no_data_space", false) {
+        return;
+    }
+    let xfs = LoopFs::new("xfs").expect("mkfs.xfs missing: apt-get install xfsprogs");
+    let src = xfs.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    for i in 0..40 {
+        let file = fs::File::create(src.join(format!("f{i}"))).expect("create");
+        for k in 0..8u64 {
+            file.write_all_at(&chunk, k << 20).expect("write");
+        }
+    }
+    nix::unistd::sync();
+    let used = || {
+        let s = nix::sys::statvfs::statvfs(xfs.path()).expect("statvfs");
+        (s.blocks() - s.blocks_free()) * s.fragment_size()
+    };
+    let before = used();
+
+    let stats = copy_tree(&src, &xfs.path().join("dst")).expect("copying");
+    nix::unistd::sync();
+
+    assert_eq!(stats.bytes, 40 << 23);
+    let grew = used() - before;
+    assert!(grew < 16 << 20, "320 MiB of clones took {grew} bytes");
+    fidelity::assert_trees_identical(&src, &xfs.path().join("dst"));
+}
+
+#[test]
+fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
+    if !common::system_tests_enabled(
+        "unchanged_files_are_linked_to_the_reference_and_outlive_it",
+        false,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, old, new) = (
+        tmp.path().join("src"),
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+    );
+    fidelity::build_every_kind(&src);
+    let full = copy_tree(&src, &old).expect("first copy");
+    let reports = Mutex::new(Vec::new());
+    let progress = |done: u64| reports.lock().expect("lock").push(done);
+    let opts = CopyOptions {
+        reference: Some(&old),
+        compare: Compare::QuickCheck,
+        progress: Some(&progress),
+    };
+
+    let stats = copy_tree_with(&src, &new, &opts).expect("incremental copy");
+
+    let (mut linked, mut linked_bytes) = (0, 0);
+    for (rel, st) in fidelity::lstat_tree(&src).into_iter().skip(1) {
+        let (n, o) = (inode(&new.join(&rel)), inode(&old.join(&rel)));
+        if is_single_file(&st) {
+            assert_eq!(n, o, "/{}: not linked to the reference", rel.display());
+            linked += 1;
+            linked_bytes += st.st_size as u64;
+        } else {
+            assert_ne!(n, o, "/{}: shared with the reference", rel.display());
+        }
+    }
+    assert_eq!(
+        stats,
+        CopyStats {
+            linked,
+            linked_bytes,
+            ..full
+        }
+    );
+    let reports = reports.into_inner().expect("lock");
+    assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
+    assert_eq!(reports.last(), Some(&stats.bytes), "{reports:?}");
+
+    fs::remove_dir_all(&old).expect("deleting the reference");
+    fidelity::assert_trees_identical(&src, &new);
+    fidelity::assert_whiteouts_fresh(&new);
+}
+
+#[test]
+fn changed_files_are_copied_and_only_unchanged_ones_linked() {
+    if !common::system_tests_enabled(
+        "changed_files_are_copied_and_only_unchanged_ones_linked",
+        false,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, old, new) = (
+        tmp.path().join("src"),
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+    );
+    let names = [
+        "same",
+        "content",
+        "mode",
+        "owner",
+        "group",
+        "xattr",
+        "mtime",
+        "gone-in-old",
+        "link-in-old",
+        "sub/file",
+        "real/file",
+    ];
+    for dir in ["sub", "real"] {
+        fs::create_dir_all(src.join(dir)).expect("mkdir");
+    }
+    for name in names {
+        let path = src.join(name);
+        fs::write(&path, b"0123456789").expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        nix::unistd::chown(&path, Some(100_000.into()), Some(100_000.into())).expect("chown");
+        set_times(&path, 1_600_000_000, 123_456_789);
+    }
+    copy_tree(&src, &old).expect("first copy");
+
+    fs::write(src.join("content"), b"9876543210").expect("write");
+    fs::set_permissions(src.join("mode"), fs::Permissions::from_mode(0o640)).expect("chmod");
+    nix::unistd::chown(&src.join("owner"), Some(100_001.into()), None).expect("chown");
+    nix::unistd::chown(&src.join("group"), None, Some(100_001.into())).expect("chown");
+    xattr::set(src.join("xattr"), "user.new", b"v").expect("xattr");
+    set_times(&src.join("mtime"), 1_600_000_000, 123_456_790);
+    set_times(&src.join("content"), 1_600_000_001, 0);
+    // Not the same entry in the reference: gone, a symlink, a directory
+    // reached through a symlink (never followed).
+    fs::remove_file(old.join("gone-in-old")).expect("rm");
+    fs::remove_file(old.join("link-in-old")).expect("rm");
+    symlink("same", old.join("link-in-old")).expect("symlink");
+    fs::remove_dir_all(old.join("sub")).expect("rm");
+    symlink("real", old.join("sub")).expect("symlink");
+
+    let stats = copy_tree_with(&src, &new, &reference(&old, Compare::QuickCheck))
+        .expect("incremental copy");
+
+    for name in names {
+        // old/sub/file resolves through the symlink to old/real/file.
+        let shared = stat::lstat(&old.join(name))
+            .is_ok_and(|_| inode(&new.join(name)) == inode(&old.join(name)));
+        assert_eq!(shared, ["same", "real/file"].contains(&name), "{name}");
+    }
+    assert_eq!((stats.linked, stats.linked_bytes), (2, 20));
+    assert_eq!(stats.bytes, 10 * names.len() as u64);
+    fidelity::assert_trees_identical(&src, &new);
+}
+
+/// QuickCheck trusts size and mtime, as rsync does by default: a file
+/// rewritten in place whose mtime was put back (by `touch -r`, a restore
+/// from backup, a clock step) looks unchanged, and its stale copy in the
+/// reference is shared. Checksum reads both files and is not fooled.
+#[test]
+fn quick_check_trusts_mtimes_checksum_reads_contents() {
+    if !common::system_tests_enabled("quick_check_trusts_mtimes_checksum_reads_contents", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    let old = tmp.path().join("old");
+    fs::create_dir(&src).expect("mkdir");
+    for name in ["rewritten", "untouched"] {
+        fs::write(src.join(name), vec![b'a'; 300_000]).expect("write");
+        set_times(&src.join(name), 1_600_000_000, 5);
+    }
+    copy_tree(&src, &old).expect("first copy");
+    let mut data = vec![b'a'; 300_000];
+    data[299_999] = b'b';
+    fs::write(src.join("rewritten"), &data).expect("rewrite");
+    set_times(&src.join("rewritten"), 1_600_000_000, 5);
+
+    let quick = tmp.path().join("quick");
+    let stats = copy_tree_with(&src, &quick, &reference(&old, Compare::QuickCheck))
+        .expect("quick check copy");
+    assert_eq!(stats.linked, 2);
+    assert_eq!(
+        inode(&quick.join("rewritten")),
+        inode(&old.join("rewritten"))
+    );
+    assert_ne!(
+        fs::read(quick.join("rewritten")).expect("read"),
+        data,
+        "the quick check should have been fooled"
+    );
+
+    let sum = tmp.path().join("sum");
+    let stats =
+        copy_tree_with(&src, &sum, &reference(&old, Compare::Checksum)).expect("checksum copy");
+    assert_eq!((stats.linked, stats.linked_bytes), (1, 300_000));
+    assert_eq!(inode(&sum.join("untouched")), inode(&old.join("untouched")));
+    assert_ne!(inode(&sum.join("rewritten")), inode(&old.join("rewritten")));
+    fidelity::assert_trees_identical(&src, &sum);
+}
+
+#[test]
+fn hard_links_in_the_copy_are_exactly_those_of_the_source() {
+    if !common::system_tests_enabled(
+        "hard_links_in_the_copy_are_exactly_those_of_the_source",
+        false,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, old, new) = (
+        tmp.path().join("src"),
+        tmp.path().join("old"),
+        tmp.path().join("new"),
+    );
+    fs::create_dir(&src).expect("mkdir");
+    for name in ["x", "y", "pair-1"] {
+        fs::write(src.join(name), b"same bytes").expect("write");
+        set_times(&src.join(name), 1_600_000_000, 7);
+    }
+    fs::hard_link(src.join("pair-1"), src.join("pair-2")).expect("link");
+    copy_tree(&src, &old).expect("first copy");
+    // The reference has x and y as one inode; the source has two.
+    fs::remove_file(old.join("y")).expect("rm");
+    fs::hard_link(old.join("x"), old.join("y")).expect("link");
+
+    let stats = copy_tree_with(&src, &new, &reference(&old, Compare::QuickCheck))
+        .expect("incremental copy");
+
+    assert_eq!(
+        stats.linked, 1,
+        "one of x and y is linked, the other copied"
+    );
+    assert_ne!(inode(&new.join("x")), inode(&new.join("y")));
+    assert_eq!(inode(&new.join("pair-1")), inode(&new.join("pair-2")));
+    assert_ne!(inode(&new.join("pair-1")), inode(&old.join("pair-1")));
+    fidelity::assert_trees_identical(&src, &new);
 }
