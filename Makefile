@@ -147,7 +147,8 @@ test-package:
 
 # Debian packages for the system tests: lxc (lxc-create, lxc-copy, lxc-start,
 # lxc-attach, ...) and busybox-static (the busybox template's /bin/busybox),
-# groff-base for check-man. Installed only when missing.
+# groff-base for check-man, xfsprogs and btrfs-progs for the copier tests on
+# filesystems with reflinks. Installed only when missing.
 deps:
 	@if [ "$${LXC_SNAP_SKIP_SYSTEM_TESTS:-}" = 1 ]; then \
 	    echo "deps: LXC_SNAP_SKIP_SYSTEM_TESTS=1: not installing system packages"; \
@@ -157,6 +158,8 @@ deps:
 	        pkgs="lxc busybox-static"; \
 	    fi; \
 	    if ! command -v groff >/dev/null 2>&1; then pkgs="$$pkgs groff-base"; fi; \
+	    if ! command -v mkfs.xfs >/dev/null 2>&1; then pkgs="$$pkgs xfsprogs"; fi; \
+	    if ! command -v mkfs.btrfs >/dev/null 2>&1; then pkgs="$$pkgs btrfs-progs"; fi; \
 	    pkgs="$${pkgs# }"; \
 	    if [ -n "$$pkgs" ]; then \
 	        if [ "$$(id -u)" != 0 ]; then \
