@@ -742,6 +742,8 @@ fn without_root_it_says_so_in_one_line() {
         vec!["comment", "c_0", "text"],
         vec!["rm", "c_0"],
         vec!["rollback", "c_0"],
+        vec!["info", "c_0"],
+        vec!["diff", "c_0"],
     ] {
         let mut cmd = std::process::Command::new(&binary);
         cmd.arg("-P")

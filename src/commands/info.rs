@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::Local;
 use serde::Serialize;
 
-use super::Context;
+use super::{require_root, Context};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::{read_dependency_file, DependencyEntry};
 use crate::names::SnapshotName;
@@ -52,6 +52,9 @@ struct Info {
 }
 
 pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
+    // The captured tree is in a 0700 directory: without root it would look
+    // missing.
+    require_root("showing everything about a snapshot")?;
     let snapshot = ctx.store.get(name)?;
     let meta = &snapshot.meta;
     let tree = snapshot.tree();
