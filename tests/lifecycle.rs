@@ -10,20 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::fidelity::assert_trees_identical;
-use common::fixtures::{json, make_base, make_clone, names_of, overlay_clone};
+use common::fixtures::{json, make_base, names_of, overlay_clone};
 use common::TestEnv;
-
-fn setup(env: &TestEnv, name: &str) -> PathBuf {
-    make_base(env, "base");
-    make_clone(
-        env,
-        "base",
-        name,
-        "lxc.rootfs.path",
-        "overlay",
-        "overlay/delta",
-    )
-}
 
 fn base_dependents(env: &TestEnv) -> String {
     fs::read_to_string(env.lxcpath.join("base/lxc_snapshots")).unwrap_or_default()
@@ -38,8 +26,8 @@ fn delete_one_range_and_all_and_unregister_from_the_base() {
         return;
     }
     let env = TestEnv::new();
-    setup(&env, "c");
-    setup(&env, "d");
+    overlay_clone(&env, "c");
+    overlay_clone(&env, "d");
     for _ in 0..7 {
         env.ok(&["-q", "c"]);
     }
@@ -89,7 +77,7 @@ fn pinned_snapshots_need_force_and_show_in_list() {
         return;
     }
     let env = TestEnv::new();
-    setup(&env, "c");
+    overlay_clone(&env, "c");
     env.ok(&["-q", "c"]);
     env.ok(&["-q", "c"]);
     assert_eq!(env.ok(&["pin", "c_0"]), "pinned c_0\n");
@@ -130,7 +118,7 @@ fn delete_refuses_a_snapshot_something_depends_on() {
         return;
     }
     let env = TestEnv::new();
-    setup(&env, "c");
+    overlay_clone(&env, "c");
     env.ok(&["-q", "c"]);
     // What `lxc-copy -s -P <snapdir> -n c_0 -N clone` records on the snapshot.
     let snap = env.snapdir.join("c_0");
@@ -158,7 +146,7 @@ fn info_reports_everything_and_fails_on_a_broken_snapshot() {
         return;
     }
     let env = TestEnv::new();
-    let delta = setup(&env, "c");
+    let delta = overlay_clone(&env, "c");
     fs::write(delta.join("data"), vec![1u8; 10_000]).expect("write");
     env.ok(&["-q", "snap", "-m", "first\nsecond", "c"]);
     env.ok(&["pin", "c_0"]);
@@ -239,7 +227,7 @@ fn rollback_puts_the_delta_back_and_keeps_a_backup() {
         return;
     }
     let env = TestEnv::new();
-    let delta = setup(&env, "c");
+    let delta = overlay_clone(&env, "c");
     fs::write(delta.join("v"), "1\n").expect("write");
     env.ok(&["-q", "c"]);
     let config_before = fs::read(env.lxcpath.join("c/config")).expect("config");
@@ -280,7 +268,7 @@ fn a_killed_rollback_leaves_the_old_or_the_new_state() {
         return;
     }
     let env = TestEnv::new();
-    let delta = setup(&env, "c");
+    let delta = overlay_clone(&env, "c");
     for i in 0..64 {
         fs::write(delta.join(format!("f{i}")), vec![1u8; 2 << 20]).expect("write");
     }
@@ -339,7 +327,7 @@ fn mount_shows_the_whole_snapshot_read_only() {
         return;
     }
     let env = TestEnv::new();
-    let delta = setup(&env, "c");
+    let delta = overlay_clone(&env, "c");
     fs::create_dir_all(delta.join("bin")).expect("mkdir");
     nix::sys::stat::mknod(
         &delta.join("bin/sh"),
@@ -453,7 +441,7 @@ fn prune_follows_the_rules_on_recorded_times_and_keeps_pins() {
         return;
     }
     let env = TestEnv::new();
-    setup(&env, "c");
+    overlay_clone(&env, "c");
     let times = [
         "2026-11-20T10:00:00+00:00",
         "2026-11-21T09:00:00+00:00",
@@ -545,7 +533,7 @@ fn prune_all_covers_every_container() {
         return;
     }
     let env = TestEnv::new();
-    setup(&env, "a");
+    overlay_clone(&env, "a");
     overlay_clone(&env, "b");
     for _ in 0..3 {
         env.ok(&["-q", "a"]);
@@ -589,7 +577,7 @@ fn diff_between_snapshots_and_against_the_live_container() {
     }
     use std::os::unix::ffi::OsStrExt;
     let env = TestEnv::new();
-    let delta = setup(&env, "c");
+    let delta = overlay_clone(&env, "c");
     for f in ["f", "g", "h", "i"] {
         fs::write(delta.join(f), "same\n").expect("write");
     }
