@@ -173,6 +173,13 @@ pub fn copy_tree_by(
     let reference = match opts.reference {
         Some(path) => {
             let st = lstat_dir(path, "using reference")?;
+            if (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino) {
+                // Its files change: sharing them would change the copy.
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("using reference {}: is the source itself", path.display()),
+                ));
+            }
             let (dir, mount) = open_verified(None, path.as_os_str(), &st, DIR, &noatime)
                 .map_err(|e| e.into_error(path))?;
             Some((dir, (st.st_dev, mount)))
