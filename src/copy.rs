@@ -53,16 +53,20 @@
 //! - Each reference inode is linked at most once per copy, so the copy has
 //!   a hard link between two names exactly when the source has.
 //! - Never shared: directories, symlinks, devices, fifos, sockets and
-//!   whiteouts (always created), files with several names in the source, and
-//!   any metadata write: a linked inode is not changed at all, so it keeps
-//!   the reference's atime, the one field the check ignores.
+//!   whiteouts (always created), and files with several names in the
+//!   source. A linked inode is never written to, so it keeps the
+//!   reference's atime, the one field the check ignores.
+//! - The reference is opened like `src` (a symlink there is refused) and
+//!   may not be `src` itself, whose files change after the copy.
 //!
 //! File contents move, fastest first: a whole-file clone (`FICLONE`, shared
 //! extents) where the filesystem can; else `copy_file_range` over the data
 //! segments (found with `SEEK_DATA`/`SEEK_HOLE` only for files that have
-//! holes); else `read`/`write`. A method the destination refuses is not tried
-//! again in the same copy. One thread walks the tree and creates
-//! directories, symlinks and devices; a few others copy regular files.
+//! holes); else `read`/`write`. Files under 64 KiB are read and written
+//! outright: a clone costs more than copying them and saves little. A
+//! method the filesystems refuse is not tried again in the same copy. One
+//! thread walks the tree and creates directories, symlinks and devices; two
+//! others copy regular files, handed to them in batches.
 //!
 //! On error the partly written `dst` is left for the caller to remove.
 
@@ -103,7 +107,7 @@ pub struct CopyStats {
     /// Sum of the apparent sizes of the linked files.
     pub linked_bytes: u64,
     /// Source paths of mount points below `src` that were not crossed:
-    /// directories were created empty, anything else was left out.
+    /// directories were created empty, anything else was left out. Sorted.
     pub skipped_mounts: Vec<PathBuf>,
 }
 
@@ -126,6 +130,7 @@ pub struct CopyOptions<'a> {
     /// A previous copy of the same tree (an older snapshot): an unchanged regular file is hard-linked to
     /// its copy there instead of copied. Snapshots are immutable, so sharing inodes is safe.
     pub reference: Option<&'a Path>,
+    /// How an unchanged file is recognised; only used with a reference.
     pub compare: Compare,
     /// Called now and then with bytes done so far (for a progress bar); may be None.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
