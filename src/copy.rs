@@ -53,16 +53,20 @@
 //! - Each reference inode is linked at most once per copy, so the copy has
 //!   a hard link between two names exactly when the source has.
 //! - Never shared: directories, symlinks, devices, fifos, sockets and
-//!   whiteouts (always created), files with several names in the source, and
-//!   any metadata write: a linked inode is not changed at all, so it keeps
-//!   the reference's atime, the one field the check ignores.
+//!   whiteouts (always created), and files with several names in the
+//!   source. A linked inode is never written to, so it keeps the
+//!   reference's atime, the one field the check ignores.
+//! - The reference is opened like `src` (a symlink there is refused) and
+//!   may not be `src` itself, whose files change after the copy.
 //!
 //! File contents move, fastest first: a whole-file clone (`FICLONE`, shared
 //! extents) where the filesystem can; else `copy_file_range` over the data
 //! segments (found with `SEEK_DATA`/`SEEK_HOLE` only for files that have
-//! holes); else `read`/`write`. A method the destination refuses is not tried
-//! again in the same copy. One thread walks the tree and creates
-//! directories, symlinks and devices; a few others copy regular files.
+//! holes); else `read`/`write`. Files under 64 KiB are read and written
+//! outright: a clone costs more than copying them and saves little. A
+//! method the filesystems refuse is not tried again in the same copy. One
+//! thread walks the tree and creates directories, symlinks and devices; two
+//! others copy regular files, handed to them in batches.
 //!
 //! On error the partly written `dst` is left for the caller to remove.
 
@@ -103,7 +107,7 @@ pub struct CopyStats {
     /// Sum of the apparent sizes of the linked files.
     pub linked_bytes: u64,
     /// Source paths of mount points below `src` that were not crossed:
-    /// directories were created empty, anything else was left out.
+    /// directories were created empty, anything else was left out. Sorted.
     pub skipped_mounts: Vec<PathBuf>,
 }
 
@@ -126,6 +130,7 @@ pub struct CopyOptions<'a> {
     /// A previous copy of the same tree (an older snapshot): an unchanged regular file is hard-linked to
     /// its copy there instead of copied. Snapshots are immutable, so sharing inodes is safe.
     pub reference: Option<&'a Path>,
+    /// How an unchanged file is recognised; only used with a reference.
     pub compare: Compare,
     /// Called now and then with bytes done so far (for a progress bar); may be None.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
@@ -173,6 +178,13 @@ pub fn copy_tree_by(
     let reference = match opts.reference {
         Some(path) => {
             let st = lstat_dir(path, "using reference")?;
+            if (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino) {
+                // Its files change: sharing them would change the copy.
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("using reference {}: is the source itself", path.display()),
+                ));
+            }
             let (dir, mount) = open_verified(None, path.as_os_str(), &st, DIR, &noatime)
                 .map_err(|e| e.into_error(path))?;
             Some((dir, (st.st_dev, mount)))
@@ -191,6 +203,7 @@ pub fn copy_tree_by(
         reference_root: reference.as_ref().map(|(_, root)| *root),
         compare: opts.compare,
         data: DataCopier::new(path),
+        create_umask: creation_umask(&dst_dir),
         progress: opts.progress,
         can_link_reference: AtomicBool::new(true),
         noatime,
@@ -239,6 +252,8 @@ pub fn copy_tree_by(
 type Xattrs = Vec<(OsString, Vec<u8>)>;
 
 const CAPABILITY: &str = "security.capability";
+const ACL_ACCESS: &str = "system.posix_acl_access";
+const ACL_DEFAULT: &str = "system.posix_acl_default";
 
 /// Attributes that make an overlay layer depend on the layers below it.
 const NOT_SELF_CONTAINED: [&str; 4] = [
@@ -269,6 +284,10 @@ const MAX_WORKERS: usize = 2;
 
 /// Progress is reported each time this many more bytes are done.
 const PROGRESS_STEP: u64 = 4 << 20;
+
+/// Files (and data segments) below this size are read and written, never
+/// cloned or copied in the kernel.
+const SMALL_FILE: i64 = 64 << 10;
 
 /// Chunk for reading and writing, and for comparing contents.
 const BUF_SIZE: usize = 128 << 10;
@@ -314,6 +333,9 @@ struct Copier<'a> {
     reference_root: Option<(u64, Option<u64>)>,
     compare: Compare,
     data: DataCopier,
+    /// The umask, if a file created with mode `m` gets exactly `m & !umask`
+    /// (no default ACL at the destination decides instead).
+    create_umask: Option<u32>,
     progress: Option<&'a (dyn Fn(u64) + Sync)>,
     /// Cleared for good once the filesystems refuse it.
     can_link_reference: AtomicBool,
@@ -664,17 +686,22 @@ impl Copier<'_> {
             self.linked.fetch_add(1, Relaxed);
             self.linked_bytes.fetch_add(size, Relaxed);
         } else {
+            let perms = st.st_mode & 0o7777;
+            let final_mode = self.create_umask.is_some_and(|umask| {
+                perms & (0o7000 | umask) == 0 && !xattrs.iter().any(|(n, _)| n == ACL_ACCESS)
+            });
+            let mode = if final_mode { perms } else { 0o600 };
             let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
             let out = open_at(
                 Some(&parent.dst),
                 name,
                 flags,
-                Mode::S_IRUSR | Mode::S_IWUSR,
+                Mode::from_bits_truncate(mode),
             )
             .map_err(|e| Error::sys("creating", dst_path, e))?;
             self.data.copy(&file, &out, st, &src_path, dst_path)?;
             // After the data: writing clears setuid bits and security.capability.
-            apply_metadata(Node::Fd(&out), st, &xattrs, dst_path)?;
+            apply_metadata_but_mode(Node::Fd(&out), st, &xattrs, dst_path, final_mode)?;
         }
         self.add_bytes(size);
         Ok(true)
@@ -829,6 +856,14 @@ impl DataCopier {
         if size == 0 {
             return Ok(());
         }
+        // Allocated blocks cover the size: no holes worth looking for.
+        let dense = st.st_blocks * 512 >= size;
+        // One read and one write beat a clone (a transaction on XFS) and
+        // copy_file_range (which clones there too); sharing a few KiB
+        // saves little.
+        if self.path == DataPath::Auto && dense && size < SMALL_FILE {
+            return self.copy_range(src, dst, 0, size, src_path, dst_path);
+        }
         if self.can_clone.load(Relaxed) {
             // SAFETY: FICLONE takes the source descriptor as its argument.
             let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
@@ -846,8 +881,7 @@ impl DataCopier {
                 Err(e) => return Err(Error::sys("cloning", dst_path, e)),
             }
         }
-        // Allocated blocks cover the size: no holes worth looking for.
-        if st.st_blocks * 512 >= size {
+        if dense {
             return self.copy_range(src, dst, 0, size, src_path, dst_path);
         }
         let fd = src.as_raw_fd();
@@ -872,6 +906,8 @@ impl DataCopier {
             .map_err(|e| Error::io("sizing", dst_path, e))
     }
 
+    /// Copies `len` bytes at `start`: by `copy_file_range` where possible,
+    /// except small pieces, which one read and one write copy faster.
     fn copy_range(
         &self,
         src: &File,
@@ -881,6 +917,7 @@ impl DataCopier {
         src_path: &Path,
         dst_path: &Path,
     ) -> Result<()> {
+        let in_kernel = len >= SMALL_FILE || self.path == DataPath::CopyFileRange;
         let shrank = || {
             let e = io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -889,7 +926,7 @@ impl DataCopier {
             Error::io("copying", src_path, e)
         };
         let mut done = 0;
-        while done < len && self.can_copy_range.load(Relaxed) {
+        while done < len && in_kernel && self.can_copy_range.load(Relaxed) {
             let mut off_in = start + done;
             let mut off_out = off_in;
             let want = (len - done).min(1 << 30) as usize;
@@ -957,6 +994,17 @@ fn copy_node(
         ));
     }
     apply_metadata(Node::At(&parent.dst, name), st, &xattrs, dst_path)
+}
+
+/// The process umask, read without changing it (other threads may be
+/// creating files), unless `dir` has a default ACL that overrides it.
+fn creation_umask(dir: &File) -> Option<u32> {
+    if dir.list_xattr().ok()?.any(|name| name == ACL_DEFAULT) {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let umask = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(umask.trim(), 8).ok()
 }
 
 fn file_type(st: &FileStat) -> SFlag {
@@ -1192,6 +1240,19 @@ fn apply_metadata(
     xattrs: &[(OsString, Vec<u8>)],
     path: &Path,
 ) -> Result<()> {
+    apply_metadata_but_mode(node, st, xattrs, path, false)
+}
+
+/// [`apply_metadata`], leaving the mode alone if `mode_set`: the entry was
+/// created with it, and nothing here can change it (no setuid or setgid
+/// bit for chown to clear, no ACL for the xattrs to rewrite it).
+fn apply_metadata_but_mode(
+    node: Node,
+    st: &FileStat,
+    xattrs: &[(OsString, Vec<u8>)],
+    path: &Path,
+    mode_set: bool,
+) -> Result<()> {
     let uid = Some(Uid::from_raw(st.st_uid));
     let gid = Some(Gid::from_raw(st.st_gid));
     match node {
@@ -1209,7 +1270,7 @@ fn apply_metadata(
     write_xattrs(node, xattrs.iter().filter(|(n, _)| n != CAPABILITY), path)?;
 
     // Linux has no modes on symlinks.
-    if file_type(st) != SFlag::S_IFLNK {
+    if file_type(st) != SFlag::S_IFLNK && !mode_set {
         let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
         match node {
             Node::Fd(f) => stat::fchmod(f.as_raw_fd(), mode),

@@ -856,3 +856,30 @@ fn hard_links_in_the_copy_are_exactly_those_of_the_source() {
     assert_ne!(inode(&new.join("pair-1")), inode(&old.join("pair-1")));
     fidelity::assert_trees_identical(&src, &new);
 }
+
+#[test]
+fn refuses_a_reference_that_is_the_source_or_a_symlink() {
+    if !common::system_tests_enabled("refuses_a_reference_that_is_the_source_or_a_symlink", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let (src, link) = (tmp.path().join("src"), tmp.path().join("link"));
+    fs::create_dir(&src).expect("mkdir");
+    fs::write(src.join("file"), b"x").expect("write");
+    symlink(&src, &link).expect("symlink");
+
+    let err = copy_tree_with(
+        &src,
+        &tmp.path().join("a"),
+        &reference(&src, Compare::QuickCheck),
+    )
+    .expect_err("the source as reference");
+    assert!(err.to_string().contains("is the source itself"), "{err}");
+    let err = copy_tree_with(
+        &src,
+        &tmp.path().join("b"),
+        &reference(&link, Compare::QuickCheck),
+    )
+    .expect_err("a symlink as reference");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
