@@ -154,7 +154,7 @@ def main():
     results, out_path = sys.argv[1], sys.argv[2]
     meta = load(results, "meta.json") or {}
     tree = load(results, "tree.json")
-    tree2x = load(results, "tree-2x.json")
+    tree_half = load(results, "tree-half.json")
     full = load_rounds(results, "full")
     restore = load_rounds(results, "restore")
     incr = load_rounds(results, "incremental")
@@ -213,11 +213,11 @@ def main():
     w("")
     w("    make bench")
     w(f"    {knobs} make bench   # the values used here")
-    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs per round")
+    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 3 rounds")
     w("")
     w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list memory reflink`), "
-      "`BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, `BENCH_XFS_SIZE`, `BENCH_KEEP=1`; "
-      "see the top of bench/run.sh.")
+      "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "
+      "`BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; see the top of bench/run.sh.")
     w("")
     w("## Targets")
     w("")
@@ -292,8 +292,10 @@ def main():
             "`lxc-snapshot` (LXC's own; it copies the delta with rsync), a plain `cp -a` and "
             "`rsync -aHXS` of the delta. lxc-snap is crash-safe: it flushes a snapshot to disk "
             "(`syncfs`) before it publishes it, so its time includes the writeback, while `cp -a` "
-            "and `rsync` return with the data still in the page cache. `cp -a; sync` shows what "
-            "`cp -a` costs with the same durability (for information, not a target).")
+            "and `rsync` return with the data still in the page cache"
+            + (". `cp -a; sync` shows what `cp -a` costs with the same durability (for "
+               "information, not a target)." if "cp -a; sync" in fr else
+               " (`BENCH_CP_SYNC=1` adds `cp -a; sync` to the comparison)."))
     section("Restore", "restore", restore, "lxc-snap -r",
             "A new container from a full snapshot: `lxc-snap -r bench_K rsnap` against "
             "`lxc-snapshot -n bench -r snap0 -N rlxc`. The new container is removed with "
@@ -302,8 +304,9 @@ def main():
     if growth:
         g, gl = growth["lxc_snap"], growth["lxc_snapshot"]
         growth_text = (
-            f"\n\nSnapdir growth for one more snapshot after the change (`du -sB1` of the whole "
-            f"snapdir before and after, each inode counted once): lxc-snap {size(g['growth'])} = "
+            f"\n\nSnapdir growth: `du -sB1` of the whole snapdir (each inode counted once) with "
+            f"only the first snapshot, and again with the snapshot the last timed run left: "
+            f"lxc-snap {size(g['growth'])} = "
             f"{100 * g['growth'] / growth['tree_bytes']:.2f}% of the tree "
             f"({size(growth['tree_bytes'])}); lxc-snapshot {size(gl['growth'])} = "
             f"{100 * gl['growth'] / growth['tree_bytes']:.2f}%. Changed file: "
@@ -340,14 +343,12 @@ def main():
         k = rss_kib(results, name)
         return size(k * 1024) if k else "n/a"
 
-    def tree_cell(t):
-        return f"{t['entries']:,} entries, {size(t['data_bytes'])}" if t else "n/a"
+    def tree_cell(t, note=""):
+        return f"{t['entries']:,} entries, {size(t['data_bytes'])}{note}" if t else "n/a"
 
     w(f"| lxc-snap | {tree_cell(tree)} | {rss_cell('lxc-snap')} | {wall('lxc-snap')} |")
-    w(f"| lxc-snap | {tree_cell(tree2x)} (twice the entries) | {rss_cell('lxc-snap-2x')} "
-      f"| {wall('lxc-snap-2x')} |")
-    w(f"| lxc-snapshot (for comparison; the largest of it and its rsync) | {tree_cell(tree)} "
-      f"| {rss_cell('lxc-snapshot')} | {wall('lxc-snapshot')} |")
+    w(f"| lxc-snap | {tree_cell(tree_half, ' (half the entries)')} | {rss_cell('lxc-snap-half')} "
+      f"| {wall('lxc-snap-half')} |")
     st = status(results, "memory")
     if not st.startswith("ok"):
         w("")

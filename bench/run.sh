@@ -18,12 +18,13 @@
 # removes the previous run's output and syncs.
 #
 #   full         lxc-snap snap [--full] vs lxc-snapshot vs cp -a vs rsync -aHXS
+#                (and `cp -a; sync` with BENCH_CP_SYNC=1)
 #   restore      lxc-snap -r vs lxc-snapshot -r
 #   incremental  one file changed after a full snapshot: lxc-snap snap vs
 #                lxc-snapshot, and how much the snapdir grows
 #   list         lxc-snap -l over BENCH_LIST_SNAPSHOTS snapshots
 #   memory       peak RSS of one full snapshot (/usr/bin/time -v), of the
-#                default tree and of one with twice the entries
+#                default tree and of one with half the entries
 #   reflink      the full comparison on an XFS image with reflinks (loop mount)
 #
 # Then it writes the report (bench/report.py) with the machine, filesystem,
@@ -33,11 +34,16 @@
 #
 # Knobs (environment):
 #   BENCH_ENTRIES=50000  BENCH_BYTES=650M  BENCH_SEED=1   the tree
-#   BENCH_ROUNDS=3       hyperfine invocations per comparison, order rotated
+#   BENCH_ROUNDS=2       hyperfine invocations per comparison, order rotated
 #   BENCH_RUNS=1         timed runs per command in each round
+#   BENCH_CP_SYNC=1      also time `cp -a; sync` in the full comparison
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
-#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs per
-#                        round, unless set explicitly
+#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB) and 3 rounds,
+#                        unless set explicitly
+#
+# On the machine this was written on, creating a file costs about half a
+# millisecond, so one copy of the default tree takes 20-40 s and the
+# default run about 20-25 minutes; BENCH_ROUNDS and BENCH_RUNS scale it.
 #   BENCH_PHASES="full restore incremental list memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_OUT            the report (default BENCHMARKS.md; also --out)
@@ -125,12 +131,12 @@ GEN=$(readlink -f "$GEN")
 OUT=$(readlink -m "$OUT")
 
 if [[ ${BENCH_QUICK:-} == 1 ]]; then
-    : "${BENCH_ENTRIES:=5000}" "${BENCH_BYTES:=65M}" "${BENCH_RUNS:=2}" "${BENCH_LIST_RUNS:=20}"
+    : "${BENCH_ENTRIES:=5000}" "${BENCH_BYTES:=65M}" "${BENCH_ROUNDS:=3}" "${BENCH_LIST_RUNS:=20}"
 fi
 ENTRIES=${BENCH_ENTRIES:-50000}
 BYTES=${BENCH_BYTES:-650M}
 SEED=${BENCH_SEED:-1}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-2}
 RUNS=${BENCH_RUNS:-1}
 LIST_SNAPSHOTS=${BENCH_LIST_SNAPSHOTS:-1000}
 LIST_RUNS=${BENCH_LIST_RUNS:-30}
@@ -258,7 +264,7 @@ jq -n \
     --arg tmpdir "$TMPBASE" \
     --arg entries "$ENTRIES" --arg bytes "$BYTES" --arg seed "$SEED" --arg runs "$RUNS" --arg rounds "$ROUNDS" \
     --arg list_snapshots "$LIST_SNAPSHOTS" --arg list_runs "$LIST_RUNS" \
-    --arg quick "${BENCH_QUICK:-}" --arg phases "$PHASES" \
+    --arg quick "${BENCH_QUICK:-}" --arg phases "$PHASES" --arg cp_sync "${BENCH_CP_SYNC:-}" \
     '$ARGS.named' >"$RESULTS/meta.json"
 
 # One busybox base and an overlay clone of it in LXCPATH; the tree goes
@@ -329,7 +335,7 @@ newest() { # SNAPDIR NAME
 }
 
 # The full-snapshot comparison in LXCPATH/SNAPDIR, results in NAME-r*.json;
-# with PEERS=1 also rsync and cp -a followed by sync.
+# with PEERS=1 also rsync (and with BENCH_CP_SYNC=1 cp -a followed by sync).
 full_comparison() { # NAME LXCPATH SNAPDIR OUTDIR [PEERS]
     local name=$1 lxcpath=$2 snapdir=$3 outdir=$4 peers=${5:-}
     local delta=$lxcpath/bench/overlay/delta
@@ -345,11 +351,14 @@ full_comparison() { # NAME LXCPATH SNAPDIR OUTDIR [PEERS]
     local cleanup="$reset_snap && $reset_lxc && $reset_cp"
     if [[ $peers == 1 ]]; then
         reset_rsync=$(q bash "$SELF" --reset dir "$outdir/rsync")
-        reset_cps=$(q bash "$SELF" --reset dir "$outdir/cp-sync")
         add_cmd "rsync -aHXS" "$reset_rsync" "$(q rsync -aHXS "$delta/" "$outdir/rsync/")"
-        add_cmd "cp -a; sync" "$reset_cps" \
-            "$(q cp -a "$delta" "$outdir/cp-sync") && $(q sync -f "$outdir")"
-        cleanup+=" && $reset_rsync && $reset_cps"
+        cleanup+=" && $reset_rsync"
+        if [[ ${BENCH_CP_SYNC:-} == 1 ]]; then
+            reset_cps=$(q bash "$SELF" --reset dir "$outdir/cp-sync")
+            add_cmd "cp -a; sync" "$reset_cps" \
+                "$(q cp -a "$delta" "$outdir/cp-sync") && $(q sync -f "$outdir")"
+            cleanup+=" && $reset_cps"
+        fi
     fi
     compare "$name" "$cleanup"
 }
@@ -375,15 +384,27 @@ phase_full() {
     full_comparison full "$L" "$S" "$OUTD" 1
 }
 
-phase_restore() {
+# Exactly one full snapshot of `bench` of each kind: bench_K (lxc-snap; its
+# peak RSS recorded for the memory phase) and snap0 (lxc-snapshot). Kept
+# when restore made them, so incremental does not copy the tree twice more.
+ensure_base_snapshots() {
+    local ours theirs
+    ours=$(find "$S" -mindepth 1 -maxdepth 1 -name 'bench_*' | wc -l)
+    theirs=$(find "$L/bench/snaps" -mindepth 1 -maxdepth 1 -name 'snap*' 2>/dev/null | wc -l)
+    if [[ $ours == 1 && $theirs == 1 && -d $L/bench/snaps/snap0 ]]; then
+        return
+    fi
     bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
     bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+    measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
     lxc-snapshot -P "$L" -n bench
-    local k
-    k=$(newest "$S" bench)
     sync -f "$L"
-    local reset_a reset_b
+}
+
+phase_restore() {
+    ensure_base_snapshots
+    local k reset_a reset_b
+    k=$(newest "$S" bench)
     reset_a=$(q bash "$SELF" --reset container "$L" rsnap)
     reset_b=$(q bash "$SELF" --reset container "$L" rlxc)
     add_cmd "lxc-snap -r" "$reset_a" "$(q "$BIN" -P "$L" --snapdir "$S" -q -r "bench_$k" rsnap)"
@@ -392,36 +413,32 @@ phase_restore() {
 }
 
 phase_incremental() {
-    # One full snapshot of each kind to start from.
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
-    bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
-    lxc-snapshot -P "$L" -n bench
-    local k
+    # One full snapshot of each kind to start from, then one file changes.
+    ensure_base_snapshots
+    local k changed
     k=$(newest "$S" bench)
-    # Then change one file.
-    local changed
     changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | head -1)
     [[ -n $changed ]] || die "no .conf file in the tree to change"
     echo "changed by the incremental benchmark" >>"$changed"
     sync -f "$L"
+    # How much one more snapshot adds: du counts each inode once, so files
+    # shared with the previous snapshot by hard links do not count twice.
+    # The last run of each command leaves its snapshot (no cleanup) for the
+    # "after" figure.
+    local tree before before_l after after_l
+    tree=$(du -sB1 "$DELTA" | cut -f1)
+    before=$(du -sB1 "$S" | cut -f1)
+    before_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
     local reset_a reset_b
     reset_a=$(q bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench "$k")
     reset_b=$(q bash "$SELF" --reset lxc-snapshot "$L" bench 0)
     add_cmd "lxc-snap" "$reset_a" "$(q "$BIN" -P "$L" --snapdir "$S" -q snap bench)"
     add_cmd "lxc-snapshot" "$reset_b" "$(q lxc-snapshot -P "$L" -n bench)"
-    compare incremental "$reset_a && $reset_b"
-
-    # How much one more snapshot adds: du counts each inode once, so files
-    # shared with the previous snapshot by hard links do not count twice.
-    local before after before_l after_l tree
-    tree=$(du -sB1 "$DELTA" | cut -f1)
-    before=$(du -sB1 "$S" | cut -f1)
-    "$BIN" -P "$L" --snapdir "$S" -q snap bench
+    compare incremental true
     after=$(du -sB1 "$S" | cut -f1)
-    before_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
-    lxc-snapshot -P "$L" -n bench
     after_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
+    [[ $(find "$S" -mindepth 1 -maxdepth 1 -name 'bench_*' | wc -l) == 2 ]] ||
+        die "expected bench_$k and one newer snapshot in $S"
     jq -n --argjson tree "$tree" --argjson before "$before" --argjson after "$after" \
         --argjson before_l "$before_l" --argjson after_l "$after_l" --arg changed "${changed#"$DELTA"/}" \
         '{tree_bytes: $tree, changed_file: $changed,
@@ -470,18 +487,19 @@ measure_rss() { # NAME COMMAND...
 }
 
 phase_memory() {
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
-    bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
-    measure_rss lxc-snapshot lxc-snapshot -P "$L" -n bench
-    bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    # Twice the entries, the same bytes: memory should not follow the
+    # The default tree: measured when restore or incremental made their
+    # base snapshot, else now.
+    if [[ ! -s $RESULTS/memory-lxc-snap.txt ]]; then
+        bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+        measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+        bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    fi
+    # Half the entries, the same bytes: memory should not follow the
     # number of files (beyond remembering hard links).
-    make_lab "$L" bench2x $((ENTRIES * 2)) "$RESULTS/tree-2x.json"
-    measure_rss lxc-snap-2x "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench2x
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench2x -1
-    lxc-destroy -P "$L" -n bench2x >/dev/null
+    make_lab "$L" benchhalf $((ENTRIES / 2)) "$RESULTS/tree-half.json"
+    measure_rss lxc-snap-half "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" benchhalf
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" benchhalf -1
+    lxc-destroy -P "$L" -n benchhalf >/dev/null
 }
 
 phase_reflink() {
