@@ -257,8 +257,8 @@ jq -n \
     --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
     --arg lxc "$(lxc-create --version)" \
     --arg hyperfine "$(hyperfine --version)" \
-    --arg rsync "$(rsync --version | head -1)" \
-    --arg cp "$(cp --version | head -1)" \
+    --arg rsync "$(rsync --version | sed -n 1p)" \
+    --arg cp "$(cp --version | sed -n 1p)" \
     --arg loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)" \
     --arg fs "$(findmnt -n -T "$W" -o SOURCE,FSTYPE,OPTIONS)" \
     --arg tmpdir "$TMPBASE" \
@@ -319,6 +319,17 @@ compare() { # NAME CLEANUP
     CMD_NAMES=()
     CMD_PREPS=()
     CMD_LINES=()
+}
+
+# How many directories DIR/PREFIX* there are (0 when DIR does not exist).
+count_dirs() { # DIR PREFIX
+    local d n=0
+    for d in "$1/$2"*; do
+        if [[ -d $d ]]; then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
 }
 
 # The newest lxc-snap snapshot number of NAME in SNAPDIR.
@@ -388,10 +399,8 @@ phase_full() {
 # peak RSS recorded for the memory phase) and snap0 (lxc-snapshot). Kept
 # when restore made them, so incremental does not copy the tree twice more.
 ensure_base_snapshots() {
-    local ours theirs
-    ours=$(find "$S" -mindepth 1 -maxdepth 1 -name 'bench_*' | wc -l)
-    theirs=$(find "$L/bench/snaps" -mindepth 1 -maxdepth 1 -name 'snap*' 2>/dev/null | wc -l)
-    if [[ $ours == 1 && $theirs == 1 && -d $L/bench/snaps/snap0 ]]; then
+    if [[ $(count_dirs "$S" bench_) == 1 && $(count_dirs "$L/bench/snaps" snap) == 1 &&
+        -d $L/bench/snaps/snap0 ]]; then
         return
     fi
     bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
@@ -417,7 +426,9 @@ phase_incremental() {
     ensure_base_snapshots
     local k changed
     k=$(newest "$S" bench)
-    changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | head -1)
+    # sed, not head: head would quit early and fail the pipeline (SIGPIPE
+    # under pipefail) once the list outgrows a pipe buffer.
+    changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | sed -n 1p)
     [[ -n $changed ]] || die "no .conf file in the tree to change"
     echo "changed by the incremental benchmark" >>"$changed"
     sync -f "$L"
@@ -437,7 +448,7 @@ phase_incremental() {
     compare incremental true
     after=$(du -sB1 "$S" | cut -f1)
     after_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
-    [[ $(find "$S" -mindepth 1 -maxdepth 1 -name 'bench_*' | wc -l) == 2 ]] ||
+    [[ $(count_dirs "$S" bench_) == 2 ]] ||
         die "expected bench_$k and one newer snapshot in $S"
     jq -n --argjson tree "$tree" --argjson before "$before" --argjson after "$after" \
         --argjson before_l "$before_l" --argjson after_l "$after_l" --arg changed "${changed#"$DELTA"/}" \
