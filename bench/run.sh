@@ -50,6 +50,15 @@
 #   BENCH_KEEP=1         keep the throwaway directory (and the XFS image
 #                        unmounted) for a look afterwards
 #
+#   BENCH_DEFER_DELETE=1|0  move each run's output aside and delete it all
+#                        at the end (1), or delete it between runs (0);
+#                        by default 1 when the disk has room for it
+#
+# Why defer: on ext4 without a journal (as here), the inode allocator skips
+# inodes freed in the last minute or more, so creating 50,000 files right
+# after deleting 50,000 costs 10-20x what it costs otherwise; deleting the
+# previous output just before each run would time that, not the copy.
+#
 # Internal: `bench/run.sh --reset WHAT ARGS...` is what hyperfine's
 # --prepare/--cleanup commands call to remove a run's output.
 #
@@ -62,13 +71,28 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 REPO=$(dirname "$(dirname "$SELF")")
 
 # --reset: remove one kind of output, then sync so the next run starts
-# without someone else's dirty pages. Called by hyperfine, between runs.
+# without dirty pages. Called by hyperfine, between runs. With
+# BENCH_TRASH_DIR set (and on its filesystem) outputs are moved there
+# instead of deleted; see BENCH_DEFER_DELETE above.
 if [[ ${1:-} == --reset ]]; then
     shift
     what=$1
     shift
+    trash=${BENCH_TRASH_DIR:-}
+    # True when PATH can be moved into the trash (same filesystem).
+    to_trash() { # PATH
+        [[ -n $trash && -d $trash && -e $1 ]] &&
+            [[ $(stat -c %d "$trash") == $(stat -c %d "$1") ]]
+    }
+    discard() { # PATH
+        if to_trash "$1"; then
+            mv -- "$1" "$(mktemp -d "$trash/x.XXXXXX")/"
+        else
+            rm -rf --one-file-system -- "$1"
+        fi
+    }
     case $what in
-        lxc-snap) # BIN LXCPATH SNAPDIR NAME KEEP: delete NAME_N for N > KEEP
+        lxc-snap) # BIN LXCPATH SNAPDIR NAME KEEP: remove NAME_N for N > KEEP
             bin=$1 lxcpath=$2 snapdir=$3 name=$4 keep=$5
             fs=$snapdir
             victims=()
@@ -79,28 +103,44 @@ if [[ ${1:-} == --reset ]]; then
                 fi
             done
             if ((${#victims[@]} > 0)); then
-                "$bin" -P "$lxcpath" --snapdir "$snapdir" -q delete "${victims[@]}"
+                if to_trash "$snapdir"; then
+                    for v in "${victims[@]}"; do
+                        discard "$snapdir/$v"
+                    done
+                else
+                    "$bin" -P "$lxcpath" --snapdir "$snapdir" -q delete "${victims[@]}"
+                fi
             fi
             ;;
-        lxc-snapshot) # LXCPATH NAME KEEP: destroy snapN for N > KEEP
+        lxc-snapshot) # LXCPATH NAME KEEP: remove snapN for N > KEEP
             lxcpath=$1 name=$2 keep=$3
             fs=$lxcpath
             for d in "$lxcpath/$name/snaps"/snap*; do
                 n=${d##*/snap}
                 if [[ -d $d && $n =~ ^[0-9]+$ ]] && ((n > keep)); then
-                    lxc-snapshot -P "$lxcpath" -n "$name" -d "snap$n"
+                    if to_trash "$d"; then
+                        discard "$d"
+                    else
+                        lxc-snapshot -P "$lxcpath" -n "$name" -d "snap$n"
+                    fi
                 fi
             done
             ;;
         container) # LXCPATH NAME
             fs=$1
             if [[ -e $1/$2 ]]; then
-                lxc-destroy -P "$1" -n "$2" >/dev/null
+                if to_trash "$1/$2"; then
+                    discard "$1/$2"
+                else
+                    lxc-destroy -P "$1" -n "$2" >/dev/null
+                fi
             fi
             ;;
         dir) # PATH
             fs=$(dirname "$1")
-            rm -rf --one-file-system -- "$1"
+            if [[ -e $1 ]]; then
+                discard "$1"
+            fi
             ;;
         *)
             echo "run.sh: --reset: unknown kind $what" >&2
@@ -374,15 +414,16 @@ full_comparison() { # NAME LXCPATH SNAPDIR OUTDIR [PEERS]
     compare "$name" "$cleanup"
 }
 
-# Seconds to create and remove 10,000 empty files in DIR: how expensive
-# inode creation is on this machine right now, for reading the results.
+# Seconds to create 10,000 empty files in a new directory DIR (left there
+# until the end, see BENCH_DEFER_DELETE): how expensive inode creation is
+# on this machine right now, for reading the results.
 probe_create() { # DIR
-    local d=$1/probe t0 t1
-    mkdir -p "$d"
+    local t0 t1
+    mkdir -p "$1"
     t0=$(date +%s.%N)
-    (cd "$d" && seq -f 'f%.0f' 10000 | xargs touch && seq -f 'f%.0f' 10000 | xargs rm -f)
+    (cd "$1" && seq -f 'f%.0f' 10000 | xargs touch)
     t1=$(date +%s.%N)
-    rmdir "$d"
+    sync -f "$1"
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 
@@ -486,7 +527,11 @@ phase_list() {
         -n "lxc-snap -l tiny" "$(q "$BIN" -P "$L" --snapdir "$S" -l tiny)" \
         -n "lxc-snap list tiny --json" "$(q "$BIN" -P "$L" --snapdir "$S" list tiny --json)" \
         -n "lxc-snap -l" "$(q "$BIN" -P "$L" --snapdir "$S" -l)"
-    rm -rf --one-file-system -- "$S"/tiny_*
+    if [[ -n ${BENCH_TRASH_DIR:-} ]]; then
+        mv -- "$S"/tiny_* "$(mktemp -d "$BENCH_TRASH_DIR/x.XXXXXX")/"
+    else
+        rm -rf --one-file-system -- "$S"/tiny_*
+    fi
 }
 
 # Peak RSS and wall time of COMMAND, into RESULTS/memory-NAME.txt.
@@ -510,7 +555,7 @@ phase_memory() {
     make_lab "$L" benchhalf $((ENTRIES / 2)) "$RESULTS/tree-half.json"
     measure_rss lxc-snap-half "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" benchhalf
     bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" benchhalf -1
-    lxc-destroy -P "$L" -n benchhalf >/dev/null
+    bash "$SELF" --reset container "$L" benchhalf
 }
 
 phase_reflink() {
@@ -550,20 +595,42 @@ run_phase() { # NAME
 }
 
 t0=$(date +%s)
-probe_start=$(probe_create "$W")
-echo "creating and removing 10,000 empty files here takes $probe_start s"
+probe_start=$(probe_create "$W/probe-start")
+echo "creating 10,000 empty files here takes $probe_start s"
 say "setup: busybox base, overlay clone, tree"
 make_lab "$L" bench "$ENTRIES" "$RESULTS/tree.json"
 jq -c . "$RESULTS/tree.json"
+
+# Room to keep every run's output until the end? Roughly one tree per run
+# on this filesystem (full, restore, incremental, memory), plus 2 GiB.
+tree_du=$(jq .du_bytes "$RESULTS/tree.json")
+per_cmd=$((1 + ROUNDS * RUNS))
+copies=$((5 * per_cmd + 4 * per_cmd + 4))
+need=$((copies * tree_du + (2 << 30)))
+avail=$(df -B1 --output=avail "$W" | tail -1 | tr -d ' ')
+case ${BENCH_DEFER_DELETE:-auto} in
+    1) defer=1 ;;
+    0) defer=0 ;;
+    *) defer=$((avail > need ? 1 : 0)) ;;
+esac
+if ((defer)); then
+    mkdir -p "$W/trash"
+    export BENCH_TRASH_DIR=$W/trash
+    echo "outputs are moved to $W/trash and deleted at the end (needs about $((need >> 30)) GiB)"
+else
+    echo "outputs are deleted between runs (about $((need >> 30)) GiB needed to defer, $((avail >> 30)) GiB free)"
+fi
+
 for phase in $PHASES; do
     run_phase "$phase"
 done
-probe_end=$(probe_create "$W")
-echo "creating and removing 10,000 empty files here takes $probe_end s"
+probe_end=$(probe_create "$W/probe-end")
+echo "creating 10,000 empty files here takes $probe_end s"
 
 jq --arg loadavg "$(cut -d' ' -f1-3 /proc/loadavg)" --arg secs "$(($(date +%s) - t0))" \
-    --arg probe_start "$probe_start" --arg probe_end "$probe_end" \
-    '. + {loadavg_end: $loadavg, seconds: $secs, probe_start: $probe_start, probe_end: $probe_end}' \
+    --arg probe_start "$probe_start" --arg probe_end "$probe_end" --arg defer "$defer" \
+    '. + {loadavg_end: $loadavg, seconds: $secs, probe_start: $probe_start,
+          probe_end: $probe_end, defer_delete: $defer}' \
     "$RESULTS/meta.json" >"$RESULTS/meta.json.tmp"
 mv "$RESULTS/meta.json.tmp" "$RESULTS/meta.json"
 say "report"
