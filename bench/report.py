@@ -213,7 +213,7 @@ def main():
     w("")
     w("    make bench")
     w(f"    {knobs} make bench   # the values used here")
-    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 3 rounds")
+    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs a round")
     w("")
     w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list memory reflink`), "
       "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "

@@ -34,16 +34,17 @@
 #
 # Knobs (environment):
 #   BENCH_ENTRIES=50000  BENCH_BYTES=650M  BENCH_SEED=1   the tree
-#   BENCH_ROUNDS=2       hyperfine invocations per comparison, order rotated
+#   BENCH_ROUNDS=3       hyperfine invocations per comparison, order rotated
 #   BENCH_RUNS=1         timed runs per command in each round
 #   BENCH_CP_SYNC=1      also time `cp -a; sync` in the full comparison
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
-#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB) and 3 rounds,
+#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs a round,
 #                        unless set explicitly
 #
-# On the machine this was written on, creating a file costs about half a
-# millisecond, so one copy of the default tree takes 20-40 s and the
-# default run about 20-25 minutes; BENCH_ROUNDS and BENCH_RUNS scale it.
+# The default run takes about 10 minutes on a 2-CPU VM (one copy of the
+# default tree: 2-5 s) and, while it runs, keeps every run's output under
+# BENCH_TMPDIR: about 30 GiB (see BENCH_DEFER_DELETE). BENCH_ROUNDS and
+# BENCH_RUNS scale both.
 #   BENCH_PHASES="full restore incremental list memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_OUT            the report (default BENCHMARKS.md; also --out)
@@ -171,12 +172,12 @@ GEN=$(readlink -f "$GEN")
 OUT=$(readlink -m "$OUT")
 
 if [[ ${BENCH_QUICK:-} == 1 ]]; then
-    : "${BENCH_ENTRIES:=5000}" "${BENCH_BYTES:=65M}" "${BENCH_ROUNDS:=3}" "${BENCH_LIST_RUNS:=20}"
+    : "${BENCH_ENTRIES:=5000}" "${BENCH_BYTES:=65M}" "${BENCH_RUNS:=2}" "${BENCH_LIST_RUNS:=20}"
 fi
 ENTRIES=${BENCH_ENTRIES:-50000}
 BYTES=${BENCH_BYTES:-650M}
 SEED=${BENCH_SEED:-1}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 RUNS=${BENCH_RUNS:-1}
 LIST_SNAPSHOTS=${BENCH_LIST_SNAPSHOTS:-1000}
 LIST_RUNS=${BENCH_LIST_RUNS:-30}
