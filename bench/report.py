@@ -245,7 +245,7 @@ def main():
     w(f"- Tools: LXC {meta.get('lxc', '?')}, {squeeze(meta.get('hyperfine', '?'))}, "
       f"{squeeze(meta.get('rsync', '?'))}, {squeeze(meta.get('cp', '?'))}.")
     w(f"- Filesystem of the benchmark directory (under `{meta.get('tmpdir', '?')}`): "
-      f"`{squeeze(meta.get('fs', '?'))}`. Creating and removing 10,000 empty files there took "
+      f"`{squeeze(meta.get('fs', '?'))}`. Creating 10,000 empty files there took "
       f"{meta.get('probe_start', '?')} s before the benchmarks and {meta.get('probe_end', '?')} s "
       "after them (how costly inode creation was on this machine at the time).")
     xfs_path = os.path.join(results, "reflink-fs.txt")
@@ -267,7 +267,8 @@ def main():
       f"{meta.get('rounds', '?')} rounds with the order of the commands rotated, "
       f"{meta.get('runs', '?')} timed run(s) per command per round; the first round starts with "
       "one warmup run per command. Before each run (warmups included) a prepare command removes "
-      "the previous run's output and syncs the filesystem, so every run makes a complete copy "
+      "the previous run's output from where the command writes and syncs the filesystem, so "
+      "every run makes a complete copy "
       "and starts with no dirty pages. The tree stays in the page cache (written just before, "
       "caches never dropped). Medians, means, min and max are over all rounds.")
     if meta.get("defer_delete") == "1":
@@ -308,8 +309,9 @@ def main():
                " (`BENCH_CP_SYNC=1` adds `cp -a; sync` to the comparison)."))
     section("Restore", "restore", restore, "lxc-snap -r",
             "A new container from a full snapshot: `lxc-snap -r bench_K rsnap` against "
-            "`lxc-snapshot -n bench -r snap0 -N rlxc`. The new container is removed with "
-            "`lxc-destroy` before every run.")
+            "`lxc-snapshot -n bench -r snap0 -N rlxc`. The new container is removed before every "
+            "run (" + ("moved aside, see above" if meta.get("defer_delete") == "1"
+                       else "`lxc-destroy`") + ").")
     growth_text = ""
     if growth:
         g, gl = growth["lxc_snap"], growth["lxc_snapshot"]
@@ -326,7 +328,7 @@ def main():
             "then each run takes one more snapshot in lxc-snap's default mode (`lxc-snap snap bench`, "
             "which may share unchanged files with the previous snapshot when the binary can) and "
             "with `lxc-snapshot -n bench`. Every run starts from the same state: the prepare "
-            "command deletes the snapshots newer than the first." + growth_text)
+            "command removes the snapshots newer than the first." + growth_text)
     section(f"Listing {int(n_list):,} snapshots", "list", lst, None,
             f"A small container `tiny`, one real snapshot with a comment, and {int(n_list) - 1:,} copies "
             "of it under the following numbers (the same `lxc-snap.json`, `ts`, `config` with the "
