@@ -40,20 +40,19 @@
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
 #   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs a round,
 #                        unless set explicitly
-#
-# The default run takes about 10 minutes on a 2-CPU VM (one copy of the
-# default tree: 2-5 s) and, while it runs, keeps every run's output under
-# BENCH_TMPDIR: about 30 GiB (see BENCH_DEFER_DELETE). BENCH_ROUNDS and
-# BENCH_RUNS scale both.
 #   BENCH_PHASES="full restore incremental list memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_OUT            the report (default BENCHMARKS.md; also --out)
 #   BENCH_KEEP=1         keep the throwaway directory (and the XFS image
 #                        unmounted) for a look afterwards
-#
 #   BENCH_DEFER_DELETE=1|0  move each run's output aside and delete it all
 #                        at the end (1), or delete it between runs (0);
 #                        by default 1 when the disk has room for it
+#
+# The default run takes about 10 minutes on a 2-CPU VM (one copy of the
+# default tree: 2-5 s) and, while it runs, keeps every run's output under
+# BENCH_TMPDIR: about 30 GiB (see BENCH_DEFER_DELETE). BENCH_ROUNDS and
+# BENCH_RUNS scale both.
 #
 # Why defer: on ext4 without a journal (as here), the inode allocator skips
 # inodes freed in the last minute or more, so creating 50,000 files right
