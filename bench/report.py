@@ -154,7 +154,7 @@ def main():
     results, out_path = sys.argv[1], sys.argv[2]
     meta = load(results, "meta.json") or {}
     tree = load(results, "tree.json")
-    tree2x = load(results, "tree-2x.json")
+    tree_half = load(results, "tree-half.json")
     full = load_rounds(results, "full")
     restore = load_rounds(results, "restore")
     incr = load_rounds(results, "incremental")
@@ -213,11 +213,11 @@ def main():
     w("")
     w("    make bench")
     w(f"    {knobs} make bench   # the values used here")
-    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs per round")
+    w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs a round")
     w("")
     w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list memory reflink`), "
-      "`BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, `BENCH_XFS_SIZE`, `BENCH_KEEP=1`; "
-      "see the top of bench/run.sh.")
+      "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "
+      "`BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; see the top of bench/run.sh.")
     w("")
     w("## Targets")
     w("")
@@ -245,7 +245,7 @@ def main():
     w(f"- Tools: LXC {meta.get('lxc', '?')}, {squeeze(meta.get('hyperfine', '?'))}, "
       f"{squeeze(meta.get('rsync', '?'))}, {squeeze(meta.get('cp', '?'))}.")
     w(f"- Filesystem of the benchmark directory (under `{meta.get('tmpdir', '?')}`): "
-      f"`{squeeze(meta.get('fs', '?'))}`. Creating and removing 10,000 empty files there took "
+      f"`{squeeze(meta.get('fs', '?'))}`. Creating 10,000 empty files there took "
       f"{meta.get('probe_start', '?')} s before the benchmarks and {meta.get('probe_end', '?')} s "
       "after them (how costly inode creation was on this machine at the time).")
     xfs_path = os.path.join(results, "reflink-fs.txt")
@@ -267,9 +267,20 @@ def main():
       f"{meta.get('rounds', '?')} rounds with the order of the commands rotated, "
       f"{meta.get('runs', '?')} timed run(s) per command per round; the first round starts with "
       "one warmup run per command. Before each run (warmups included) a prepare command removes "
-      "the previous run's output and syncs the filesystem, so every run makes a complete copy "
+      "the previous run's output from where the command writes and syncs the filesystem, so "
+      "every run makes a complete copy "
       "and starts with no dirty pages. The tree stays in the page cache (written just before, "
       "caches never dropped). Medians, means, min and max are over all rounds.")
+    if meta.get("defer_delete") == "1":
+        w("- Outputs of earlier runs were moved aside and deleted only after the benchmarks "
+          "(`BENCH_DEFER_DELETE`): on ext4 without a journal, as here, the inode allocator skips "
+          "inodes freed in the last minute or more, so creating the tree's 50,000 files right "
+          "after deleting as many costs several times more, and that is the filesystem's inode "
+          "reuse, not the copy. On the XFS image outputs are deleted between runs.")
+    elif meta.get("defer_delete") == "0":
+        w("- Outputs of earlier runs were deleted between runs (`BENCH_DEFER_DELETE=0`, or not "
+          "enough disk to keep them): on ext4 without a journal that makes file creation in the "
+          "next run much slower, for every command alike.")
     w("")
 
     def section(title, phase, hf, ours, text):
@@ -292,18 +303,22 @@ def main():
             "`lxc-snapshot` (LXC's own; it copies the delta with rsync), a plain `cp -a` and "
             "`rsync -aHXS` of the delta. lxc-snap is crash-safe: it flushes a snapshot to disk "
             "(`syncfs`) before it publishes it, so its time includes the writeback, while `cp -a` "
-            "and `rsync` return with the data still in the page cache. `cp -a; sync` shows what "
-            "`cp -a` costs with the same durability (for information, not a target).")
+            "and `rsync` return with the data still in the page cache"
+            + (". `cp -a; sync` shows what `cp -a` costs with the same durability (for "
+               "information, not a target)." if "cp -a; sync" in fr else
+               " (`BENCH_CP_SYNC=1` adds `cp -a; sync` to the comparison)."))
     section("Restore", "restore", restore, "lxc-snap -r",
             "A new container from a full snapshot: `lxc-snap -r bench_K rsnap` against "
-            "`lxc-snapshot -n bench -r snap0 -N rlxc`. The new container is removed with "
-            "`lxc-destroy` before every run.")
+            "`lxc-snapshot -n bench -r snap0 -N rlxc`. The new container is removed before every "
+            "run (" + ("moved aside, see above" if meta.get("defer_delete") == "1"
+                       else "`lxc-destroy`") + ").")
     growth_text = ""
     if growth:
         g, gl = growth["lxc_snap"], growth["lxc_snapshot"]
         growth_text = (
-            f"\n\nSnapdir growth for one more snapshot after the change (`du -sB1` of the whole "
-            f"snapdir before and after, each inode counted once): lxc-snap {size(g['growth'])} = "
+            f"\n\nSnapdir growth: `du -sB1` of the whole snapdir (each inode counted once) with "
+            f"only the first snapshot, and again with the snapshot the last timed run left: "
+            f"lxc-snap {size(g['growth'])} = "
             f"{100 * g['growth'] / growth['tree_bytes']:.2f}% of the tree "
             f"({size(growth['tree_bytes'])}); lxc-snapshot {size(gl['growth'])} = "
             f"{100 * gl['growth'] / growth['tree_bytes']:.2f}%. Changed file: "
@@ -313,7 +328,7 @@ def main():
             "then each run takes one more snapshot in lxc-snap's default mode (`lxc-snap snap bench`, "
             "which may share unchanged files with the previous snapshot when the binary can) and "
             "with `lxc-snapshot -n bench`. Every run starts from the same state: the prepare "
-            "command deletes the snapshots newer than the first." + growth_text)
+            "command removes the snapshots newer than the first." + growth_text)
     section(f"Listing {int(n_list):,} snapshots", "list", lst, None,
             f"A small container `tiny`, one real snapshot with a comment, and {int(n_list) - 1:,} copies "
             "of it under the following numbers (the same `lxc-snap.json`, `ts`, `config` with the "
@@ -340,14 +355,12 @@ def main():
         k = rss_kib(results, name)
         return size(k * 1024) if k else "n/a"
 
-    def tree_cell(t):
-        return f"{t['entries']:,} entries, {size(t['data_bytes'])}" if t else "n/a"
+    def tree_cell(t, note=""):
+        return f"{t['entries']:,} entries, {size(t['data_bytes'])}{note}" if t else "n/a"
 
     w(f"| lxc-snap | {tree_cell(tree)} | {rss_cell('lxc-snap')} | {wall('lxc-snap')} |")
-    w(f"| lxc-snap | {tree_cell(tree2x)} (twice the entries) | {rss_cell('lxc-snap-2x')} "
-      f"| {wall('lxc-snap-2x')} |")
-    w(f"| lxc-snapshot (for comparison; the largest of it and its rsync) | {tree_cell(tree)} "
-      f"| {rss_cell('lxc-snapshot')} | {wall('lxc-snapshot')} |")
+    w(f"| lxc-snap | {tree_cell(tree_half, ' (half the entries)')} | {rss_cell('lxc-snap-half')} "
+      f"| {wall('lxc-snap-half')} |")
     st = status(results, "memory")
     if not st.startswith("ok"):
         w("")

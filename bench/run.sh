@@ -18,12 +18,13 @@
 # removes the previous run's output and syncs.
 #
 #   full         lxc-snap snap [--full] vs lxc-snapshot vs cp -a vs rsync -aHXS
+#                (and `cp -a; sync` with BENCH_CP_SYNC=1)
 #   restore      lxc-snap -r vs lxc-snapshot -r
 #   incremental  one file changed after a full snapshot: lxc-snap snap vs
 #                lxc-snapshot, and how much the snapdir grows
 #   list         lxc-snap -l over BENCH_LIST_SNAPSHOTS snapshots
 #   memory       peak RSS of one full snapshot (/usr/bin/time -v), of the
-#                default tree and of one with twice the entries
+#                default tree and of one with half the entries
 #   reflink      the full comparison on an XFS image with reflinks (loop mount)
 #
 # Then it writes the report (bench/report.py) with the machine, filesystem,
@@ -35,14 +36,28 @@
 #   BENCH_ENTRIES=50000  BENCH_BYTES=650M  BENCH_SEED=1   the tree
 #   BENCH_ROUNDS=3       hyperfine invocations per comparison, order rotated
 #   BENCH_RUNS=1         timed runs per command in each round
+#   BENCH_CP_SYNC=1      also time `cp -a; sync` in the full comparison
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
-#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs per
-#                        round, unless set explicitly
+#   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs a round,
+#                        unless set explicitly
 #   BENCH_PHASES="full restore incremental list memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_OUT            the report (default BENCHMARKS.md; also --out)
 #   BENCH_KEEP=1         keep the throwaway directory (and the XFS image
 #                        unmounted) for a look afterwards
+#   BENCH_DEFER_DELETE=1|0  move each run's output aside and delete it all
+#                        at the end (1), or delete it between runs (0);
+#                        by default 1 when the disk has room for it
+#
+# The default run takes about 10 minutes on a 2-CPU VM (one copy of the
+# default tree: 2-5 s) and, while it runs, keeps every run's output under
+# BENCH_TMPDIR: about 30 GiB (see BENCH_DEFER_DELETE). BENCH_ROUNDS and
+# BENCH_RUNS scale both.
+#
+# Why defer: on ext4 without a journal (as here), the inode allocator skips
+# inodes freed in the last minute or more, so creating 50,000 files right
+# after deleting 50,000 costs 10-20x what it costs otherwise; deleting the
+# previous output just before each run would time that, not the copy.
 #
 # Internal: `bench/run.sh --reset WHAT ARGS...` is what hyperfine's
 # --prepare/--cleanup commands call to remove a run's output.
@@ -56,13 +71,28 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 REPO=$(dirname "$(dirname "$SELF")")
 
 # --reset: remove one kind of output, then sync so the next run starts
-# without someone else's dirty pages. Called by hyperfine, between runs.
+# without dirty pages. Called by hyperfine, between runs. With
+# BENCH_TRASH_DIR set (and on its filesystem) outputs are moved there
+# instead of deleted; see BENCH_DEFER_DELETE above.
 if [[ ${1:-} == --reset ]]; then
     shift
     what=$1
     shift
+    trash=${BENCH_TRASH_DIR:-}
+    # True when PATH can be moved into the trash (same filesystem).
+    to_trash() { # PATH
+        [[ -n $trash && -d $trash && -e $1 ]] &&
+            [[ $(stat -c %d "$trash") == $(stat -c %d "$1") ]]
+    }
+    discard() { # PATH
+        if to_trash "$1"; then
+            mv -- "$1" "$(mktemp -d "$trash/x.XXXXXX")/"
+        else
+            rm -rf --one-file-system -- "$1"
+        fi
+    }
     case $what in
-        lxc-snap) # BIN LXCPATH SNAPDIR NAME KEEP: delete NAME_N for N > KEEP
+        lxc-snap) # BIN LXCPATH SNAPDIR NAME KEEP: remove NAME_N for N > KEEP
             bin=$1 lxcpath=$2 snapdir=$3 name=$4 keep=$5
             fs=$snapdir
             victims=()
@@ -73,28 +103,44 @@ if [[ ${1:-} == --reset ]]; then
                 fi
             done
             if ((${#victims[@]} > 0)); then
-                "$bin" -P "$lxcpath" --snapdir "$snapdir" -q delete "${victims[@]}"
+                if to_trash "$snapdir"; then
+                    for v in "${victims[@]}"; do
+                        discard "$snapdir/$v"
+                    done
+                else
+                    "$bin" -P "$lxcpath" --snapdir "$snapdir" -q delete "${victims[@]}"
+                fi
             fi
             ;;
-        lxc-snapshot) # LXCPATH NAME KEEP: destroy snapN for N > KEEP
+        lxc-snapshot) # LXCPATH NAME KEEP: remove snapN for N > KEEP
             lxcpath=$1 name=$2 keep=$3
             fs=$lxcpath
             for d in "$lxcpath/$name/snaps"/snap*; do
                 n=${d##*/snap}
                 if [[ -d $d && $n =~ ^[0-9]+$ ]] && ((n > keep)); then
-                    lxc-snapshot -P "$lxcpath" -n "$name" -d "snap$n"
+                    if to_trash "$d"; then
+                        discard "$d"
+                    else
+                        lxc-snapshot -P "$lxcpath" -n "$name" -d "snap$n"
+                    fi
                 fi
             done
             ;;
         container) # LXCPATH NAME
             fs=$1
             if [[ -e $1/$2 ]]; then
-                lxc-destroy -P "$1" -n "$2" >/dev/null
+                if to_trash "$1/$2"; then
+                    discard "$1/$2"
+                else
+                    lxc-destroy -P "$1" -n "$2" >/dev/null
+                fi
             fi
             ;;
         dir) # PATH
             fs=$(dirname "$1")
-            rm -rf --one-file-system -- "$1"
+            if [[ -e $1 ]]; then
+                discard "$1"
+            fi
             ;;
         *)
             echo "run.sh: --reset: unknown kind $what" >&2
@@ -251,14 +297,14 @@ jq -n \
     --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
     --arg lxc "$(lxc-create --version)" \
     --arg hyperfine "$(hyperfine --version)" \
-    --arg rsync "$(rsync --version | head -1)" \
-    --arg cp "$(cp --version | head -1)" \
+    --arg rsync "$(rsync --version | sed -n 1p)" \
+    --arg cp "$(cp --version | sed -n 1p)" \
     --arg loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)" \
     --arg fs "$(findmnt -n -T "$W" -o SOURCE,FSTYPE,OPTIONS)" \
     --arg tmpdir "$TMPBASE" \
     --arg entries "$ENTRIES" --arg bytes "$BYTES" --arg seed "$SEED" --arg runs "$RUNS" --arg rounds "$ROUNDS" \
     --arg list_snapshots "$LIST_SNAPSHOTS" --arg list_runs "$LIST_RUNS" \
-    --arg quick "${BENCH_QUICK:-}" --arg phases "$PHASES" \
+    --arg quick "${BENCH_QUICK:-}" --arg phases "$PHASES" --arg cp_sync "${BENCH_CP_SYNC:-}" \
     '$ARGS.named' >"$RESULTS/meta.json"
 
 # One busybox base and an overlay clone of it in LXCPATH; the tree goes
@@ -315,6 +361,17 @@ compare() { # NAME CLEANUP
     CMD_LINES=()
 }
 
+# How many directories DIR/PREFIX* there are (0 when DIR does not exist).
+count_dirs() { # DIR PREFIX
+    local d n=0
+    for d in "$1/$2"*; do
+        if [[ -d $d ]]; then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
+}
+
 # The newest lxc-snap snapshot number of NAME in SNAPDIR.
 newest() { # SNAPDIR NAME
     local d n best=-1
@@ -329,7 +386,7 @@ newest() { # SNAPDIR NAME
 }
 
 # The full-snapshot comparison in LXCPATH/SNAPDIR, results in NAME-r*.json;
-# with PEERS=1 also rsync and cp -a followed by sync.
+# with PEERS=1 also rsync (and with BENCH_CP_SYNC=1 cp -a followed by sync).
 full_comparison() { # NAME LXCPATH SNAPDIR OUTDIR [PEERS]
     local name=$1 lxcpath=$2 snapdir=$3 outdir=$4 peers=${5:-}
     local delta=$lxcpath/bench/overlay/delta
@@ -345,24 +402,28 @@ full_comparison() { # NAME LXCPATH SNAPDIR OUTDIR [PEERS]
     local cleanup="$reset_snap && $reset_lxc && $reset_cp"
     if [[ $peers == 1 ]]; then
         reset_rsync=$(q bash "$SELF" --reset dir "$outdir/rsync")
-        reset_cps=$(q bash "$SELF" --reset dir "$outdir/cp-sync")
         add_cmd "rsync -aHXS" "$reset_rsync" "$(q rsync -aHXS "$delta/" "$outdir/rsync/")"
-        add_cmd "cp -a; sync" "$reset_cps" \
-            "$(q cp -a "$delta" "$outdir/cp-sync") && $(q sync -f "$outdir")"
-        cleanup+=" && $reset_rsync && $reset_cps"
+        cleanup+=" && $reset_rsync"
+        if [[ ${BENCH_CP_SYNC:-} == 1 ]]; then
+            reset_cps=$(q bash "$SELF" --reset dir "$outdir/cp-sync")
+            add_cmd "cp -a; sync" "$reset_cps" \
+                "$(q cp -a "$delta" "$outdir/cp-sync") && $(q sync -f "$outdir")"
+            cleanup+=" && $reset_cps"
+        fi
     fi
     compare "$name" "$cleanup"
 }
 
-# Seconds to create and remove 10,000 empty files in DIR: how expensive
-# inode creation is on this machine right now, for reading the results.
+# Seconds to create 10,000 empty files in a new directory DIR (left there
+# until the end, see BENCH_DEFER_DELETE): how expensive inode creation is
+# on this machine right now, for reading the results.
 probe_create() { # DIR
-    local d=$1/probe t0 t1
-    mkdir -p "$d"
+    local t0 t1
+    mkdir -p "$1"
     t0=$(date +%s.%N)
-    (cd "$d" && seq -f 'f%.0f' 10000 | xargs touch && seq -f 'f%.0f' 10000 | xargs rm -f)
+    (cd "$1" && seq -f 'f%.0f' 10000 | xargs touch)
     t1=$(date +%s.%N)
-    rmdir "$d"
+    sync -f "$1"
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 
@@ -375,15 +436,25 @@ phase_full() {
     full_comparison full "$L" "$S" "$OUTD" 1
 }
 
-phase_restore() {
+# Exactly one full snapshot of `bench` of each kind: bench_K (lxc-snap; its
+# peak RSS recorded for the memory phase) and snap0 (lxc-snapshot). Kept
+# when restore made them, so incremental does not copy the tree twice more.
+ensure_base_snapshots() {
+    if [[ $(count_dirs "$S" bench_) == 1 && $(count_dirs "$L/bench/snaps" snap) == 1 &&
+        -d $L/bench/snaps/snap0 ]]; then
+        return
+    fi
     bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
     bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+    measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
     lxc-snapshot -P "$L" -n bench
-    local k
-    k=$(newest "$S" bench)
     sync -f "$L"
-    local reset_a reset_b
+}
+
+phase_restore() {
+    ensure_base_snapshots
+    local k reset_a reset_b
+    k=$(newest "$S" bench)
     reset_a=$(q bash "$SELF" --reset container "$L" rsnap)
     reset_b=$(q bash "$SELF" --reset container "$L" rlxc)
     add_cmd "lxc-snap -r" "$reset_a" "$(q "$BIN" -P "$L" --snapdir "$S" -q -r "bench_$k" rsnap)"
@@ -392,36 +463,34 @@ phase_restore() {
 }
 
 phase_incremental() {
-    # One full snapshot of each kind to start from.
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
-    bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
-    lxc-snapshot -P "$L" -n bench
-    local k
+    # One full snapshot of each kind to start from, then one file changes.
+    ensure_base_snapshots
+    local k changed
     k=$(newest "$S" bench)
-    # Then change one file.
-    local changed
-    changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | head -1)
+    # sed, not head: head would quit early and fail the pipeline (SIGPIPE
+    # under pipefail) once the list outgrows a pipe buffer.
+    changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | sed -n 1p)
     [[ -n $changed ]] || die "no .conf file in the tree to change"
     echo "changed by the incremental benchmark" >>"$changed"
     sync -f "$L"
+    # How much one more snapshot adds: du counts each inode once, so files
+    # shared with the previous snapshot by hard links do not count twice.
+    # The last run of each command leaves its snapshot (no cleanup) for the
+    # "after" figure.
+    local tree before before_l after after_l
+    tree=$(du -sB1 "$DELTA" | cut -f1)
+    before=$(du -sB1 "$S" | cut -f1)
+    before_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
     local reset_a reset_b
     reset_a=$(q bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench "$k")
     reset_b=$(q bash "$SELF" --reset lxc-snapshot "$L" bench 0)
     add_cmd "lxc-snap" "$reset_a" "$(q "$BIN" -P "$L" --snapdir "$S" -q snap bench)"
     add_cmd "lxc-snapshot" "$reset_b" "$(q lxc-snapshot -P "$L" -n bench)"
-    compare incremental "$reset_a && $reset_b"
-
-    # How much one more snapshot adds: du counts each inode once, so files
-    # shared with the previous snapshot by hard links do not count twice.
-    local before after before_l after_l tree
-    tree=$(du -sB1 "$DELTA" | cut -f1)
-    before=$(du -sB1 "$S" | cut -f1)
-    "$BIN" -P "$L" --snapdir "$S" -q snap bench
+    compare incremental true
     after=$(du -sB1 "$S" | cut -f1)
-    before_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
-    lxc-snapshot -P "$L" -n bench
     after_l=$(du -sB1 "$L/bench/snaps" | cut -f1)
+    [[ $(count_dirs "$S" bench_) == 2 ]] ||
+        die "expected bench_$k and one newer snapshot in $S"
     jq -n --argjson tree "$tree" --argjson before "$before" --argjson after "$after" \
         --argjson before_l "$before_l" --argjson after_l "$after_l" --arg changed "${changed#"$DELTA"/}" \
         '{tree_bytes: $tree, changed_file: $changed,
@@ -458,7 +527,11 @@ phase_list() {
         -n "lxc-snap -l tiny" "$(q "$BIN" -P "$L" --snapdir "$S" -l tiny)" \
         -n "lxc-snap list tiny --json" "$(q "$BIN" -P "$L" --snapdir "$S" list tiny --json)" \
         -n "lxc-snap -l" "$(q "$BIN" -P "$L" --snapdir "$S" -l)"
-    rm -rf --one-file-system -- "$S"/tiny_*
+    if [[ -n ${BENCH_TRASH_DIR:-} ]]; then
+        mv -- "$S"/tiny_* "$(mktemp -d "$BENCH_TRASH_DIR/x.XXXXXX")/"
+    else
+        rm -rf --one-file-system -- "$S"/tiny_*
+    fi
 }
 
 # Peak RSS and wall time of COMMAND, into RESULTS/memory-NAME.txt.
@@ -470,18 +543,19 @@ measure_rss() { # NAME COMMAND...
 }
 
 phase_memory() {
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
-    bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
-    measure_rss lxc-snapshot lxc-snapshot -P "$L" -n bench
-    bash "$SELF" --reset lxc-snapshot "$L" bench -1
-    # Twice the entries, the same bytes: memory should not follow the
+    # The default tree: measured when restore or incremental made their
+    # base snapshot, else now.
+    if [[ ! -s $RESULTS/memory-lxc-snap.txt ]]; then
+        bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+        measure_rss lxc-snap "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench
+        bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    fi
+    # Half the entries, the same bytes: memory should not follow the
     # number of files (beyond remembering hard links).
-    make_lab "$L" bench2x $((ENTRIES * 2)) "$RESULTS/tree-2x.json"
-    measure_rss lxc-snap-2x "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" bench2x
-    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench2x -1
-    lxc-destroy -P "$L" -n bench2x >/dev/null
+    make_lab "$L" benchhalf $((ENTRIES / 2)) "$RESULTS/tree-half.json"
+    measure_rss lxc-snap-half "$BIN" -P "$L" --snapdir "$S" -q snap "${FULL[@]}" benchhalf
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" benchhalf -1
+    bash "$SELF" --reset container "$L" benchhalf
 }
 
 phase_reflink() {
@@ -521,20 +595,42 @@ run_phase() { # NAME
 }
 
 t0=$(date +%s)
-probe_start=$(probe_create "$W")
-echo "creating and removing 10,000 empty files here takes $probe_start s"
+probe_start=$(probe_create "$W/probe-start")
+echo "creating 10,000 empty files here takes $probe_start s"
 say "setup: busybox base, overlay clone, tree"
 make_lab "$L" bench "$ENTRIES" "$RESULTS/tree.json"
 jq -c . "$RESULTS/tree.json"
+
+# Room to keep every run's output until the end? Roughly one tree per run
+# on this filesystem (full, restore, incremental, memory), plus 2 GiB.
+tree_du=$(jq .du_bytes "$RESULTS/tree.json")
+per_cmd=$((1 + ROUNDS * RUNS))
+copies=$((5 * per_cmd + 4 * per_cmd + 4))
+need=$((copies * tree_du + (2 << 30)))
+avail=$(df -B1 --output=avail "$W" | tail -1 | tr -d ' ')
+case ${BENCH_DEFER_DELETE:-auto} in
+    1) defer=1 ;;
+    0) defer=0 ;;
+    *) defer=$((avail > need ? 1 : 0)) ;;
+esac
+if ((defer)); then
+    mkdir -p "$W/trash"
+    export BENCH_TRASH_DIR=$W/trash
+    echo "outputs are moved to $W/trash and deleted at the end (needs about $((need >> 30)) GiB)"
+else
+    echo "outputs are deleted between runs (about $((need >> 30)) GiB needed to defer, $((avail >> 30)) GiB free)"
+fi
+
 for phase in $PHASES; do
     run_phase "$phase"
 done
-probe_end=$(probe_create "$W")
-echo "creating and removing 10,000 empty files here takes $probe_end s"
+probe_end=$(probe_create "$W/probe-end")
+echo "creating 10,000 empty files here takes $probe_end s"
 
 jq --arg loadavg "$(cut -d' ' -f1-3 /proc/loadavg)" --arg secs "$(($(date +%s) - t0))" \
-    --arg probe_start "$probe_start" --arg probe_end "$probe_end" \
-    '. + {loadavg_end: $loadavg, seconds: $secs, probe_start: $probe_start, probe_end: $probe_end}' \
+    --arg probe_start "$probe_start" --arg probe_end "$probe_end" --arg defer "$defer" \
+    '. + {loadavg_end: $loadavg, seconds: $secs, probe_start: $probe_start,
+          probe_end: $probe_end, defer_delete: $defer}' \
     "$RESULTS/meta.json" >"$RESULTS/meta.json.tmp"
 mv "$RESULTS/meta.json.tmp" "$RESULTS/meta.json"
 say "report"
