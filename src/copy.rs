@@ -1219,15 +1219,7 @@ fn refuse_redirects(xattrs: &Xattrs, path: &Path) -> Result<()> {
             .any(|n| name.as_os_str() == OsStr::new(n))
     }) {
         None => Ok(()),
-        Some((name, _)) => Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "copying {}: carries {}: the overlay delta is not self-contained \
-                 (the overlay was mounted with redirect_dir or metacopy)",
-                path.display(),
-                name.to_string_lossy()
-            ),
-        )),
+        Some((name, _)) => Err(Error::overlay_not_self_contained("copying", path, name)),
     }
 }
 

@@ -829,15 +829,7 @@ fn open_dir(
 }
 
 fn not_self_contained(path: &Path, attr: &OsStr) -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        format!(
-            "comparing {}: carries {}: the overlay layer is not self-contained \
-             (the overlay was mounted with redirect_dir or metacopy)",
-            path.display(),
-            attr.to_string_lossy()
-        ),
-    )
+    Error::overlay_not_self_contained("comparing", path, attr)
 }
 
 /// Opens an entry read-only without following it or touching its atime,

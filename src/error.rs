@@ -71,6 +71,21 @@ impl Error {
         Error::io(op, path, io::Error::from(err))
     }
 
+    /// `<op> <path>` carries an overlay `redirect` or `metacopy` attribute
+    /// `attr`: the layer needs other layers to make sense, so lxc-snap
+    /// refuses it (the copier and the diff engine alike).
+    pub fn overlay_not_self_contained(op: &str, path: &Path, attr: &std::ffi::OsStr) -> Self {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{op} {}: carries {}: the overlay layer is not self-contained \
+                 (the overlay was mounted with redirect_dir or metacopy)",
+                path.display(),
+                attr.to_string_lossy()
+            ),
+        )
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
