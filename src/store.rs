@@ -83,6 +83,10 @@ pub struct Metadata {
     /// as `lowers`), to tell later whether the base still is what it was.
     #[serde(default)]
     pub lower_fingerprints: Vec<TreeFingerprint>,
+    /// Names in the captured tree that are hard links to another name in
+    /// it; absent from metadata written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_links: Option<u64>,
 }
 
 /// A cheap summary of a directory tree: any change to an entry moves its
@@ -456,7 +460,11 @@ impl Store {
     /// Recomputes what only `snapshot` holds (see [`exclusive_bytes`]) and
     /// records it in its metadata.
     pub fn refresh_used(&self, snapshot: &Snapshot) -> Result<()> {
-        let used = exclusive_bytes(&snapshot.tree())?;
+        self.set_used(snapshot, exclusive_bytes(&snapshot.tree())?)
+    }
+
+    /// Records `used` as what only `snapshot` holds.
+    pub fn set_used(&self, snapshot: &Snapshot, used: u64) -> Result<()> {
         if used != snapshot.meta.used_bytes {
             let mut meta = snapshot.meta.clone();
             meta.used_bytes = used;
@@ -541,6 +549,7 @@ mod tests {
             used_bytes: 4096,
             pinned: false,
             lower_fingerprints: Vec::new(),
+            hard_links: Some(0),
         }
     }
 

@@ -109,10 +109,32 @@ fn counts_entries_once_per_name_and_bytes_once_per_inode() {
             bytes: 10 + 5 + (1 << 20),
             linked: 0,
             linked_bytes: 0,
+            hard_links: 1,
+            created_bytes: allocated_outside(&dst, None),
+            reference_unshared_bytes: 0,
+            reference_multi_linked: 0,
             skipped_mounts: vec![],
         }
     );
+    assert!(stats.created_bytes >= 4096 + 10 + 5, "{stats:?}");
     fidelity::assert_trees_identical(&src, &dst);
+}
+
+/// Allocated bytes of the inodes in `tree` (each once) that have no name
+/// in `other`: what the copier reports as created.
+fn allocated_outside(tree: &Path, other: Option<&Path>) -> u64 {
+    let ids = |t: &Path| -> std::collections::HashMap<(u64, u64), u64> {
+        fidelity::lstat_tree(t)
+            .into_iter()
+            .map(|(_, st)| ((st.st_dev, st.st_ino), st.st_blocks as u64 * 512))
+            .collect()
+    };
+    let theirs = other.map(ids).unwrap_or_default();
+    ids(tree)
+        .into_iter()
+        .filter(|(id, _)| !theirs.contains_key(id))
+        .map(|(_, bytes)| bytes)
+        .sum()
 }
 
 #[test]
@@ -677,13 +699,15 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
 
     let stats = copy_tree_with(&src, &new, &opts).expect("incremental copy");
 
-    let (mut linked, mut linked_bytes) = (0, 0);
+    let (mut linked, mut linked_bytes, mut unshared) = (0, 0, 0);
     for (rel, st) in fidelity::lstat_tree(&src).into_iter().skip(1) {
         let (n, o) = (inode(&new.join(&rel)), inode(&old.join(&rel)));
         if is_single_file(&st) {
             assert_eq!(n, o, "/{}: not linked to the reference", rel.display());
             linked += 1;
             linked_bytes += st.st_size as u64;
+            // Each had a single name in the reference before.
+            unshared += fs::symlink_metadata(new.join(&rel)).expect("lstat").blocks() * 512;
         } else {
             assert_ne!(n, o, "/{}: shared with the reference", rel.display());
         }
@@ -693,9 +717,12 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
         CopyStats {
             linked,
             linked_bytes,
-            ..full
+            created_bytes: allocated_outside(&new, Some(&old)),
+            reference_unshared_bytes: unshared,
+            ..full.clone()
         }
     );
+    assert!(unshared > 0 && stats.created_bytes < full.created_bytes, "{stats:?}");
     let reports = reports.into_inner().expect("lock");
     assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
     assert_eq!(reports.last(), Some(&stats.bytes), "{reports:?}");

@@ -165,3 +165,45 @@ fn checksum_catches_a_change_that_kept_size_and_mtime() {
         "unchanged files are still shared with --checksum"
     );
 }
+
+/// USED as recorded at snapshot time (from what the copier did, without
+/// walking) must equal a walk of every snapshot's tree, along a chain of
+/// incremental snapshots, with and without hard links in the delta.
+#[test]
+fn recorded_used_bytes_match_a_walk_along_a_chain() {
+    if !common::system_tests_enabled("recorded_used_bytes_match_a_walk_along_a_chain", true) {
+        return;
+    }
+    for hard_links in [false, true] {
+        let env = TestEnv::new();
+        let delta = setup(&env);
+        if hard_links {
+            fs::hard_link(delta.join("data/f1"), delta.join("f1-again")).expect("link");
+        }
+        let check = |taken: u32| {
+            for n in 0..taken {
+                let snap = format!("c_{n}");
+                let tree = env.snapdir.join(format!("{snap}/private/delta"));
+                let walked = lxc_snap::store::exclusive_bytes(&tree).expect("walk");
+                assert_eq!(
+                    used(&env, &snap),
+                    walked,
+                    "{snap} after {taken} snapshots (hard links: {hard_links})"
+                );
+            }
+        };
+        env.ok(&["-q", "c"]);
+        check(1);
+        fs::write(delta.join("data/f3"), b"changed").expect("change");
+        env.ok(&["-q", "c"]);
+        check(2);
+        fs::write(delta.join("data/f4"), b"changed too").expect("change");
+        fs::remove_file(delta.join("data/f5")).expect("remove");
+        env.ok(&["-q", "c"]);
+        check(3);
+        env.ok(&["rm", "c_1"]);
+        let walked = lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_2/private/delta"))
+            .expect("walk");
+        assert_eq!(used(&env, "c_2"), walked, "c_2 after deleting c_1");
+    }
+}

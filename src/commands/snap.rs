@@ -175,12 +175,14 @@ pub(super) fn take(
         lowers: lowers.clone(),
         files: stats.entries,
         bytes: stats.bytes,
-        used_bytes: store::exclusive_bytes(&store::tree_path(new.path(), backing))?,
+        // Nothing links to the inodes the copy created yet.
+        used_bytes: stats.created_bytes,
         pinned: false,
         lower_fingerprints: lowers
             .iter()
             .map(|l| TreeFingerprint::of(l))
             .collect::<Result<_>>()?,
+        hard_links: Some(stats.hard_links),
     };
     store::write_metadata(new.path(), &meta)?;
 
@@ -200,10 +202,30 @@ pub(super) fn take(
     let snapshot = ctx.store.commit(new, lock)?;
     registered.keep();
     if let Some(previous) = &previous {
-        // What it shared alone with the previous snapshot is now shared.
-        ctx.store.refresh_used(previous)?;
+        previous_now_shares(ctx, previous, &stats)?;
     }
     Ok(snapshot.name)
+}
+
+/// Updates what `previous` holds alone now that the copy `stats` describe
+/// linked some of its files. Only a later snapshot made from `previous`
+/// links to its inodes, and this is the first, so a linked inode with a
+/// single name was its alone; one with several names was too only if all
+/// of them are in `previous`, which takes a walk to tell unless `previous`
+/// has no hard links of its own.
+fn previous_now_shares(
+    ctx: &Context,
+    previous: &store::Snapshot,
+    stats: &crate::copy::CopyStats,
+) -> Result<()> {
+    if stats.reference_multi_linked > 0 && previous.meta.hard_links != Some(0) {
+        return ctx.store.refresh_used(previous);
+    }
+    let used = previous
+        .meta
+        .used_bytes
+        .saturating_sub(stats.reference_unshared_bytes);
+    ctx.store.set_used(previous, used)
 }
 
 fn unsupported(name: &ContainerName, why: &str) -> Error {
