@@ -244,7 +244,13 @@ def main():
       f"{meta.get('loadavg_end', '?')} at the end.")
     w(f"- Tools: LXC {meta.get('lxc', '?')}, {squeeze(meta.get('hyperfine', '?'))}, "
       f"{squeeze(meta.get('rsync', '?'))}, {squeeze(meta.get('cp', '?'))}.")
-    w(f"- Filesystem of the benchmark directory (under `{meta.get('tmpdir', '?')}`): "
+    if meta.get("fs_mode") == "image":
+        w("- Filesystem: a fresh ext4 made for this run with `mkfs.ext4` defaults (features: "
+          f"{squeeze(meta.get('fs_features', '?'))}) in an image file under "
+          f"`{meta.get('tmpdir', '?')}`, loop-mounted: `{squeeze(meta.get('fs', '?'))}`. "
+          "Every command and the tree live there; a long-used filesystem would time its own "
+          "state too (`BENCH_FS=here` runs on the one under the directory instead).")
+    w(f"- Filesystem of the benchmark: "
       f"`{squeeze(meta.get('fs', '?'))}`. Creating 10,000 empty files there took "
       f"{meta.get('probe_start', '?')} s before the benchmarks and {meta.get('probe_end', '?')} s "
       "after them (how costly inode creation was on this machine at the time).")
@@ -277,6 +283,9 @@ def main():
           "inodes freed in the last minute or more, so creating the tree's 50,000 files right "
           "after deleting as many costs several times more, and that is the filesystem's inode "
           "reuse, not the copy. On the XFS image outputs are deleted between runs.")
+    elif meta.get("defer_delete") == "0" and meta.get("fs_mode") == "image":
+        w("- Outputs of earlier runs were deleted between runs, by the prepare command, which "
+          "also syncs.")
     elif meta.get("defer_delete") == "0":
         w("- Outputs of earlier runs were deleted between runs (`BENCH_DEFER_DELETE=0`, or not "
           "enough disk to keep them): on ext4 without a journal that makes file creation in the "

@@ -7,10 +7,12 @@
 # the gen_tree example (default target/release/examples/gen_tree), --out:
 # the report (default BENCHMARKS.md in the repository).
 #
-# In a throwaway directory under $BENCH_TMPDIR (default /var/tmp, on the root
-# filesystem) it makes an lxcpath with a busybox base container and an
-# overlay clone `bench`, writes a reproducible tree into the clone's delta
-# (gen_tree), and times with hyperfine. Each comparison runs side by side in
+# In a throwaway directory under $BENCH_TMPDIR (default /var/tmp) it makes a
+# fresh ext4 filesystem (mkfs.ext4 defaults, so with a journal) in an image
+# file, loop-mounts it, and there makes an lxcpath with a busybox base
+# container and an overlay clone `bench`, writes a reproducible tree into
+# the clone's delta (gen_tree), and times with hyperfine. BENCH_FS=here
+# uses the filesystem of BENCH_TMPDIR itself instead. Each comparison runs side by side in
 # one hyperfine invocation, BENCH_ROUNDS times with the order of the
 # commands rotated (whoever goes first or last gets no lasting advantage on
 # a machine whose state drifts); the first round starts with one warmup run
@@ -42,22 +44,29 @@
 #                        unless set explicitly
 #   BENCH_PHASES="full restore incremental list memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
+#   BENCH_FS=image|here  a fresh ext4 image (default) or BENCH_TMPDIR's
+#                        filesystem as it is
+#   BENCH_EXT4_SIZE      the ext4 image (default max(8G, 12 x tree))
 #   BENCH_OUT            the report (default BENCHMARKS.md; also --out)
 #   BENCH_KEEP=1         keep the throwaway directory (and the XFS image
 #                        unmounted) for a look afterwards
 #   BENCH_DEFER_DELETE=1|0  move each run's output aside and delete it all
 #                        at the end (1), or delete it between runs (0);
-#                        by default 1 when the disk has room for it
+#                        by default 0 on the ext4 image, and with
+#                        BENCH_FS=here 1 when the disk has room for it
 #
 # The default run takes about 10 minutes on a 2-CPU VM (one copy of the
 # default tree: 2-5 s) and, while it runs, keeps every run's output under
 # BENCH_TMPDIR: about 30 GiB (see BENCH_DEFER_DELETE). BENCH_ROUNDS and
 # BENCH_RUNS scale both.
 #
-# Why defer: on ext4 without a journal (as here), the inode allocator skips
-# inodes freed in the last minute or more, so creating 50,000 files right
-# after deleting 50,000 costs 10-20x what it costs otherwise; deleting the
-# previous output just before each run would time that, not the copy.
+# Why a fresh image: a long-used filesystem times its own state (free
+# space fragmentation, and on ext4 without a journal, as the root
+# filesystem of some VMs, an inode allocator that skips inodes freed in the
+# last minute or more, so creating 50,000 files right after deleting 50,000
+# costs 10-20x what it costs otherwise). Why defer, with BENCH_FS=here:
+# deleting the previous output just before each run would time that, not
+# the copy.
 #
 # Internal: `bench/run.sh --reset WHAT ARGS...` is what hyperfine's
 # --prepare/--cleanup commands call to remove a run's output.
@@ -205,6 +214,7 @@ for tool in hyperfine lxc-create lxc-copy lxc-snapshot lxc-destroy rsync jq pyth
     mkfs.xfs xfs_info losetup findmnt busybox; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (make bench installs it)"
 done
+command -v mkfs.ext4 >/dev/null 2>&1 || die "mkfs.ext4 not found (apt-get install e2fsprogs)"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
 for p in $PHASES; do
     case $p in
@@ -228,17 +238,35 @@ W=$(mktemp -d "$TMPBASE/lxc-snap-bench.XXXXXX")
 rm -f "$RESULTS"/*.json "$RESULTS"/*.txt "$RESULTS"/*.status
 XFS_IMG=$W/xfs.img
 XFS_MNT=$W/xfs
+EXT4_IMG=$W/ext4.img
+EXT4_MNT=$W/ext4
+FS_MODE=${BENCH_FS:-image}
+case $FS_MODE in
+    image | here) ;;
+    *) die "BENCH_FS: image or here, not $FS_MODE" ;;
+esac
 
-detach_xfs() {
-    if mountpoint -q "$XFS_MNT" 2>/dev/null; then
-        umount "$XFS_MNT" || umount -l "$XFS_MNT" || true
+# Unmounts MOUNT and detaches the loop device of IMAGE, if any.
+detach_image() { # IMAGE MOUNT
+    if mountpoint -q "$2" 2>/dev/null; then
+        umount "$2" || umount -l "$2" || true
     fi
-    if [[ -e $XFS_IMG ]]; then
+    if [[ -e $1 ]]; then
         local dev
-        for dev in $(losetup -j "$XFS_IMG" -O NAME -n 2>/dev/null); do
+        for dev in $(losetup -j "$1" -O NAME -n 2>/dev/null); do
             losetup -d "$dev" || true
         done
     fi
+}
+detach_xfs() {
+    detach_image "$XFS_IMG" "$XFS_MNT"
+}
+
+# A sparse image of SIZE bytes, its blocks reserved on the disk when the
+# filesystem can (fallocate), so writing into it does not time the disk's
+# own allocation.
+make_image() { # IMAGE SIZE
+    fallocate -l "$2" "$1" 2>/dev/null || truncate -s "$2" "$1"
 }
 
 # TERM to PID and every process below it (listed first, then signalled).
@@ -262,6 +290,7 @@ cleanup() {
         wait "$PHASE_PID" 2>/dev/null
     fi
     detach_xfs
+    detach_image "$EXT4_IMG" "$EXT4_MNT"
     if [[ ${BENCH_KEEP:-} == 1 ]]; then
         echo "run.sh: kept $W" >&2
     else
@@ -427,9 +456,21 @@ probe_create() { # DIR
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 
-L=$W/lxc
-S=$W/snapdir # not $W/lxcsnaps: lxc-snapshot would switch to that layout
-OUTD=$W/out
+# Where the main phases run: a fresh ext4 image, or $W itself.
+HERE=$W
+if [[ $FS_MODE == image ]]; then
+    tree_apparent=$("$GEN" --dry-run --seed "$SEED" --entries "$ENTRIES" --bytes "$BYTES" /nonexistent |
+        jq .apparent_bytes)
+    ext4_size=${BENCH_EXT4_SIZE:-$((tree_apparent * 12 > 8 << 30 ? tree_apparent * 12 : 8 << 30))}
+    make_image "$EXT4_IMG" "$ext4_size"
+    mkfs.ext4 -q -F "$EXT4_IMG"
+    mkdir -p "$EXT4_MNT"
+    mount -o loop "$EXT4_IMG" "$EXT4_MNT"
+    HERE=$EXT4_MNT
+fi
+L=$HERE/lxc
+S=$HERE/snapdir # not lxcsnaps: lxc-snapshot would switch to that layout
+OUTD=$HERE/out
 DELTA=$L/bench/overlay/delta
 
 phase_full() {
@@ -563,7 +604,7 @@ phase_reflink() {
     local tree_bytes size
     tree_bytes=$(jq .apparent_bytes "$RESULTS/tree.json")
     size=${BENCH_XFS_SIZE:-$((tree_bytes * 5 > 4 << 30 ? tree_bytes * 5 : 4 << 30))}
-    truncate -s "$size" "$XFS_IMG"
+    make_image "$XFS_IMG" "$size"
     mkfs.xfs -q -m reflink=1 "$XFS_IMG"
     mkdir -p "$XFS_MNT"
     mount -o loop "$XFS_IMG" "$XFS_MNT"
@@ -594,8 +635,15 @@ run_phase() { # NAME
     PHASE_PID=
 }
 
+jq --arg fs "$(findmnt -n -T "$HERE" -o SOURCE,FSTYPE,OPTIONS)" --arg mode "$FS_MODE" \
+    --arg features "$(if [[ $FS_MODE == image ]]; then dumpe2fs -h "$EXT4_IMG" 2>/dev/null |
+        sed -n 's/^Filesystem features: *//p'; fi)" \
+    '. + {fs: $fs, fs_mode: $mode, fs_features: $features}' \
+    "$RESULTS/meta.json" >"$RESULTS/meta.json.tmp"
+mv "$RESULTS/meta.json.tmp" "$RESULTS/meta.json"
+
 t0=$(date +%s)
-probe_start=$(probe_create "$W/probe-start")
+probe_start=$(probe_create "$HERE/probe-start")
 echo "creating 10,000 empty files here takes $probe_start s"
 say "setup: busybox base, overlay clone, tree"
 make_lab "$L" bench "$ENTRIES" "$RESULTS/tree.json"
@@ -607,16 +655,16 @@ tree_du=$(jq .du_bytes "$RESULTS/tree.json")
 per_cmd=$((1 + ROUNDS * RUNS))
 copies=$((5 * per_cmd + 4 * per_cmd + 4))
 need=$((copies * tree_du + (2 << 30)))
-avail=$(df -B1 --output=avail "$W" | tail -1 | tr -d ' ')
+avail=$(df -B1 --output=avail "$HERE" | tail -1 | tr -d ' ')
 case ${BENCH_DEFER_DELETE:-auto} in
     1) defer=1 ;;
     0) defer=0 ;;
-    *) defer=$((avail > need ? 1 : 0)) ;;
+    *) if [[ $FS_MODE == here ]] && ((avail > need)); then defer=1; else defer=0; fi ;;
 esac
 if ((defer)); then
-    mkdir -p "$W/trash"
-    export BENCH_TRASH_DIR=$W/trash
-    echo "outputs are moved to $W/trash and deleted at the end (needs about $((need >> 30)) GiB)"
+    mkdir -p "$HERE/trash"
+    export BENCH_TRASH_DIR=$HERE/trash
+    echo "outputs are moved to $HERE/trash and deleted at the end (needs about $((need >> 30)) GiB)"
 else
     echo "outputs are deleted between runs (about $((need >> 30)) GiB needed to defer, $((avail >> 30)) GiB free)"
 fi
@@ -624,7 +672,7 @@ fi
 for phase in $PHASES; do
     run_phase "$phase"
 done
-probe_end=$(probe_create "$W/probe-end")
+probe_end=$(probe_create "$HERE/probe-end")
 echo "creating 10,000 empty files here takes $probe_end s"
 
 jq --arg loadavg "$(cut -d' ' -f1-3 /proc/loadavg)" --arg secs "$(($(date +%s) - t0))" \
