@@ -71,9 +71,11 @@
 //! File contents move, fastest first: a whole-file clone (`FICLONE`, shared
 //! extents) where the filesystem can; else `copy_file_range` over the data
 //! segments (found with `SEEK_DATA`/`SEEK_HOLE` only for files that have
-//! holes); else `read`/`write`. Files under 64 KiB are read and written
-//! outright: a clone costs more than copying them and saves little. A
-//! method the filesystems refuse is not tried again in the same copy. One
+//! holes); else `read`/`write`. Where the filesystems clone, small files
+//! are cloned too (a written copy would still cost its writeback in the
+//! caller's final sync); elsewhere files under 64 KiB are read and written
+//! outright, cheaper than `copy_file_range` for them. A method the
+//! filesystems refuse is not tried again in the same copy. One
 //! thread walks the tree and creates directories, symlinks and devices; two
 //! others copy regular files, handed to them in batches.
 //!
@@ -944,10 +946,14 @@ impl DataCopier {
         }
         // Allocated blocks cover the size: no holes worth looking for.
         let dense = st.st_blocks * 512 >= size;
-        // One read and one write beat a clone (a transaction on XFS) and
-        // copy_file_range (which clones there too); sharing a few KiB
-        // saves little.
-        if self.path == DataPath::Auto && dense && size < SMALL_FILE {
+        // Where the filesystems clone, a clone beats even a small file's
+        // write: that would still cost its writeback in the caller's sync.
+        // Elsewhere one read and one write beat copy_file_range.
+        if self.path == DataPath::Auto
+            && dense
+            && size < SMALL_FILE
+            && !self.can_clone.load(Relaxed)
+        {
             return self.copy_range(src, dst, 0, size, src_path, dst_path);
         }
         if self.can_clone.load(Relaxed) {
@@ -1367,7 +1373,9 @@ fn xattr_list_len_at(dir: &File, name: &OsStr) -> Option<usize> {
     };
     match Errno::result(rc) {
         Ok(n) => usize::try_from(n).ok(),
-        Err(Errno::ENOSYS) => {
+        // Not in this kernel, or refused by a seccomp filter that does not
+        // know it yet.
+        Err(Errno::ENOSYS | Errno::EPERM) => {
             HAVE_LISTXATTRAT.store(false, Relaxed);
             None
         }

@@ -707,7 +707,10 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
             linked += 1;
             linked_bytes += st.st_size as u64;
             // Each had a single name in the reference before.
-            unshared += fs::symlink_metadata(new.join(&rel)).expect("lstat").blocks() * 512;
+            unshared += fs::symlink_metadata(new.join(&rel))
+                .expect("lstat")
+                .blocks()
+                * 512;
         } else {
             assert_ne!(n, o, "/{}: shared with the reference", rel.display());
         }
@@ -722,7 +725,10 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
             ..full.clone()
         }
     );
-    assert!(unshared > 0 && stats.created_bytes < full.created_bytes, "{stats:?}");
+    assert!(
+        unshared > 0 && stats.created_bytes < full.created_bytes,
+        "{stats:?}"
+    );
     let reports = reports.into_inner().expect("lock");
     assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
     assert_eq!(reports.last(), Some(&stats.bytes), "{reports:?}");

@@ -202,8 +202,8 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
         env.ok(&["-q", "c"]);
         check(3);
         env.ok(&["rm", "c_1"]);
-        let walked = lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_2/private/delta"))
-            .expect("walk");
+        let walked =
+            lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_2/private/delta")).expect("walk");
         assert_eq!(used(&env, "c_2"), walked, "c_2 after deleting c_1");
     }
 }
