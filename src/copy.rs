@@ -43,19 +43,20 @@
 //!
 //! With a reference ([`CopyOptions::reference`], an older copy of the same
 //! tree), a regular file may instead become a hard link to its copy there:
-//! - Only a regular file whose source has a single name, and only to a
-//!   regular file at the same relative path in the reference, found
+//! - Only a regular file (of a file with several names in the source, the
+//!   first name copied; the others are linked to it as always), and only to
+//!   a regular file at the same relative path in the reference, found
 //!   descriptor-relative without following any symlink and without leaving
 //!   the reference's mount, equal in type and mode, uid and gid, extended
 //!   attributes (names and values), size, and either mtime to the
 //!   nanosecond ([`Compare::QuickCheck`]) or contents byte for byte
 //!   ([`Compare::Checksum`]).
-//! - Each reference inode is linked at most once per copy, so the copy has
-//!   a hard link between two names exactly when the source has.
+//! - Each reference inode is linked from at most one source inode per
+//!   copy, so the copy has a hard link between two names exactly when the
+//!   source has.
 //! - Never shared: directories, symlinks, devices, fifos, sockets and
-//!   whiteouts (always created), and files with several names in the
-//!   source. A linked inode is never written to, so it keeps the
-//!   reference's atime, the one field the check ignores.
+//!   whiteouts (always created). A linked inode is never written to, so it
+//!   keeps the reference's atime, the one field the check ignores.
 //! - The reference is opened like `src` (a symlink there is refused) and
 //!   may not be `src` itself, whose files change after the copy.
 //! - With the quick check, neither the source file nor its copy in the
@@ -66,7 +67,10 @@
 //!   between.
 //! - The stats say what linking did to the reference's sizes: the
 //!   allocated bytes of linked inodes that had a single name (the reference
-//!   held them alone) and how many had several.
+//!   held them alone), and the linked inodes that had several, with their
+//!   name counts; and, for the copy itself, which of its inodes have
+//!   several names in it. With that record of the reference, whether it
+//!   held a linked inode alone needs no walk.
 //!
 //! File contents move, fastest first: a whole-file clone (`FICLONE`, shared
 //! extents) where the filesystem can; else `copy_file_range` over the data
@@ -124,6 +128,9 @@ pub struct CopyStats {
     /// Names made hard links to another name in the copy (the source's
     /// own hard links; not those to the reference).
     pub hard_links: u64,
+    /// Inodes of the copy with several names in it, as (inode number,
+    /// names in the copy), sorted.
+    pub multi_name_inodes: Vec<(u64, u64)>,
     /// Allocated bytes (`st_blocks`) of the inodes this copy created, each
     /// once: what removing the copy frees, as long as nothing else links
     /// to them.
@@ -133,8 +140,9 @@ pub struct CopyStats {
     /// shares them.
     pub reference_unshared_bytes: u64,
     /// Reference inodes linked into the copy that already had several
-    /// names: who held them alone is not known without a walk.
-    pub reference_multi_linked: u64,
+    /// names, as (inode number, names before, allocated bytes), sorted:
+    /// the reference held one alone if all those names are in it.
+    pub reference_multi_linked: Vec<(u64, u64, u64)>,
     /// Source paths of mount points below `src` that were not crossed:
     /// directories were created empty, anything else was left out. Sorted.
     pub skipped_mounts: Vec<PathBuf>,
@@ -245,7 +253,8 @@ pub fn copy_tree_by(
         hard_links: AtomicU64::new(0),
         created_bytes: AtomicU64::new(0),
         reference_unshared_bytes: AtomicU64::new(0),
-        reference_multi_linked: AtomicU64::new(0),
+        reference_multi_linked: Mutex::default(),
+        multi_name_inodes: Mutex::default(),
         reported: Mutex::new(0),
         skipped_mounts: Mutex::default(),
         error: Mutex::default(),
@@ -281,7 +290,8 @@ pub fn copy_tree_by(
         hard_links: copier.hard_links.into_inner(),
         created_bytes: copier.created_bytes.into_inner(),
         reference_unshared_bytes: copier.reference_unshared_bytes.into_inner(),
-        reference_multi_linked: copier.reference_multi_linked.into_inner(),
+        reference_multi_linked: sorted(copier.reference_multi_linked),
+        multi_name_inodes: sorted(copier.multi_name_inodes),
         skipped_mounts,
     })
 }
@@ -394,7 +404,9 @@ struct Copier<'a> {
     hard_links: AtomicU64,
     created_bytes: AtomicU64,
     reference_unshared_bytes: AtomicU64,
-    reference_multi_linked: AtomicU64,
+    reference_multi_linked: Mutex<Vec<(u64, u64, u64)>>,
+    /// Inode number in the copy -> its names there, for inodes with several.
+    multi_name_inodes: Mutex<HashMap<u64, u64>>,
     /// Bytes last reported to `progress`.
     reported: Mutex<u64>,
     skipped_mounts: Mutex<Vec<PathBuf>>,
@@ -619,9 +631,10 @@ impl Copier<'_> {
         let id = (st.st_dev, st.st_ino);
         let mut links = lock(&self.links);
         if let Some(first) = links.get(&id) {
-            self.link(first, parent, name, &dst_path)?;
+            let ino = self.link(first, parent, name, &dst_path)?;
             self.entries.fetch_add(1, Relaxed);
             self.hard_links.fetch_add(1, Relaxed);
+            *lock(&self.multi_name_inodes).entry(ino).or_insert(1) += 1;
         } else if self.copy_non_dir(parent, name, &st, src_path, &dst_path)? {
             links.insert(id, parent.rel.join(name));
         }
@@ -725,7 +738,11 @@ impl Copier<'_> {
                 self.reference_unshared_bytes
                     .fetch_add(allocated(&old), Relaxed);
             } else {
-                self.reference_multi_linked.fetch_add(1, Relaxed);
+                lock(&self.reference_multi_linked).push((
+                    old.st_ino,
+                    old.st_nlink,
+                    allocated(&old),
+                ));
             }
             self.add_bytes(size);
             return Ok(true);
@@ -779,7 +796,7 @@ impl Copier<'_> {
         let Some(dir) = &parent.reference else {
             return Ok(None);
         };
-        if st.st_nlink != 1 || !self.can_link_reference.load(Relaxed) {
+        if !self.can_link_reference.load(Relaxed) {
             return Ok(None);
         }
         let Ok((old, mount_root)) = stat_entry(dir, name) else {
@@ -888,7 +905,8 @@ impl Copier<'_> {
         Ok(())
     }
 
-    fn link(&self, first: &Path, parent: &DirCopy, name: &OsStr, dst_path: &Path) -> Result<()> {
+    /// Makes `name` another name of the copy's `first`; returns its inode number.
+    fn link(&self, first: &Path, parent: &DirCopy, name: &OsStr, dst_path: &Path) -> Result<u64> {
         let err = |e| Error::sys("linking", dst_path, e);
         // Resolved beneath the destination root without any symlink, so the
         // link can only ever point at our own first copy.
@@ -909,7 +927,8 @@ impl Copier<'_> {
             name,
             AtFlags::AT_EMPTY_PATH,
         )
-        .map_err(err)
+        .map_err(err)?;
+        Ok(stat::fstat(target.as_raw_fd()).map_err(err)?.st_ino)
     }
 }
 
@@ -1489,6 +1508,16 @@ thread_local! {
 
 /// Whether two files start with the same `size` bytes; failing to read
 /// either counts as different.
+fn sorted<T: Ord, C: IntoIterator<Item = T>>(m: Mutex<C>) -> Vec<T> {
+    let mut v: Vec<T> = m
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .collect();
+    v.sort();
+    v
+}
+
 /// The same attributes, names and values, in any order.
 fn same_xattrs(mut a: Xattrs, mut b: Xattrs) -> bool {
     a.sort();

@@ -83,10 +83,12 @@ pub struct Metadata {
     /// as `lowers`), to tell later whether the base still is what it was.
     #[serde(default)]
     pub lower_fingerprints: Vec<TreeFingerprint>,
-    /// Names in the captured tree that are hard links to another name in
-    /// it; absent from metadata written before it was recorded.
+    /// The captured tree's inodes with several names in it, as (inode
+    /// number, names), so that the next snapshot can tell which inodes it
+    /// shares were this one's alone; absent from metadata written before it
+    /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hard_links: Option<u64>,
+    pub multi_name_inodes: Option<Vec<(u64, u64)>>,
 }
 
 /// A cheap summary of a directory tree: any change to an entry moves its
@@ -549,7 +551,7 @@ mod tests {
             used_bytes: 4096,
             pinned: false,
             lower_fingerprints: Vec::new(),
-            hard_links: Some(0),
+            multi_name_inodes: Some(Vec::new()),
         }
     }
 

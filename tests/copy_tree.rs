@@ -20,7 +20,7 @@ use lxc_snap::ErrorKind;
 use nix::fcntl::{self, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::stat::{self, FileStat, Mode, UtimensatFlags};
+use nix::sys::stat::{self, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 fn temp_dir() -> tempfile::TempDir {
@@ -110,9 +110,10 @@ fn counts_entries_once_per_name_and_bytes_once_per_inode() {
             linked: 0,
             linked_bytes: 0,
             hard_links: 1,
+            multi_name_inodes: vec![(inode(&dst.join("five")).1, 2)],
             created_bytes: allocated_outside(&dst, None),
             reference_unshared_bytes: 0,
-            reference_multi_linked: 0,
+            reference_multi_linked: vec![],
             skipped_mounts: vec![],
         }
     );
@@ -543,10 +544,6 @@ fn inode(path: &Path) -> (u64, u64) {
     (st.st_dev, st.st_ino)
 }
 
-fn is_single_file(st: &FileStat) -> bool {
-    fidelity::kind(st) == stat::SFlag::S_IFREG && st.st_nlink == 1
-}
-
 fn reference(reference: &Path, compare: Compare) -> CopyOptions<'_> {
     CopyOptions {
         reference: Some(reference),
@@ -612,7 +609,7 @@ fn every_data_path_copies_faithfully_on_ext4_xfs_and_btrfs() {
             assert!(err.to_string().contains("cloning"), "{err}");
         }
 
-        // Hard links to the reference: every single-named file.
+        // Hard links to the reference: every regular file, once per inode.
         let linked = root.join("linked");
         let stats = copy_tree_with(
             &src,
@@ -620,11 +617,12 @@ fn every_data_path_copies_faithfully_on_ext4_xfs_and_btrfs() {
             &reference(&root.join("Auto"), Compare::QuickCheck),
         )
         .unwrap_or_else(|e| panic!("{fs_name}, linking: {e}"));
-        let singles = fidelity::lstat_tree(&src)
+        let files: std::collections::HashSet<u64> = fidelity::lstat_tree(&src)
             .into_iter()
-            .filter(|(_, st)| is_single_file(st))
-            .count();
-        assert_eq!(stats.linked as usize, singles, "{fs_name}");
+            .filter(|(_, st)| fidelity::kind(st) == stat::SFlag::S_IFREG)
+            .map(|(_, st)| st.st_ino)
+            .collect();
+        assert_eq!(stats.linked as usize, files.len(), "{fs_name}");
         fidelity::assert_trees_identical(&src, &linked);
         fidelity::assert_whiteouts_fresh(&linked);
     }
@@ -699,31 +697,54 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
 
     let stats = copy_tree_with(&src, &new, &opts).expect("incremental copy");
 
-    let (mut linked, mut linked_bytes, mut unshared) = (0, 0, 0);
+    // Every regular file is shared, a file with several names once; the
+    // reference held each alone before, with one name or with several.
+    let (mut linked_bytes, mut unshared, mut multi) = (0, 0, Vec::new());
+    let mut files = std::collections::HashSet::new();
     for (rel, st) in fidelity::lstat_tree(&src).into_iter().skip(1) {
         let (n, o) = (inode(&new.join(&rel)), inode(&old.join(&rel)));
-        if is_single_file(&st) {
-            assert_eq!(n, o, "/{}: not linked to the reference", rel.display());
-            linked += 1;
-            linked_bytes += st.st_size as u64;
-            // Each had a single name in the reference before.
-            unshared += fs::symlink_metadata(new.join(&rel))
-                .expect("lstat")
-                .blocks()
-                * 512;
-        } else {
+        if fidelity::kind(&st) != stat::SFlag::S_IFREG {
             assert_ne!(n, o, "/{}: shared with the reference", rel.display());
+            continue;
+        }
+        assert_eq!(n, o, "/{}: not linked to the reference", rel.display());
+        if !files.insert(n) {
+            continue;
+        }
+        linked_bytes += st.st_size as u64;
+        let bytes = st.st_blocks as u64 * 512;
+        match st.st_nlink {
+            1 => unshared += bytes,
+            names => multi.push((n.1, names, bytes)),
         }
     }
+    multi.sort();
+    assert!(!multi.is_empty(), "the tree has hard links");
     assert_eq!(
         stats,
         CopyStats {
-            linked,
+            linked: files.len() as u64,
             linked_bytes,
             created_bytes: allocated_outside(&new, Some(&old)),
             reference_unshared_bytes: unshared,
+            reference_multi_linked: multi,
+            // The same names, on the reference's inodes.
+            multi_name_inodes: stats.multi_name_inodes.clone(),
             ..full.clone()
         }
+    );
+    assert_eq!(
+        stats
+            .multi_name_inodes
+            .iter()
+            .map(|m| m.1)
+            .collect::<Vec<_>>(),
+        {
+            let mut names: Vec<u64> = full.multi_name_inodes.iter().map(|m| m.1).collect();
+            names.sort();
+            names
+        },
+        "as many inodes with as many names as in the first copy"
     );
     assert!(
         unshared > 0 && stats.created_bytes < full.created_bytes,
@@ -881,12 +902,15 @@ fn hard_links_in_the_copy_are_exactly_those_of_the_source() {
         .expect("incremental copy");
 
     assert_eq!(
-        stats.linked, 1,
-        "one of x and y is linked, the other copied"
+        stats.linked, 2,
+        "one of x and y is linked, the other copied; the pair is linked once"
     );
     assert_ne!(inode(&new.join("x")), inode(&new.join("y")));
     assert_eq!(inode(&new.join("pair-1")), inode(&new.join("pair-2")));
-    assert_ne!(inode(&new.join("pair-1")), inode(&old.join("pair-1")));
+    assert_eq!(inode(&new.join("pair-1")), inode(&old.join("pair-1")));
+    let pair = inode(&new.join("pair-1")).1;
+    assert_eq!(stats.multi_name_inodes, vec![(pair, 2)]);
+    assert_eq!(stats.reference_multi_linked.len(), 2, "{stats:?}");
     fidelity::assert_trees_identical(&src, &new);
 }
 

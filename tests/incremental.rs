@@ -195,12 +195,29 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
         env.ok(&["-q", "c"]);
         check(1);
         fs::write(delta.join("data/f3"), b"changed").expect("change");
+        if hard_links {
+            // New in c_1 with two names: c_1 holds it alone until c_2.
+            fs::write(delta.join("g"), vec![7u8; 50_000]).expect("write");
+            fs::hard_link(delta.join("g"), delta.join("data/g-again")).expect("link");
+        }
         env.ok(&["-q", "c"]);
         check(2);
         fs::write(delta.join("data/f4"), b"changed too").expect("change");
         fs::remove_file(delta.join("data/f5")).expect("remove");
         env.ok(&["-q", "c"]);
         check(3);
+        // Metadata from before inodes with several names were recorded.
+        let meta = env.snapdir.join("c_2/lxc-snap.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&fs::read(&meta).expect("read")).expect("json");
+        assert!(m["multi_name_inodes"].is_array(), "{m}");
+        m.as_object_mut()
+            .expect("object")
+            .remove("multi_name_inodes");
+        fs::write(&meta, serde_json::to_vec(&m).expect("json")).expect("write");
+        fs::write(delta.join("data/f6"), b"changed as well").expect("change");
+        env.ok(&["-q", "c"]);
+        check(4);
         env.ok(&["rm", "c_1"]);
         let walked =
             lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_2/private/delta")).expect("walk");

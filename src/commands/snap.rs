@@ -182,7 +182,7 @@ pub(super) fn take(
             .iter()
             .map(|l| TreeFingerprint::of(l))
             .collect::<Result<_>>()?,
-        hard_links: Some(stats.hard_links),
+        multi_name_inodes: Some(stats.multi_name_inodes.clone()),
     };
     store::write_metadata(new.path(), &meta)?;
 
@@ -208,23 +208,30 @@ pub(super) fn take(
 }
 
 /// Updates what `previous` holds alone now that the copy `stats` describe
-/// linked some of its files. Only a later snapshot made from `previous`
-/// links to its inodes, and this is the first, so a linked inode with a
-/// single name was its alone; one with several names was too only if all
-/// of them are in `previous`, which takes a walk to tell unless `previous`
-/// has no hard links of its own.
+/// linked some of its inodes. Only a later snapshot made from `previous`
+/// links to its inodes, and this is the first, so `previous` held a linked
+/// inode alone exactly when all the names it had before were in
+/// `previous`: one name, or as many as `previous` recorded for it. Metadata
+/// from before that record takes a walk instead.
 fn previous_now_shares(
     ctx: &Context,
     previous: &store::Snapshot,
     stats: &crate::copy::CopyStats,
 ) -> Result<()> {
-    if stats.reference_multi_linked > 0 && previous.meta.hard_links != Some(0) {
-        return ctx.store.refresh_used(previous);
+    let mut unshared = stats.reference_unshared_bytes;
+    if !stats.reference_multi_linked.is_empty() {
+        let Some(recorded) = &previous.meta.multi_name_inodes else {
+            return ctx.store.refresh_used(previous);
+        };
+        let names: std::collections::HashMap<u64, u64> = recorded.iter().copied().collect();
+        unshared += stats
+            .reference_multi_linked
+            .iter()
+            .filter(|(ino, before, _)| names.get(ino) == Some(before))
+            .map(|(_, _, bytes)| bytes)
+            .sum::<u64>();
     }
-    let used = previous
-        .meta
-        .used_bytes
-        .saturating_sub(stats.reference_unshared_bytes);
+    let used = previous.meta.used_bytes.saturating_sub(unshared);
     ctx.store.set_used(previous, used)
 }
 
