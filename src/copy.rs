@@ -241,6 +241,7 @@ pub fn copy_tree_by(
         compare: opts.compare,
         data: DataCopier::new(path),
         create_umask: creation_umask(&dst_dir),
+        created_as: creation_owner(&dst_st),
         progress: opts.progress,
         can_link_reference: AtomicBool::new(true),
         noatime,
@@ -384,6 +385,9 @@ struct Copier<'a> {
     reference_root: Option<(u64, Option<u64>)>,
     compare: Compare,
     data: DataCopier,
+    /// The owner every entry the copy creates gets from the kernel, when
+    /// that is certain: setting the same owner again is skipped.
+    created_as: Option<(u32, u32)>,
     /// The umask, if a file created with mode `m` gets exactly `m & !umask`
     /// (no default ACL at the destination decides instead).
     create_umask: Option<u32>,
@@ -565,8 +569,14 @@ impl Copier<'_> {
     fn release(&self, dir: &DirCopy, n: usize) {
         if dir.pending.fetch_sub(n, AcqRel) == n && !self.failed.load(Relaxed) {
             // Last, so that creating its entries does not change its times.
-            let done = apply_metadata(Node::Fd(&dir.dst), &dir.st, &dir.xattrs, &dir.dst_path)
-                .and_then(|()| self.count_created(Node::Fd(&dir.dst), &dir.dst_path));
+            let done = apply_metadata(
+                Node::Fd(&dir.dst),
+                &dir.st,
+                &dir.xattrs,
+                &dir.dst_path,
+                self.created_as,
+            )
+            .and_then(|()| self.count_created(Node::Fd(&dir.dst), &dir.dst_path));
             if let Err(e) = done {
                 self.fail(e);
             }
@@ -654,7 +664,7 @@ impl Copier<'_> {
         let copied = if kind == SFlag::S_IFREG {
             self.copy_file(parent, name, st, src_path, dst_path)?
         } else {
-            copy_node(parent, name, st, kind, &src_path, dst_path)?;
+            copy_node(parent, name, st, kind, &src_path, dst_path, self.created_as)?;
             self.count_created(Node::At(&parent.dst, name), dst_path)?;
             true
         };
@@ -773,7 +783,14 @@ impl Copier<'_> {
             start_writeback(&out);
         }
         // After the data: writing clears setuid bits and security.capability.
-        apply_metadata_but_mode(Node::Fd(&out), st, &xattrs, dst_path, final_mode)?;
+        apply_metadata_but_mode(
+            Node::Fd(&out),
+            st,
+            &xattrs,
+            dst_path,
+            final_mode,
+            self.created_as,
+        )?;
         self.count_created(Node::Fd(&out), dst_path)?;
         self.add_bytes(size);
         Ok(true)
@@ -884,7 +901,7 @@ impl Copier<'_> {
     ) -> Result<()> {
         if file_type(st) == SFlag::S_IFDIR {
             let out = make_dir(&parent.dst, name, dst_path)?;
-            apply_metadata(Node::Fd(&out), st, &[], dst_path)?;
+            apply_metadata(Node::Fd(&out), st, &[], dst_path, self.created_as)?;
             self.count_created(Node::Fd(&out), dst_path)?;
             self.entries.fetch_add(1, Relaxed);
         }
@@ -1073,6 +1090,7 @@ fn copy_node(
     kind: SFlag,
     src_path: &Path,
     dst_path: &Path,
+    created_as: Option<(u32, u32)>,
 ) -> Result<()> {
     let xattrs = read_xattrs(Node::At(&parent.src, name), src_path)?;
     refuse_redirects(&xattrs, src_path)?;
@@ -1104,7 +1122,29 @@ fn copy_node(
             ),
         ));
     }
-    apply_metadata(Node::At(&parent.dst, name), st, &xattrs, dst_path)
+    apply_metadata(
+        Node::At(&parent.dst, name),
+        st,
+        &xattrs,
+        dst_path,
+        created_as,
+    )
+}
+
+/// The owner of what a copy into the new root `dst` creates. Every
+/// directory of the copy is created with the mode and group its parent's
+/// creation gave it, and keeps them until its entries exist, so: our
+/// effective uid, and our effective gid if `dst` has it (the group is
+/// either ours or, with a setgid bit or the grpid mount option, the
+/// parent's), or `dst`'s group if `dst` is setgid (inherited all the way
+/// down). Otherwise not certain.
+fn creation_owner(dst: &FileStat) -> Option<(u32, u32)> {
+    let (uid, gid) = (unistd::geteuid().as_raw(), unistd::getegid().as_raw());
+    if dst.st_gid == gid || dst.st_mode & libc::S_ISGID != 0 {
+        Some((uid, dst.st_gid))
+    } else {
+        None
+    }
 }
 
 /// The process umask, read without changing it (other threads may be
@@ -1434,13 +1474,17 @@ fn refuse_redirects(xattrs: &Xattrs, path: &Path) -> Result<()> {
 /// Owner, xattrs, mode, capability, times, in the only order that keeps
 /// them all: chown clears setuid/setgid and security.capability, and every
 /// later change would bump the times.
+///
+/// `created_as` is the owner the entry was created with, when known: the
+/// same owner is not set again.
 fn apply_metadata(
     node: Node,
     st: &FileStat,
     xattrs: &[(OsString, Vec<u8>)],
     path: &Path,
+    created_as: Option<(u32, u32)>,
 ) -> Result<()> {
-    apply_metadata_but_mode(node, st, xattrs, path, false)
+    apply_metadata_but_mode(node, st, xattrs, path, false, created_as)
 }
 
 /// [`apply_metadata`], leaving the mode alone if `mode_set`: the entry was
@@ -1452,20 +1496,23 @@ fn apply_metadata_but_mode(
     xattrs: &[(OsString, Vec<u8>)],
     path: &Path,
     mode_set: bool,
+    created_as: Option<(u32, u32)>,
 ) -> Result<()> {
-    let uid = Some(Uid::from_raw(st.st_uid));
-    let gid = Some(Gid::from_raw(st.st_gid));
-    match node {
-        Node::Fd(f) => unistd::fchown(f.as_raw_fd(), uid, gid),
-        Node::At(dir, name) => unistd::fchownat(
-            Some(dir.as_raw_fd()),
-            name,
-            uid,
-            gid,
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ),
+    if created_as != Some((st.st_uid, st.st_gid)) {
+        let uid = Some(Uid::from_raw(st.st_uid));
+        let gid = Some(Gid::from_raw(st.st_gid));
+        match node {
+            Node::Fd(f) => unistd::fchown(f.as_raw_fd(), uid, gid),
+            Node::At(dir, name) => unistd::fchownat(
+                Some(dir.as_raw_fd()),
+                name,
+                uid,
+                gid,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
+        }
+        .map_err(|e| Error::sys("setting owner of", path, e))?;
     }
-    .map_err(|e| Error::sys("setting owner of", path, e))?;
 
     write_xattrs(node, xattrs.iter().filter(|(n, _)| n != CAPABILITY), path)?;
 

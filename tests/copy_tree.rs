@@ -940,3 +940,45 @@ fn refuses_a_reference_that_is_the_source_or_a_symlink() {
     .expect_err("a symlink as reference");
     assert!(err.to_string().contains("symbolic link"), "{err}");
 }
+
+/// What the kernel gives a new entry is skipped only when certain: under a
+/// setgid directory of another group, new entries get that group, and the
+/// copy must still end up with the source's owners.
+#[test]
+fn owners_are_exact_under_a_setgid_destination_of_another_group() {
+    if !common::system_tests_enabled(
+        "owners_are_exact_under_a_setgid_destination_of_another_group",
+        true,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("a/b")).expect("mkdir");
+    fs::write(src.join("a/b/file"), b"root's").expect("write");
+    fs::write(src.join("theirs"), b"someone else's").expect("write");
+    symlink("a/b/file", src.join("link")).expect("symlink");
+    nix::unistd::chown(
+        &src.join("theirs"),
+        Some(nix::unistd::Uid::from_raw(1000)),
+        Some(nix::unistd::Gid::from_raw(1000)),
+    )
+    .expect("chown");
+    fidelity::settle_link_atimes(&src);
+    for (group, mode) in [(4242, 0o2775), (4242, 0o775)] {
+        let parent = tmp.path().join(format!("parent-{mode:o}"));
+        fs::create_dir(&parent).expect("mkdir");
+        nix::unistd::chown(&parent, None, Some(nix::unistd::Gid::from_raw(group))).expect("chown");
+        fs::set_permissions(&parent, fs::Permissions::from_mode(mode)).expect("chmod");
+        let dst = parent.join("dst");
+        copy_tree(&src, &dst).expect("copying");
+        fidelity::assert_trees_identical(&src, &dst);
+        assert_eq!(
+            fs::symlink_metadata(dst.join("a/b/file"))
+                .expect("lstat")
+                .gid(),
+            0,
+            "parent mode {mode:o}"
+        );
+    }
+}
