@@ -224,3 +224,39 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
         assert_eq!(used(&env, "c_2"), walked, "c_2 after deleting c_1");
     }
 }
+
+/// A snapshot shares files with the newest earlier one on the same base,
+/// which need not be the one just before it: deleting that one must still
+/// give the later snapshot what it now holds alone.
+#[test]
+fn deleting_refreshes_the_snapshots_on_the_same_base() {
+    if !common::system_tests_enabled("deleting_refreshes_the_snapshots_on_the_same_base", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = setup(&env);
+    let config = env.lxcpath.join("c/config");
+    let on_base = fs::read_to_string(&config).expect("read config");
+    common::fixtures::make_base(&env, "other");
+    let base_rootfs = env.lxcpath.join("base/rootfs").display().to_string();
+    let other_rootfs = env.lxcpath.join("other/rootfs").display().to_string();
+    env.ok(&["-q", "c"]);
+    // For a while on another base: c_1 shares nothing with c_0.
+    fs::write(&config, on_base.replace(&base_rootfs, &other_rootfs)).expect("write config");
+    env.ok(&["-q", "c"]);
+    fs::write(&config, &on_base).expect("write config");
+    env.ok(&["-q", "c"]);
+    let s = |n: u32| env.snapdir.join(format!("c_{n}/private/delta"));
+    assert_eq!(ino(&s(0).join("data/f0")), ino(&s(2).join("data/f0")));
+    assert_ne!(ino(&s(1).join("data/f0")), ino(&s(2).join("data/f0")));
+    let before = used(&env, "c_2");
+
+    env.ok(&["rm", "c_0"]);
+    let walked = lxc_snap::store::exclusive_bytes(&s(2)).expect("walk");
+    assert_eq!(used(&env, "c_2"), walked);
+    assert!(
+        walked > before,
+        "c_2 now holds alone what it shared with c_0"
+    );
+    assert_trees_identical(&delta, &s(2));
+}

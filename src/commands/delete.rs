@@ -34,31 +34,38 @@ pub fn run(ctx: &Context, targets: &[Selection], force: bool) -> Result<()> {
         delete_checked(ctx, s, &locks[s.name.container()])?;
         ctx.ui.done(&format!("deleted {}", s.name));
     }
-    let deleted: Vec<SnapshotName> = snapshots.into_iter().map(|s| s.name).collect();
     for c in &containers {
-        refresh_neighbours(ctx, c, &deleted)?;
+        refresh_neighbours(ctx, c, &snapshots)?;
     }
     Ok(())
 }
 
-/// After deleting `deleted`, the nearest remaining snapshots before and
-/// after each one may now hold alone what they shared with it: their
-/// `used_bytes` is recomputed. (An incremental snapshot shares files only
-/// with the snapshots next to it, so nothing further away changes.)
+/// After deleting `deleted`, the remaining snapshots that may now hold
+/// alone what they shared with one of them get their `used_bytes`
+/// recomputed. A snapshot shares files only along the line of snapshots of
+/// its container on the same base (same backing and lowers: each new one
+/// links to the newest such), so those are the nearest remaining ones on
+/// that line before and after each deleted one; the nearest before and
+/// after of any kind are refreshed too.
 pub(super) fn refresh_neighbours(
     ctx: &Context,
     container: &ContainerName,
-    deleted: &[SnapshotName],
+    deleted: &[Snapshot],
 ) -> Result<()> {
     let remaining = ctx.store.snapshots_of(container, ctx.ui)?;
     let mut touched = BTreeSet::new();
-    for d in deleted.iter().filter(|d| d.container() == container) {
-        if let Some(before) = remaining.iter().rev().find(|s| s.name < *d) {
-            touched.insert(before.name.clone());
-        }
-        if let Some(after) = remaining.iter().find(|s| s.name > *d) {
-            touched.insert(after.name.clone());
-        }
+    for d in deleted.iter().filter(|d| d.name.container() == container) {
+        let same_base =
+            |s: &&Snapshot| s.meta.backing == d.meta.backing && s.meta.lowers == d.meta.lowers;
+        let before = remaining.iter().rev().filter(|s| s.name < d.name);
+        let after = remaining.iter().filter(|s| s.name > d.name);
+        let nearest = [
+            before.clone().next(),
+            before.clone().find(same_base),
+            after.clone().next(),
+            after.clone().find(same_base),
+        ];
+        touched.extend(nearest.into_iter().flatten().map(|s| s.name.clone()));
     }
     for s in remaining.iter().filter(|s| touched.contains(&s.name)) {
         ctx.store.refresh_used(s)?;

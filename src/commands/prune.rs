@@ -83,7 +83,7 @@ pub fn run(
         for (snapshot, decision) in snapshots.iter().zip(&decisions) {
             if let Some(lock) = &lock {
                 if !decision.keep && remove(ctx, snapshot, lock) {
-                    deleted.push(snapshot.name.clone());
+                    deleted.push(snapshot.clone());
                 }
                 continue;
             }
