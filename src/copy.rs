@@ -16,7 +16,8 @@
 //!   the destination: every entry is addressed by name relative to an open
 //!   directory, opened with `O_NOFOLLOW` and checked after opening to be the
 //!   inode that was inspected. Device nodes, fifos and sockets are never
-//!   opened, nor are files linked to the reference (below). Nothing outside `src` is read and nothing outside `dst` written.
+//!   opened, nor are files linked to the reference (below). Nothing
+//!   outside `src` is read and nothing outside `dst` written.
 //!   Reading leaves source atimes alone (`O_NOATIME`), except that the
 //!   kernel may stamp a symlink's atime when it is read; the copy gets the
 //!   atime from before. (Root may always use `O_NOATIME`; a caller without
@@ -822,6 +823,8 @@ impl Copier<'_> {
         let same_inode_data = (old.st_mode, old.st_uid, old.st_gid, old.st_size)
             == (st.st_mode, st.st_uid, st.st_gid, st.st_size);
         let same_mtime = (old.st_mtime, old.st_mtime_nsec) == (st.st_mtime, st.st_mtime_nsec);
+        // Some(false) also says the kernel tells mount roots, so the
+        // source entry, never opened here, was checked not to be one.
         if !same_inode_data
             || (self.compare == Compare::QuickCheck && !same_mtime)
             || mount_root != Some(false)
@@ -1297,8 +1300,6 @@ fn open_verified(
     Ok((file, mount))
 }
 
-/// Type and mode, st_dev, inode and (where the kernel can tell) mount of an
-/// open file, in one call.
 /// The status of `name` in `dir`, not following it, and whether it is the
 /// root of a mount (None when the kernel cannot tell).
 fn stat_entry(dir: &File, name: &OsStr) -> nix::Result<(FileStat, Option<bool>)> {
@@ -1339,6 +1340,8 @@ fn stat_entry(dir: &File, name: &OsStr) -> nix::Result<(FileStat, Option<bool>)>
     Ok((st, known.then_some(root)))
 }
 
+/// Type and mode, st_dev, inode and (where the kernel can tell) mount of an
+/// open file, in one call.
 fn identify(file: &File) -> nix::Result<(u32, u64, u64, Option<u64>)> {
     // SAFETY: statx fills the zeroed struct we pass; the empty C string with
     // AT_EMPTY_PATH makes it describe the descriptor itself.
