@@ -89,6 +89,10 @@ pub struct Metadata {
     /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_name_inodes: Option<Vec<(u64, u64)>>,
+    /// Fields this version does not know (written by a newer one), kept as
+    /// they are when the metadata is rewritten.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A cheap summary of a directory tree: any change to an entry moves its
@@ -552,6 +556,7 @@ mod tests {
             pinned: false,
             lower_fingerprints: Vec::new(),
             multi_name_inodes: Some(Vec::new()),
+            other: serde_json::Map::new(),
         }
     }
 
@@ -583,6 +588,17 @@ mod tests {
             m.created_time().expect("time").to_rfc3339(),
             "2026-11-23T11:01:25+01:00"
         );
+    }
+
+    #[test]
+    fn metadata_keeps_fields_it_does_not_know_when_rewritten() {
+        let mut value = serde_json::to_value(meta("mysql")).expect("encode");
+        value["from_a_newer_version"] = serde_json::json!({"kept": [1, 2]});
+        let mut m: Metadata = serde_json::from_value(value).expect("decode");
+        m.used_bytes = 1;
+        let again = serde_json::to_value(&m).expect("encode");
+        assert_eq!(again["from_a_newer_version"]["kept"][1], 2);
+        assert_eq!(again["used_bytes"], 1);
     }
 
     #[test]

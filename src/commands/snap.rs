@@ -183,6 +183,7 @@ pub(super) fn take(
             .map(|l| TreeFingerprint::of(l))
             .collect::<Result<_>>()?,
         multi_name_inodes: Some(stats.multi_name_inodes.clone()),
+        other: serde_json::Map::new(),
     };
     store::write_metadata(new.path(), &meta)?;
 
