@@ -1304,19 +1304,31 @@ fn open_verified(
 /// root of a mount (None when the kernel cannot tell).
 fn stat_entry(dir: &File, name: &OsStr) -> nix::Result<(FileStat, Option<bool>)> {
     let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: statx writes at most one struct statx into stx.
-    let stx = unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
+    // SAFETY: a zeroed struct statx is valid, and statx writes at most one.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated name and a pointer to that struct.
+    let rc = unsafe {
+        libc::statx(
             dir.as_raw_fd(),
             name.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
             libc::STATX_BASIC_STATS,
             &mut stx,
-        );
-        Errno::result(rc)?;
-        stx
+        )
     };
+    match Errno::result(rc) {
+        Ok(_) => {}
+        // A kernel (or seccomp filter) without statx: the plain status.
+        Err(Errno::ENOSYS) => {
+            let st = stat::fstatat(
+                Some(dir.as_raw_fd()),
+                name.as_c_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            return Ok((st, None));
+        }
+        Err(e) => return Err(e),
+    }
     // SAFETY: struct stat is plain old data; every field used is set below.
     let mut st: FileStat = unsafe { std::mem::zeroed() };
     st.st_dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
