@@ -54,7 +54,9 @@
 //!   ([`Compare::Checksum`]).
 //! - Each reference inode is linked from at most one source inode per
 //!   copy, so the copy has a hard link between two names exactly when the
-//!   source has.
+//!   source has; and only while it has room (`LINK_MAX`) for all the
+//!   source inode's names, so the names linked after the first never run
+//!   out.
 //! - Never shared: directories, symlinks, devices, fifos, sockets and
 //!   whiteouts (always created). A linked inode is never written to, so it
 //!   keeps the reference's atime, the one field the check ignores.
@@ -245,6 +247,7 @@ pub fn copy_tree_by(
         created_as: creation_owner(&dst_st),
         progress: opts.progress,
         can_link_reference: AtomicBool::new(true),
+        link_max: link_max(&dst_dir),
         noatime,
         links: Mutex::default(),
         reference_used: Mutex::default(),
@@ -395,6 +398,8 @@ struct Copier<'a> {
     progress: Option<&'a (dyn Fn(u64) + Sync)>,
     /// Cleared for good once the filesystems refuse it.
     can_link_reference: AtomicBool,
+    /// Names an inode may have on the destination's filesystem.
+    link_max: u64,
     noatime: AtomicBool,
     /// (dev, ino) of multiply-linked source inodes -> their first copy.
     /// Held while such a first copy is made, so no name links to a file
@@ -832,6 +837,11 @@ impl Copier<'_> {
         {
             return Ok(None);
         }
+        // Room for every name of the source inode: its other names are
+        // linked to the same inode afterwards, and must not run out.
+        if old.st_nlink + st.st_nlink > self.link_max {
+            return Ok(None);
+        }
         let id = (old.st_dev, old.st_ino);
         if lock(&self.reference_used).contains(&id) {
             return Ok(None);
@@ -1167,6 +1177,14 @@ fn start_writeback(file: &File) {
     // SAFETY: a plain syscall on a descriptor we own.
     unsafe {
         libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// `LINK_MAX` of the filesystem `dir` is on; ext4's when it cannot be told.
+fn link_max(dir: &File) -> u64 {
+    match unistd::fpathconf(dir, unistd::PathconfVar::LINK_MAX) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 65_000,
     }
 }
 

@@ -982,3 +982,49 @@ fn owners_are_exact_under_a_setgid_destination_of_another_group() {
         );
     }
 }
+
+/// A file with several names shared along many snapshots gathers names on
+/// one inode: near the filesystem's limit, the copy makes a new inode
+/// instead of failing half-way through the names.
+#[test]
+fn a_reference_inode_near_the_link_limit_is_copied_not_linked() {
+    if !common::system_tests_enabled(
+        "a_reference_inode_near_the_link_limit_is_copied_not_linked",
+        false,
+    ) {
+        return;
+    }
+    let ext4 = LoopFs::new("ext4").expect("mkfs.ext4 missing: apt-get install e2fsprogs");
+    let root = ext4.path();
+    let src = root.join("src");
+    fs::create_dir(&src).expect("mkdir");
+    fs::write(src.join("g1"), b"one inode, two names").expect("write");
+    set_times(&src.join("g1"), 1_600_000_000, 7);
+    fs::hard_link(src.join("g1"), src.join("g2")).expect("link");
+    let old = root.join("old");
+    copy_tree(&src, &old).expect("first copy");
+    // Other snapshots' names of the same inode, up to ext4's 65,000 less
+    // what the two source names need, plus one.
+    let others = root.join("others");
+    fs::create_dir(&others).expect("mkdir");
+    for i in 0..64_997 {
+        fs::hard_link(old.join("g1"), others.join(i.to_string())).expect("link");
+    }
+    let shared = inode(&old.join("g1"));
+
+    let full = root.join("full");
+    copy_tree_with(&src, &full, &reference(&old, Compare::QuickCheck)).expect("copying");
+    assert_ne!(inode(&full.join("g1")), shared, "no room: a new inode");
+    assert_eq!(inode(&full.join("g1")), inode(&full.join("g2")));
+    fidelity::assert_trees_identical(&src, &full);
+
+    fs::remove_file(others.join("0")).expect("rm");
+    let room = root.join("room");
+    copy_tree_with(&src, &room, &reference(&old, Compare::QuickCheck)).expect("copying");
+    assert_eq!(
+        inode(&room.join("g1")),
+        shared,
+        "room for both names: linked"
+    );
+    assert_eq!(inode(&room.join("g2")), shared);
+}
