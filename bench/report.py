@@ -217,7 +217,8 @@ def main():
     w("")
     w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list memory reflink`), "
       "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "
-      "`BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; see the top of bench/run.sh.")
+      "`BENCH_FS=here`, `BENCH_EXT4_SIZE`, `BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; "
+      "see the top of bench/run.sh.")
     w("")
     w("## Targets")
     w("")
