@@ -128,9 +128,6 @@ pub struct CopyStats {
     pub linked: u64,
     /// Sum of the apparent sizes of the linked files.
     pub linked_bytes: u64,
-    /// Names made hard links to another name in the copy (the source's
-    /// own hard links; not those to the reference).
-    pub hard_links: u64,
     /// Inodes of the copy with several names in it, as (inode number,
     /// names in the copy), sorted.
     pub multi_name_inodes: Vec<(u64, u64)>,
@@ -255,7 +252,6 @@ pub fn copy_tree_by(
         bytes: AtomicU64::new(0),
         linked: AtomicU64::new(0),
         linked_bytes: AtomicU64::new(0),
-        hard_links: AtomicU64::new(0),
         created_bytes: AtomicU64::new(0),
         reference_unshared_bytes: AtomicU64::new(0),
         reference_multi_linked: Mutex::default(),
@@ -292,7 +288,6 @@ pub fn copy_tree_by(
         bytes: copier.bytes.into_inner(),
         linked: copier.linked.into_inner(),
         linked_bytes: copier.linked_bytes.into_inner(),
-        hard_links: copier.hard_links.into_inner(),
         created_bytes: copier.created_bytes.into_inner(),
         reference_unshared_bytes: copier.reference_unshared_bytes.into_inner(),
         reference_multi_linked: sorted(copier.reference_multi_linked),
@@ -411,7 +406,6 @@ struct Copier<'a> {
     bytes: AtomicU64,
     linked: AtomicU64,
     linked_bytes: AtomicU64,
-    hard_links: AtomicU64,
     created_bytes: AtomicU64,
     reference_unshared_bytes: AtomicU64,
     reference_multi_linked: Mutex<Vec<(u64, u64, u64)>>,
@@ -649,7 +643,6 @@ impl Copier<'_> {
         if let Some(first) = links.get(&id) {
             let ino = self.link(first, parent, name, &dst_path)?;
             self.entries.fetch_add(1, Relaxed);
-            self.hard_links.fetch_add(1, Relaxed);
             *lock(&self.multi_name_inodes).entry(ino).or_insert(1) += 1;
         } else if self.copy_non_dir(parent, name, &st, src_path, &dst_path)? {
             links.insert(id, parent.rel.join(name));

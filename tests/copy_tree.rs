@@ -109,7 +109,6 @@ fn counts_entries_once_per_name_and_bytes_once_per_inode() {
             bytes: 10 + 5 + (1 << 20),
             linked: 0,
             linked_bytes: 0,
-            hard_links: 1,
             multi_name_inodes: vec![(inode(&dst.join("five")).1, 2)],
             created_bytes: allocated_outside(&dst, None),
             reference_unshared_bytes: 0,
