@@ -1315,20 +1315,9 @@ fn open_verified(
 /// root of a mount (None when the kernel cannot tell).
 fn stat_entry(dir: &File, name: &OsStr) -> nix::Result<(FileStat, Option<bool>)> {
     let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: a zeroed struct statx is valid, and statx writes at most one.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated name and a pointer to that struct.
-    let rc = unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
-            libc::STATX_BASIC_STATS,
-            &mut stx,
-        )
-    };
-    match Errno::result(rc) {
-        Ok(_) => {}
+    let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT;
+    let stx = match statx(dir, &name, flags, libc::STATX_BASIC_STATS) {
+        Ok(stx) => stx,
         // A kernel (or seccomp filter) without statx: the plain status.
         Err(Errno::ENOSYS) => {
             let st = stat::fstatat(
@@ -1339,7 +1328,7 @@ fn stat_entry(dir: &File, name: &OsStr) -> nix::Result<(FileStat, Option<bool>)>
             return Ok((st, None));
         }
         Err(e) => return Err(e),
-    }
+    };
     // SAFETY: struct stat is plain old data; every field used is set below.
     let mut st: FileStat = unsafe { std::mem::zeroed() };
     st.st_dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
@@ -1363,23 +1352,29 @@ fn stat_entry(dir: &File, name: &OsStr) -> nix::Result<(FileStat, Option<bool>)>
     Ok((st, known.then_some(root)))
 }
 
+/// `statx(2)` of `name` relative to `dir`.
+fn statx(dir: &File, name: &std::ffi::CStr, flags: i32, mask: u32) -> nix::Result<libc::statx> {
+    // SAFETY: a zeroed struct statx is valid, and statx writes at most one
+    // into it; the name is NUL-terminated.
+    unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        Errno::result(libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+            mask,
+            &mut stx,
+        ))?;
+        Ok(stx)
+    }
+}
+
 /// Type and mode, st_dev, inode and (where the kernel can tell) mount of an
 /// open file, in one call.
 fn identify(file: &File) -> nix::Result<(u32, u64, u64, Option<u64>)> {
-    // SAFETY: statx fills the zeroed struct we pass; the empty C string with
-    // AT_EMPTY_PATH makes it describe the descriptor itself.
-    let stx = unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
-            &mut stx,
-        );
-        Errno::result(rc)?;
-        stx
-    };
+    // The empty name with AT_EMPTY_PATH: the descriptor itself.
+    let mask = libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID;
+    let stx = statx(file, c"", libc::AT_EMPTY_PATH, mask)?;
     let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
     let mount = (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id);
     Ok((u32::from(stx.stx_mode), dev, stx.stx_ino, mount))
