@@ -222,8 +222,9 @@ for p in $PHASES; do
         *) die "BENCH_PHASES: unknown phase $p" ;;
     esac
 done
-# Fail early on a bad size, before anything is created.
-"$GEN" --dry-run --seed "$SEED" --entries "$ENTRIES" --bytes "$BYTES" /nonexistent >/dev/null
+# The tree's plan; fails early on a bad size, before anything is created.
+TREE_APPARENT=$("$GEN" --dry-run --seed "$SEED" --entries "$ENTRIES" --bytes "$BYTES" /nonexistent |
+    jq .apparent_bytes)
 
 # --full (an explicit full copy) where this lxc-snap has it; without it a
 # default snapshot is a full copy anyway.
@@ -262,11 +263,17 @@ detach_xfs() {
     detach_image "$XFS_IMG" "$XFS_MNT"
 }
 
-# A sparse image of SIZE bytes, its blocks reserved on the disk when the
+# A fresh filesystem made by MKFS... in an image of SIZE bytes, mounted
+# on MOUNT. The image is sparse, its blocks reserved on the disk when the
 # filesystem can (fallocate), so writing into it does not time the disk's
 # own allocation.
-make_image() { # IMAGE SIZE
-    fallocate -l "$2" "$1" 2>/dev/null || truncate -s "$2" "$1"
+new_image() { # IMAGE MOUNT SIZE MKFS...
+    local image=$1 mount=$2 size=$3
+    shift 3
+    fallocate -l "$size" "$image" 2>/dev/null || truncate -s "$size" "$image"
+    "$@" "$image"
+    mkdir -p "$mount"
+    mount -o loop "$image" "$mount"
 }
 
 # TERM to PID and every process below it (listed first, then signalled).
@@ -459,13 +466,8 @@ probe_create() { # DIR
 # Where the main phases run: a fresh ext4 image, or $W itself.
 HERE=$W
 if [[ $FS_MODE == image ]]; then
-    tree_apparent=$("$GEN" --dry-run --seed "$SEED" --entries "$ENTRIES" --bytes "$BYTES" /nonexistent |
-        jq .apparent_bytes)
-    ext4_size=${BENCH_EXT4_SIZE:-$((tree_apparent * 12 > 8 << 30 ? tree_apparent * 12 : 8 << 30))}
-    make_image "$EXT4_IMG" "$ext4_size"
-    mkfs.ext4 -q -F "$EXT4_IMG"
-    mkdir -p "$EXT4_MNT"
-    mount -o loop "$EXT4_IMG" "$EXT4_MNT"
+    ext4_size=${BENCH_EXT4_SIZE:-$((TREE_APPARENT * 12 > 8 << 30 ? TREE_APPARENT * 12 : 8 << 30))}
+    new_image "$EXT4_IMG" "$EXT4_MNT" "$ext4_size" mkfs.ext4 -q -F
     HERE=$EXT4_MNT
 fi
 L=$HERE/lxc
@@ -604,10 +606,7 @@ phase_reflink() {
     local tree_bytes size
     tree_bytes=$(jq .apparent_bytes "$RESULTS/tree.json")
     size=${BENCH_XFS_SIZE:-$((tree_bytes * 5 > 4 << 30 ? tree_bytes * 5 : 4 << 30))}
-    make_image "$XFS_IMG" "$size"
-    mkfs.xfs -q -m reflink=1 "$XFS_IMG"
-    mkdir -p "$XFS_MNT"
-    mount -o loop "$XFS_IMG" "$XFS_MNT"
+    new_image "$XFS_IMG" "$XFS_MNT" "$size" mkfs.xfs -q -m reflink=1
     findmnt -n -T "$XFS_MNT" -o SOURCE,FSTYPE,OPTIONS >"$RESULTS/reflink-fs.txt"
     xfs_info "$XFS_MNT" | grep -o 'reflink=[01]' >>"$RESULTS/reflink-fs.txt" || true
     make_lab "$XFS_MNT/lxc" bench "$ENTRIES" "$RESULTS/tree-xfs.json"
