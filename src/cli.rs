@@ -94,25 +94,30 @@ pub enum Shell {
     Fish,
 }
 
-/// How a snapshot relates to the previous snapshot of the same container.
+/// How a snapshot relates to the previous snapshots of the same container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Increment {
-    /// Files unchanged since the previous snapshot (same type, size, mtime,
-    /// mode, owner, xattrs) are hard links to its copies.
+    /// Stored as a layer: only what changed (type, size, mtime, mode,
+    /// owner, xattrs) since an older snapshot, whose tree goes below it;
+    /// where a layer cannot do, as `Whole`.
     #[default]
     QuickCheck,
     /// Like `QuickCheck`, comparing file contents instead of size and mtime.
     Checksum,
-    /// Every file is copied.
+    /// A whole tree; files unchanged since the previous snapshot are hard
+    /// links to its copies.
+    Whole,
+    /// A whole tree; every file is copied.
     Full,
 }
 
 impl Increment {
-    fn from_flags(full: bool, checksum: bool) -> Increment {
-        match (full, checksum) {
-            (true, _) => Increment::Full,
-            (false, true) => Increment::Checksum,
-            (false, false) => Increment::QuickCheck,
+    fn from_flags(full: bool, whole: bool, checksum: bool) -> Increment {
+        match (full, whole, checksum) {
+            (true, _, _) => Increment::Full,
+            (false, true, _) => Increment::Whole,
+            (false, false, true) => Increment::Checksum,
+            (false, false, false) => Increment::QuickCheck,
         }
     }
 }
@@ -181,8 +186,12 @@ struct Cli {
     json: bool,
 
     /// Copy every file; link nothing to the previous snapshot
-    #[arg(long, conflicts_with_all = ["list", "restore", "checksum"])]
+    #[arg(long, conflicts_with_all = ["list", "restore", "checksum", "whole"])]
     full: bool,
+
+    /// Store a whole tree, not the changes since an older snapshot
+    #[arg(long, conflicts_with_all = ["list", "restore", "checksum"])]
+    whole: bool,
 
     /// Find unchanged files by their bytes, not their size and mtime
     #[arg(long, conflicts_with_all = ["list", "restore"])]
@@ -230,8 +239,11 @@ enum Sub {
         #[arg(short = 'm', long = "message", value_name = "TEXT")]
         message: Option<String>,
         /// Copy every file; link nothing to the previous snapshot
-        #[arg(long, conflicts_with = "checksum")]
+        #[arg(long, conflicts_with_all = ["checksum", "whole"])]
         full: bool,
+        /// Store a whole tree, not the changes since an older snapshot
+        #[arg(long, conflicts_with = "checksum")]
+        whole: bool,
         /// Find unchanged files by their bytes, not their size and mtime
         #[arg(long)]
         checksum: bool,
@@ -434,12 +446,13 @@ where
         || cli.comment_file.is_some()
         || cli.json
         || cli.full
+        || cli.whole
         || cli.checksum
         || cli.name.is_some();
     let command = match cli.command {
         Some(_) if legacy_used => return Err(Error::new(
             ErrorKind::Usage,
-            "-l, -r, -c, --json, --full, --checksum and NAME go without a subcommand (or after it)",
+            "-l, -r, -c, --json, --full, --whole, --checksum and NAME go without a subcommand (or after it)",
         )
         .with_hint("lxc-snap --help shows the usage")),
         Some(sub) => from_subcommand(sub)?,
@@ -448,7 +461,7 @@ where
             cli.restore,
             cli.comment_file,
             cli.json,
-            Increment::from_flags(cli.full, cli.checksum),
+            Increment::from_flags(cli.full, cli.whole, cli.checksum),
             cli.name,
         )?,
     };
@@ -483,6 +496,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             comment_file,
             message,
             full,
+            whole,
             checksum,
             name,
         } => Command::Snap {
@@ -490,7 +504,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             comment: comment_file
                 .map(CommentSource::File)
                 .or(message.map(CommentSource::Text)),
-            increment: Increment::from_flags(full, checksum),
+            increment: Increment::from_flags(full, whole, checksum),
         },
         Sub::List { json, name } => Command::List {
             container: name.as_deref().map(ContainerName::parse).transpose()?,
@@ -732,6 +746,8 @@ mod tests {
             (&["--checksum", "mysql"], Increment::Checksum),
             (&["snap", "--full", "mysql"], Increment::Full),
             (&["snap", "--checksum", "mysql"], Increment::Checksum),
+            (&["--whole", "mysql"], Increment::Whole),
+            (&["snap", "--whole", "mysql"], Increment::Whole),
         ] {
             assert_eq!(
                 cmd(args),
@@ -746,6 +762,8 @@ mod tests {
         for bad in [
             &["--full", "--checksum", "mysql"][..],
             &["snap", "--full", "--checksum", "mysql"],
+            &["snap", "--whole", "--checksum", "mysql"],
+            &["--full", "--whole", "mysql"],
             &["-l", "--full"],
             &["--full", "snap", "mysql"],
         ] {

@@ -116,6 +116,9 @@ use xattr::FileExt as _;
 
 use crate::{Error, ErrorKind, Result};
 
+mod layer;
+pub use layer::{flatten, make_layer, plan as plan_layer, LayerPlan, Plan};
+
 /// What a copy produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CopyStats {
@@ -171,6 +174,24 @@ pub struct CopyOptions<'a> {
     pub compare: Compare,
     /// Called now and then with bytes done so far (for a progress bar); may be None.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Which entries to copy, asked with each entry's path below the root
+    /// (the root itself is always copied); None copies everything.
+    pub select: Option<&'a (dyn Fn(&Path) -> Select + Sync)>,
+    /// Copy into `dst` even if it exists: an existing directory of the
+    /// same name is reused and gets the source's metadata, keeping only its
+    /// overlay `opaque` attribute; anything else must not exist yet.
+    pub merge: bool,
+}
+
+/// What [`CopyOptions::select`] says about an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Copy it, and everything below it.
+    All,
+    /// A directory: copy it, and ask about each of its entries.
+    Descend,
+    /// Leave it (and everything below it) out.
+    Skip,
 }
 
 /// Copies the directory tree `src` to `dst` (which must not exist; its parent
@@ -228,8 +249,15 @@ pub fn copy_tree_by(
         }
         None => None,
     };
-    let dst_dir = create_dest_root(dst)?;
+    let (dst_dir, dst_existed) = create_dest_root(dst, opts.merge)?;
     let dst_st = stat::fstat(dst_dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", dst, e))?;
+    // Directories that existed before keep their own modes and groups, so
+    // what the kernel gives new entries in them is not known.
+    let (create_umask, created_as) = if opts.merge {
+        (None, None)
+    } else {
+        (creation_umask(&dst_dir), creation_owner(&dst_st))
+    };
     let fd_limits = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX));
     let copier = Copier {
         root: (src_st.st_dev, src_mount),
@@ -240,9 +268,11 @@ pub fn copy_tree_by(
         reference_root: reference.as_ref().map(|(_, root)| *root),
         compare: opts.compare,
         data: DataCopier::new(path),
-        create_umask: creation_umask(&dst_dir),
-        created_as: creation_owner(&dst_st),
+        create_umask,
+        created_as,
         progress: opts.progress,
+        select: opts.select,
+        merge: opts.merge,
         can_link_reference: AtomicBool::new(true),
         link_max: link_max(&dst_dir),
         noatime,
@@ -273,6 +303,8 @@ pub fn copy_tree_by(
             rel: PathBuf::new(),
             st: src_st,
             xattrs,
+            filtered: opts.select.is_some(),
+            existing: dst_existed,
             pending: AtomicUsize::new(1),
         }),
         names,
@@ -356,6 +388,10 @@ struct DirCopy {
     rel: PathBuf,
     st: FileStat,
     xattrs: Xattrs,
+    /// Its entries are copied only as [`CopyOptions::select`] says.
+    filtered: bool,
+    /// `dst` existed before the copy (merging).
+    existing: bool,
     /// Entries of `dst` that copying threads are still creating, plus one
     /// while the walker has names left: the directory gets its metadata
     /// when this drops to zero.
@@ -391,6 +427,8 @@ struct Copier<'a> {
     /// (no default ACL at the destination decides instead).
     create_umask: Option<u32>,
     progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    select: Option<&'a (dyn Fn(&Path) -> Select + Sync)>,
+    merge: bool,
     /// Cleared for good once the filesystems refuse it.
     can_link_reference: AtomicBool,
     /// Names an inode may have on the destination's filesystem.
@@ -569,14 +607,17 @@ impl Copier<'_> {
     fn release(&self, dir: &DirCopy, n: usize) {
         if dir.pending.fetch_sub(n, AcqRel) == n && !self.failed.load(Relaxed) {
             // Last, so that creating its entries does not change its times.
-            let done = apply_metadata(
-                Node::Fd(&dir.dst),
-                &dir.st,
-                &dir.xattrs,
-                &dir.dst_path,
-                self.created_as,
-            )
-            .and_then(|()| self.count_created(Node::Fd(&dir.dst), &dir.dst_path));
+            let done = drop_stale_xattrs(dir)
+                .and_then(|()| {
+                    apply_metadata(
+                        Node::Fd(&dir.dst),
+                        &dir.st,
+                        &dir.xattrs,
+                        &dir.dst_path,
+                        self.created_as,
+                    )
+                })
+                .and_then(|()| self.count_created(Node::Fd(&dir.dst), &dir.dst_path));
             if let Err(e) = done {
                 self.fail(e);
             }
@@ -621,6 +662,14 @@ impl Copier<'_> {
     }
 
     fn copy_entry(&self, parent: &DirCopy, name: &OsStr) -> Result<Option<Level>> {
+        let mut filtered = false;
+        if let (true, Some(select)) = (parent.filtered, self.select) {
+            match select(&parent.rel.join(name)) {
+                Select::Skip => return Ok(None),
+                Select::Descend => filtered = true,
+                Select::All => {}
+            }
+        }
         let src_path = parent.src_path.join(name);
         let dst_path = parent.dst_path.join(name);
         let (st, mount_root) =
@@ -631,7 +680,7 @@ impl Copier<'_> {
             return Ok(None);
         }
         if kind == SFlag::S_IFDIR {
-            return self.enter_dir(parent, name, st, src_path, dst_path);
+            return self.enter_dir(parent, name, st, src_path, dst_path, filtered);
         }
         let whiteout = kind == SFlag::S_IFCHR && st.st_rdev == 0;
         if st.st_nlink == 1 || whiteout {
@@ -680,6 +729,7 @@ impl Copier<'_> {
         st: FileStat,
         src_path: PathBuf,
         dst_path: PathBuf,
+        filtered: bool,
     ) -> Result<Option<Level>> {
         let (dir, mount) = open_verified(Some(&parent.src), name, &st, DIR, &self.noatime)
             .map_err(|e| e.into_error(&src_path))?;
@@ -699,7 +749,19 @@ impl Copier<'_> {
         let xattrs = read_xattrs(Node::Fd(&dir), &src_path)?;
         refuse_redirects(&xattrs, &src_path)?;
         let names = list_dir(&dir, &src_path)?;
-        let out = make_dir(&parent.dst, name, &dst_path)?;
+        let (out, existing) = match make_dir(&parent.dst, name, &dst_path) {
+            Err(e) if self.merge && e.kind() == ErrorKind::Exists => (
+                open_at(
+                    Some(&parent.dst),
+                    name,
+                    DIR | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::sys("opening", &dst_path, e))?,
+                true,
+            ),
+            other => (other?, false),
+        };
         let reference = parent
             .reference
             .as_ref()
@@ -715,6 +777,8 @@ impl Copier<'_> {
                 dst_path,
                 st,
                 xattrs,
+                filtered,
+                existing,
                 pending: AtomicUsize::new(1),
             }),
             names,
@@ -1208,7 +1272,9 @@ fn lstat_dir(path: &Path, op: &str) -> Result<FileStat> {
     ))
 }
 
-fn create_dest_root(dst: &Path) -> Result<File> {
+/// Creates `dst` (private until its metadata is set), or with `merge`
+/// opens it if it exists; says whether it existed.
+fn create_dest_root(dst: &Path, merge: bool) -> Result<(File, bool)> {
     let (Some(parent), Some(name)) = (dst.parent(), dst.file_name()) else {
         return Err(Error::new(
             ErrorKind::Other,
@@ -1221,26 +1287,35 @@ fn create_dest_root(dst: &Path) -> Result<File> {
         parent
     };
     let parent = File::open(parent).map_err(|e| Error::io("opening", parent, e))?;
-    match stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::S_IRWXU) {
-        Err(Errno::EEXIST) => Err(Error::new(
-            ErrorKind::Exists,
-            format!("creating {}: already exists", dst.display()),
-        )),
-        Err(e) => Err(Error::sys("creating", dst, e)),
-        Ok(()) => open_at(
+    let open = || {
+        open_at(
             Some(&parent),
             name,
             OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
             Mode::empty(),
         )
-        .map_err(|e| Error::sys("opening", dst, e)),
+        .map_err(|e| Error::sys("opening", dst, e))
+    };
+    match stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::S_IRWXU) {
+        Err(Errno::EEXIST) if merge => Ok((open()?, true)),
+        Err(Errno::EEXIST) => Err(Error::new(
+            ErrorKind::Exists,
+            format!("creating {}: already exists", dst.display()),
+        )),
+        Err(e) => Err(Error::sys("creating", dst, e)),
+        Ok(()) => Ok((open()?, false)),
     }
 }
 
 /// Private until its contents are done: its real mode is set last.
 fn make_dir(parent: &File, name: &OsStr, dst_path: &Path) -> Result<File> {
-    stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::S_IRWXU)
-        .map_err(|e| Error::sys("creating", dst_path, e))?;
+    stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::S_IRWXU).map_err(|e| match e {
+        Errno::EEXIST => Error::new(
+            ErrorKind::Exists,
+            format!("creating {}: already exists", dst_path.display()),
+        ),
+        e => Error::sys("creating", dst_path, e),
+    })?;
     open_at(
         Some(parent),
         name,
@@ -1477,6 +1552,28 @@ fn write_xattrs<'a>(
             let op = format!("setting extended attribute {} on", name.to_string_lossy());
             Error::io(&op, path, e)
         })?;
+    }
+    Ok(())
+}
+
+/// Overlay attributes that say a directory hides what is below it.
+const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+fn is_opaque_attr(name: &OsStr) -> bool {
+    OPAQUE.iter().any(|n| name == OsStr::new(n))
+}
+
+/// A directory that existed before a merging copy loses the attributes
+/// its source lacks, except the overlay `opaque` one.
+fn drop_stale_xattrs(dir: &DirCopy) -> Result<()> {
+    if !dir.existing {
+        return Ok(());
+    }
+    let err = |e| Error::io("removing extended attributes of", &dir.dst_path, e);
+    for name in dir.dst.list_xattr().map_err(err)? {
+        if !is_opaque_attr(&name) && !dir.xattrs.iter().any(|(n, _)| *n == name) {
+            dir.dst.remove_xattr(&name).map_err(err)?;
+        }
     }
     Ok(())
 }

@@ -32,8 +32,12 @@ use crate::ui::Ui;
 pub const META_FILE: &str = "lxc-snap.json";
 pub const COMMENT_FILE: &str = "comment";
 pub const TS_FILE: &str = "ts";
-/// Bumped when the layout or metadata changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the layout or metadata changes incompatibly. Version 2
+/// added layers and held snapshots; snapshots that use neither still say 1,
+/// so that older versions keep reading them.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version a snapshot without a layer and not held is written with.
+pub const WHOLE_FORMAT_VERSION: u32 = 1;
 /// Largest comment accepted, in bytes.
 pub const MAX_COMMENT: u64 = 64 * 1024;
 const STATE_DIR: &str = ".lxc-snap";
@@ -89,10 +93,32 @@ pub struct Metadata {
     /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_name_inodes: Option<Vec<(u64, u64)>>,
+    /// Set when the captured tree is a layer: only what changed since an
+    /// older snapshot of the same container, whose tree goes below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<Layer>,
+    /// A deleted snapshot kept because layers need its tree: not listed,
+    /// removed with the last of them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Fields this version does not know (written by a newer one), kept as
     /// they are when the metadata is rewritten.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How a layer relates to the snapshot below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The snapshot (`NAME_N`, of the same container) whose tree is below.
+    pub anchor: String,
+    /// Entries in the layer itself.
+    pub entries: u64,
+    /// Bytes of regular files in the layer itself.
+    pub bytes: u64,
+    /// The layer's whiteouts that stand for entries the captured tree did
+    /// not have (rather than whiteouts it had), by path below the tree.
+    pub removed: Vec<PathBuf>,
 }
 
 /// A cheap summary of a directory tree: any change to an entry moves its
@@ -145,9 +171,61 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The captured tree.
+    /// The captured tree (for a layer, only the layer).
     pub fn tree(&self) -> PathBuf {
         tree_path(&self.dir, self.meta.backing)
+    }
+
+    /// The name of the snapshot a layer is over, if this is a layer.
+    pub fn anchor(&self) -> Option<SnapshotName> {
+        let layer = self.meta.layer.as_ref()?;
+        SnapshotName::try_parse(&layer.anchor).filter(|a| a.container() == self.name.container())
+    }
+
+    /// The tree of the snapshot a layer is over.
+    pub fn anchor_tree(&self) -> Option<PathBuf> {
+        let anchor = self.anchor()?;
+        let parent = self.dir.parent()?;
+        Some(tree_path(
+            &parent.join(anchor.to_string()),
+            self.meta.backing,
+        ))
+    }
+
+    /// Fails unless the captured tree, and for a layer the anchor's tree,
+    /// are there.
+    pub fn ensure_complete(&self) -> Result<()> {
+        let is_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        if !is_dir(&self.tree()) {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "snapshot {} is broken: its captured tree is missing",
+                    self.name
+                ),
+            ));
+        }
+        if let Some(layer) = &self.meta.layer {
+            if !self.anchor_tree().is_some_and(|t| is_dir(&t)) {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "snapshot {} is broken: it is stored as changes to {}, whose tree is missing",
+                        self.name, layer.anchor
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every read-only layer of the snapshot's root filesystem, top first:
+    /// its tree, the anchor's for a layer, then the lowers.
+    pub fn stack(&self) -> Vec<PathBuf> {
+        let mut layers = vec![self.tree()];
+        layers.extend(self.anchor_tree());
+        layers.extend(self.meta.lowers.iter().cloned());
+        layers
     }
 
     pub fn comment(&self) -> Result<Option<String>> {
@@ -289,15 +367,24 @@ impl Store {
     /// that look like ours but whose metadata cannot be read are skipped
     /// with a warning.
     pub fn snapshots(&self, ui: Ui) -> Result<Vec<Snapshot>> {
-        self.scan(None, ui)
+        self.scan(None, false, ui)
     }
 
     /// The snapshots of `container`, by number.
     pub fn snapshots_of(&self, container: &ContainerName, ui: Ui) -> Result<Vec<Snapshot>> {
-        self.scan(Some(container), ui)
+        self.scan(Some(container), false, ui)
     }
 
-    fn scan(&self, only: Option<&ContainerName>, ui: Ui) -> Result<Vec<Snapshot>> {
+    /// [`Store::snapshots_of`] with the held ones.
+    pub fn snapshots_of_with_held(
+        &self,
+        container: &ContainerName,
+        ui: Ui,
+    ) -> Result<Vec<Snapshot>> {
+        self.scan(Some(container), true, ui)
+    }
+
+    fn scan(&self, only: Option<&ContainerName>, held: bool, ui: Ui) -> Result<Vec<Snapshot>> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -313,8 +400,8 @@ impl Store {
                 continue;
             }
             match self.load(&name) {
-                Ok(Some(s)) => found.push(s),
-                Ok(None) => {}
+                Ok(Some(s)) if held || !s.meta.held => found.push(s),
+                Ok(_) => {}
                 Err(e) => ui.warn(&format!("skipping {}: {e}", entry.path().display())),
             }
         }
@@ -368,7 +455,7 @@ impl Store {
 
     /// The snapshot `name`, or a not-found error.
     pub fn get(&self, name: &SnapshotName) -> Result<Snapshot> {
-        self.load(name)?.ok_or_else(|| {
+        self.load(name)?.filter(|s| !s.meta.held).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 format!("snapshot {name} not found in {}", self.dir.display()),
@@ -432,6 +519,16 @@ impl Store {
         }
     }
 
+    /// The snapshot `name`, held or not.
+    pub fn get_with_held(&self, name: &SnapshotName) -> Result<Snapshot> {
+        self.load(name)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("snapshot {name} not found in {}", self.dir.display()),
+            )
+        })
+    }
+
     /// Rewrites `snapshot`'s metadata with `pinned` set as given.
     pub fn set_pinned(&self, snapshot: &Snapshot, pinned: bool) -> Result<()> {
         let mut meta = snapshot.meta.clone();
@@ -463,6 +560,27 @@ impl Store {
         fs::remove_dir_all(&hidden).map_err(|e| Error::io("removing", &hidden, e))
     }
 
+    /// Keeps a deleted snapshot's tree for the layers over it: marks it
+    /// held (it no longer lists), runs `unregister`, then removes its
+    /// config, so it cannot be started, and its comment and time stamp.
+    pub fn hold(&self, snapshot: &Snapshot, unregister: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut meta = snapshot.meta.clone();
+        meta.held = true;
+        meta.pinned = false;
+        meta.format_version = FORMAT_VERSION;
+        write_metadata(&snapshot.dir, &meta)?;
+        unregister()?;
+        for name in ["config", TS_FILE, COMMENT_FILE] {
+            let path = snapshot.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing", &path, e)),
+            }
+        }
+        durable::sync_dir(&snapshot.dir)
+    }
+
     /// Recomputes what only `snapshot` holds (see [`exclusive_bytes`]) and
     /// records it in its metadata.
     pub fn refresh_used(&self, snapshot: &Snapshot) -> Result<()> {
@@ -483,6 +601,32 @@ impl Store {
     pub fn set_comment(&self, snapshot: &Snapshot, comment: Option<&str>) -> Result<()> {
         write_comment(&snapshot.dir, comment)
     }
+}
+
+/// What deleting `snapshot` frees now, given every snapshot of its
+/// container (held ones too): nothing while layers need its tree (it is
+/// held for them); for the last layer over a held snapshot, that one's
+/// bytes as well.
+pub fn frees(snapshot: &Snapshot, family: &[Snapshot]) -> u64 {
+    let layers_over = |name: &SnapshotName| {
+        family
+            .iter()
+            .filter(|s| !s.meta.held && s.anchor().as_ref() == Some(name))
+            .count()
+    };
+    if layers_over(&snapshot.name) > 0 {
+        return 0;
+    }
+    let held_below = snapshot
+        .anchor()
+        .filter(|a| layers_over(a) == 1)
+        .and_then(|a| {
+            family
+                .iter()
+                .find(|s| s.name == a && s.meta.held)
+                .map(|s| s.meta.used_bytes)
+        });
+    snapshot.meta.used_bytes + held_below.unwrap_or(0)
 }
 
 /// Writes (or removes) `<dir>/comment` atomically.
@@ -556,6 +700,8 @@ mod tests {
             pinned: false,
             lower_fingerprints: Vec::new(),
             multi_name_inodes: Some(Vec::new()),
+            layer: None,
+            held: false,
             other: serde_json::Map::new(),
         }
     }

@@ -547,7 +547,7 @@ fn reference(reference: &Path, compare: Compare) -> CopyOptions<'_> {
     CopyOptions {
         reference: Some(reference),
         compare,
-        progress: None,
+        ..CopyOptions::default()
     }
 }
 
@@ -692,6 +692,7 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
         reference: Some(&old),
         compare: Compare::QuickCheck,
         progress: Some(&progress),
+        ..CopyOptions::default()
     };
 
     let stats = copy_tree_with(&src, &new, &opts).expect("incremental copy");

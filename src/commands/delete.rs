@@ -147,17 +147,56 @@ pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -
 }
 
 /// Deletes a snapshot that passed [`check_deletable`] (its container's lock
-/// is held) and takes it out of its base's `lxc_snapshots`.
+/// is held) and takes it out of its base's `lxc_snapshots`. If layers are
+/// stored as changes to it, its tree stays for them (held, no longer
+/// listed) until the last of them is deleted.
 pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock) -> Result<()> {
     let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
     let me = DependencyEntry {
         lxcpath: ctx.store.dir().to_path_buf(),
         name: snapshot.name.to_string(),
     };
-    ctx.store.remove(snapshot, lock, || {
+    let unregister = || {
         for base in &bases {
             update_dependents(base, &me, false)?;
         }
         Ok(())
-    })
+    };
+    let family = ctx
+        .store
+        .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
+    let layers: Vec<String> = family
+        .iter()
+        .filter(|s| !s.meta.held && s.anchor().as_ref() == Some(&snapshot.name))
+        .map(|s| s.name.to_string())
+        .collect();
+    if !layers.is_empty() {
+        ctx.store.hold(snapshot, unregister)?;
+        ctx.ui.note(&format!(
+            "kept the files of {}: {} stored as changes to it",
+            snapshot.name,
+            match layers.as_slice() {
+                [one] => format!("{one} is"),
+                many => format!("{} are", many.join(", ")),
+            }
+        ));
+        return Ok(());
+    }
+    ctx.store.remove(snapshot, lock, unregister)?;
+    remove_unneeded_held(ctx, lock)
+}
+
+/// Removes the held snapshots of the locked container that no layer needs
+/// any more (the last one was deleted, perhaps by a run that died).
+pub(super) fn remove_unneeded_held(ctx: &Context, lock: &NameLock) -> Result<()> {
+    let family = ctx.store.snapshots_of_with_held(lock.name(), ctx.ui)?;
+    for held in family.iter().filter(|s| s.meta.held) {
+        if !family
+            .iter()
+            .any(|s| s.anchor().as_ref() == Some(&held.name))
+        {
+            ctx.store.remove(held, lock, || Ok(()))?;
+        }
+    }
+    Ok(())
 }

@@ -99,8 +99,9 @@ pub fn run(
 }
 
 fn snapshot_view(s: &Snapshot) -> View {
-    match s.meta.backing {
-        Backing::Overlay => View::overlay(s.tree(), &s.meta.lowers),
-        Backing::Dir => View::dir(s.tree()),
+    if s.meta.backing == Backing::Dir && s.meta.layer.is_none() {
+        View::dir(s.tree())
+    } else {
+        View::overlay(s.tree(), &s.stack()[1..])
     }
 }

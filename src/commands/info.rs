@@ -11,7 +11,7 @@ use super::{require_root, Context};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::{read_dependency_file, DependencyEntry};
 use crate::names::SnapshotName;
-use crate::store::{Backing, TreeFingerprint};
+use crate::store::{self, Backing, TreeFingerprint};
 use crate::ui::human_bytes;
 
 #[derive(Serialize)]
@@ -42,8 +42,12 @@ struct Info {
     lowers: Vec<Lower>,
     files: u64,
     bytes: u64,
-    /// Allocated bytes only this snapshot holds (recorded).
+    /// Allocated bytes deleting this snapshot frees (recorded).
     used_bytes: u64,
+    /// The snapshot this one is stored as changes to, if any.
+    layer_over: Option<String>,
+    /// Entries in the layer itself, for a layer.
+    layer_entries: Option<u64>,
     /// Allocated bytes of the captured tree, each inode once; `None` when
     /// the tree cannot be read.
     bytes_on_disk: Option<u64>,
@@ -58,7 +62,8 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
     let snapshot = ctx.store.get(name)?;
     let meta = &snapshot.meta;
     let tree = snapshot.tree();
-    let tree_present = std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir());
+    let tree_present = snapshot.ensure_complete().is_ok();
+    let family = ctx.store.snapshots_of_with_held(name.container(), ctx.ui)?;
     let lowers = meta
         .lowers
         .iter()
@@ -88,7 +93,9 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         lowers,
         files: meta.files,
         bytes: meta.bytes,
-        used_bytes: meta.used_bytes,
+        used_bytes: store::frees(&snapshot, &family),
+        layer_over: meta.layer.as_ref().map(|l| l.anchor.clone()),
+        layer_entries: meta.layer.as_ref().map(|l| l.entries),
         bytes_on_disk: if tree_present {
             disk_usage(&tree)
         } else {
@@ -105,8 +112,8 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         print_text(&info);
     }
     let mut broken = Vec::new();
-    if !info.tree_present {
-        broken.push(format!("its captured tree {} is missing", tree.display()));
+    if let Err(e) = snapshot.ensure_complete() {
+        broken.push(e.to_string());
     }
     for l in info.lowers.iter().filter(|l| l.state == "missing") {
         broken.push(format!("its base layer {} is missing", l.path.display()));
@@ -185,6 +192,12 @@ fn print_text(i: &Info) {
         "tree:          {}",
         if i.tree_present { "present" } else { "MISSING" }
     );
+    match (&i.layer_over, i.layer_entries) {
+        (Some(anchor), Some(n)) => {
+            println!("stored as:     changes to {anchor} ({n} entries)")
+        }
+        _ => println!("stored as:     a whole tree"),
+    }
     for l in &i.lowers {
         println!("lower:         {} ({})", l.path.display(), l.state);
     }

@@ -16,7 +16,7 @@ use super::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::Container;
 use crate::names::ContainerName;
-use crate::store::{Backing, Snapshot};
+use crate::store::{self, Backing, Snapshot};
 use crate::ui::{human_bytes, terminal_width};
 
 #[derive(Serialize)]
@@ -40,6 +40,8 @@ struct SnapshotRow {
     files: u64,
     bytes: u64,
     used_bytes: u64,
+    /// The snapshot this one is stored as changes to, if any.
+    layer_over: Option<String>,
     path: PathBuf,
 }
 
@@ -82,7 +84,8 @@ fn list_containers(ctx: &Context, json: bool) -> Result<()> {
 }
 
 fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Result<()> {
-    let snapshots = ctx.store.snapshots_of(container, ctx.ui)?;
+    let family = ctx.store.snapshots_of_with_held(container, ctx.ui)?;
+    let snapshots: Vec<&Snapshot> = family.iter().filter(|s| !s.meta.held).collect();
     if snapshots.is_empty() && !Container::exists(&ctx.lxcpath(), container) {
         return Err(Error::new(
             ErrorKind::NotFound,
@@ -93,7 +96,10 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
             ),
         ));
     }
-    let rows = snapshots.iter().map(row).collect::<Result<Vec<_>>>()?;
+    let rows = snapshots
+        .iter()
+        .map(|s| row(s, &family))
+        .collect::<Result<Vec<_>>>()?;
     if json {
         return print_json(&rows);
     }
@@ -122,7 +128,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
     Ok(())
 }
 
-fn row(s: &Snapshot) -> Result<SnapshotRow> {
+fn row(s: &Snapshot, family: &[Snapshot]) -> Result<SnapshotRow> {
     Ok(SnapshotRow {
         name: s.name.to_string(),
         container: s.meta.container.clone(),
@@ -135,7 +141,8 @@ fn row(s: &Snapshot) -> Result<SnapshotRow> {
         lowers: s.meta.lowers.clone(),
         files: s.meta.files,
         bytes: s.meta.bytes,
-        used_bytes: s.meta.used_bytes,
+        used_bytes: store::frees(s, family),
+        layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
         path: s.dir.clone(),
     })
 }

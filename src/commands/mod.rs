@@ -124,9 +124,7 @@ fn read_comment(source: &CommentSource) -> Result<String> {
 }
 
 /// Copies a container tree, linking files unchanged since `reference` (a
-/// previous snapshot's tree) when one is given, with a progress line on a
-/// terminal for copies that take more than a second; warns about every
-/// mount point below `src` that was not crossed.
+/// previous snapshot's tree) when one is given; see [`copying`].
 fn copy_tree(
     ctx: &Context,
     src: &std::path::Path,
@@ -134,14 +132,57 @@ fn copy_tree(
     reference: Option<&std::path::Path>,
     compare: crate::copy::Compare,
 ) -> Result<crate::copy::CopyStats> {
+    copying(ctx, reference, compare, |opts| {
+        crate::copy::copy_tree_with(src, dst, opts)
+    })
+}
+
+/// Copies what `snapshot` captured to `dst` as one independent tree: its
+/// tree, or for a layer the anchor's tree with the layer applied.
+fn copy_snapshot_tree(
+    ctx: &Context,
+    snapshot: &crate::store::Snapshot,
+    dst: &std::path::Path,
+) -> Result<crate::copy::CopyStats> {
+    snapshot.ensure_complete()?;
+    let (Some(layer), Some(anchor)) = (&snapshot.meta.layer, snapshot.anchor_tree()) else {
+        return copy_tree(
+            ctx,
+            &snapshot.tree(),
+            dst,
+            None,
+            crate::copy::Compare::QuickCheck,
+        );
+    };
+    copying(ctx, None, crate::copy::Compare::QuickCheck, |opts| {
+        crate::copy::flatten(
+            &snapshot.tree(),
+            &anchor,
+            &layer.removed,
+            dst,
+            opts.progress,
+        )
+    })
+}
+
+/// Runs `copy` with a progress line on a terminal for copies that take
+/// more than a second; warns about every mount point below the source that
+/// was not crossed.
+fn copying(
+    ctx: &Context,
+    reference: Option<&std::path::Path>,
+    compare: crate::copy::Compare,
+    copy: impl FnOnce(&crate::copy::CopyOptions) -> Result<crate::copy::CopyStats>,
+) -> Result<crate::copy::CopyStats> {
     let progress = Progress::new(ctx.ui);
     let report = |bytes: u64| progress.update(bytes);
     let opts = crate::copy::CopyOptions {
         reference,
         compare,
         progress: Some(&report),
+        ..Default::default()
     };
-    let stats = crate::copy::copy_tree_with(src, dst, &opts);
+    let stats = copy(&opts);
     progress.finish();
     let stats = stats?;
     for p in &stats.skipped_mounts {

@@ -22,8 +22,7 @@ pub fn mount_snapshot(ctx: &Context, name: &SnapshotName, dir: &Path) -> Result<
     require_root("mounting a snapshot")?;
     let snapshot = ctx.store.get(name)?;
     ensure_empty_dir(dir)?;
-    let mut layers = vec![snapshot.tree()];
-    layers.extend(snapshot.meta.lowers.iter().cloned());
+    let layers = snapshot.stack();
     for l in &layers {
         if !std::fs::symlink_metadata(l).is_ok_and(|m| m.is_dir()) {
             return Err(Error::new(

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::snap::make_dir;
 use super::{
-    copy_config_files, copy_tree, finish_container_dir, forget_registrations, require_root, Context,
+    copy_config_files, copy_snapshot_tree, finish_container_dir, forget_registrations,
+    require_root, Context,
 };
-use crate::copy::Compare;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
@@ -67,13 +67,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
     let rootfs = match meta.backing {
         Backing::Overlay => {
             let overlay = make_dir(&staging.path().join("overlay"), 0o755)?;
-            copy_tree(
-                ctx,
-                &snapshot.tree(),
-                &overlay.join("delta"),
-                None,
-                Compare::QuickCheck,
-            )?;
+            copy_snapshot_tree(ctx, &snapshot, &overlay.join("delta"))?;
             make_dir(&staging.path().join("rootfs"), 0o755)?;
             set_hostname(&overlay.join("delta"), &lowers, new_name.as_str())?;
             Rootfs::Overlay {
@@ -83,13 +77,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
             }
         }
         Backing::Dir => {
-            copy_tree(
-                ctx,
-                &snapshot.tree(),
-                &staging.path().join("rootfs"),
-                None,
-                Compare::QuickCheck,
-            )?;
+            copy_snapshot_tree(ctx, &snapshot, &staging.path().join("rootfs"))?;
             set_hostname(&staging.path().join("rootfs"), &[], new_name.as_str())?;
             Rootfs::Dir {
                 prefix: meta.rootfs_prefix.clone(),

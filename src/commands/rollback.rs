@@ -7,8 +7,7 @@
 //! either the old or the new state. The config (host name, MACs) is not
 //! touched.
 
-use super::{copy_tree, require_root, snap, Context};
-use crate::copy::Compare;
+use super::{copy_snapshot_tree, require_root, snap, Context};
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::{Container, Rootfs};
@@ -47,12 +46,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, backup: bool) -> Result<()> {
             )))
         }
     };
-    if !std::fs::symlink_metadata(snapshot.tree()).is_ok_and(|m| m.is_dir()) {
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!("snapshot {name} is broken: its captured tree is missing"),
-        ));
-    }
+    snapshot.ensure_complete()?;
     let parent = target.parent().ok_or_else(|| {
         Error::new(
             ErrorKind::Other,
@@ -85,7 +79,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, backup: bool) -> Result<()> {
     };
     let staging = Staging::create(parent, leaf, 0o700)?;
     let fresh = staging.path().join("tree");
-    copy_tree(ctx, &snapshot.tree(), &fresh, None, Compare::QuickCheck)?;
+    copy_snapshot_tree(ctx, &snapshot, &fresh)?;
     staging.sync()?;
     staging.exchange(&fresh, &target)?;
     drop(staging);

@@ -13,18 +13,20 @@ use std::path::{Path, PathBuf};
 use chrono::Local;
 
 use super::{
-    copy_config_files, copy_tree, finish_container_dir, forget_registrations, read_comment,
-    require_root, Context,
+    copy_config_files, copy_tree, copying, finish_container_dir, forget_registrations,
+    read_comment, require_root, Context,
 };
 use crate::cli::{CommentSource, Increment};
-use crate::copy::Compare;
+use crate::copy::{Compare, Plan};
 use crate::durable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
 use crate::lxc::container::{bases_of_lowers, DependencyEntry};
 use crate::lxc::{Container, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
-use crate::store::{self, Backing, Metadata, NameLock, TreeFingerprint, FORMAT_VERSION};
+use crate::store::{
+    self, Backing, Layer, Metadata, NameLock, TreeFingerprint, FORMAT_VERSION, WHOLE_FORMAT_VERSION,
+};
 
 pub fn run(
     ctx: &Context,
@@ -112,34 +114,68 @@ pub(super) fn take(
     make_dir(&private, 0o700)?;
     make_dir(&private.join("scratch"), 0o700)?;
     // Snapshots are immutable, so a file unchanged since the previous
-    // snapshot of this container (on the same base) can share its inode.
+    // snapshot of this container (on the same base) can share its inode,
+    // and a snapshot can be stored as its changes since an older one.
     let previous = match increment {
         Increment::Full => None,
-        Increment::QuickCheck | Increment::Checksum => ctx
+        Increment::QuickCheck | Increment::Checksum | Increment::Whole => ctx
             .store
             .snapshots_of(name, ctx.ui)?
             .into_iter()
             .rev()
             .find(|s| {
-                s.meta.backing == backing
-                    && s.meta.lowers == lowers
-                    && std::fs::symlink_metadata(s.tree()).is_ok_and(|m| m.is_dir())
+                s.meta.backing == backing && s.meta.lowers == lowers && s.ensure_complete().is_ok()
             }),
     };
     let compare = match increment {
         Increment::Checksum => Compare::Checksum,
         _ => Compare::QuickCheck,
     };
-    let reference = previous.as_ref().map(|s| s.tree());
-    let stats = copy_tree(
-        ctx,
-        &tree,
-        &store::tree_path(new.path(), backing),
-        reference.as_deref(),
-        compare,
-    )?;
+    let anchor = match increment {
+        Increment::Whole => None,
+        _ => previous.as_ref().and_then(|p| anchor_for(ctx, p)),
+    };
+    let plan = match &anchor {
+        Some(anchor) => match crate::copy::plan_layer(&tree, &anchor.tree(), &lowers, compare)? {
+            Plan::Layer(plan) => Some(plan),
+            Plan::Full(why) => {
+                ctx.ui.note(&format!("taking a whole snapshot: {why}"));
+                None
+            }
+        },
+        None => None,
+    };
+    // Shares files with the previous snapshot; a whole copy after a layer
+    // shares them with the layer's anchor, which has them all.
+    let reference = match (&plan, &previous) {
+        (None, Some(p)) if p.meta.layer.is_some() => p
+            .anchor()
+            .and_then(|a| ctx.store.get_with_held(&a).ok())
+            .filter(|a| a.ensure_complete().is_ok()),
+        _ => previous.clone(),
+    };
+    let reference_tree = reference.as_ref().map(|s| s.tree());
+    let dst = store::tree_path(new.path(), backing);
+    let stats = match &plan {
+        Some(plan) => copying(ctx, reference_tree.as_deref(), compare, |opts| {
+            crate::copy::make_layer(&tree, &dst, plan, opts)
+        })?,
+        None => copy_tree(ctx, &tree, &dst, reference_tree.as_deref(), compare)?,
+    };
+    let layer = plan
+        .as_ref()
+        .zip(anchor.as_ref())
+        .map(|(plan, anchor)| Layer {
+            anchor: anchor.name.to_string(),
+            entries: stats.entries,
+            bytes: stats.bytes,
+            removed: plan.removed.clone(),
+        });
 
     let mut stacked = vec![store::tree_path(&final_dir, backing)];
+    if let (Some(_), Some(anchor)) = (&layer, &anchor) {
+        stacked.push(anchor.tree());
+    }
     stacked.extend(lowers.iter().cloned());
     let snap_rootfs = Rootfs::Overlay {
         prefix: Rootfs::overlay_prefix_for(&rootfs_key, &prefix),
@@ -163,8 +199,16 @@ pub(super) fn take(
         0o644,
     )?;
     store::write_comment(new.path(), comment)?;
+    let (files, bytes) = match &plan {
+        Some(plan) => (plan.tree_entries, plan.tree_bytes),
+        None => (stats.entries, stats.bytes),
+    };
     let meta = Metadata {
-        format_version: FORMAT_VERSION,
+        format_version: if layer.is_some() {
+            FORMAT_VERSION
+        } else {
+            WHOLE_FORMAT_VERSION
+        },
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         container: name.to_string(),
         lxcpath,
@@ -173,8 +217,8 @@ pub(super) fn take(
         rootfs_key,
         rootfs_prefix: prefix,
         lowers: lowers.clone(),
-        files: stats.entries,
-        bytes: stats.bytes,
+        files,
+        bytes,
         // Nothing links to the inodes the copy created yet.
         used_bytes: stats.created_bytes,
         pinned: false,
@@ -183,6 +227,8 @@ pub(super) fn take(
             .map(|l| TreeFingerprint::of(l))
             .collect::<Result<_>>()?,
         multi_name_inodes: Some(stats.multi_name_inodes.clone()),
+        layer,
+        held: false,
         other: serde_json::Map::new(),
     };
     store::write_metadata(new.path(), &meta)?;
@@ -202,10 +248,31 @@ pub(super) fn take(
     )?;
     let snapshot = ctx.store.commit(new, lock)?;
     registered.keep();
-    if let Some(previous) = &previous {
-        previous_now_shares(ctx, previous, &stats)?;
+    if let Some(reference) = &reference {
+        previous_now_shares(ctx, reference, &stats)?;
     }
     Ok(snapshot.name)
+}
+
+/// The snapshot a new one may be stored as changes to, given the latest
+/// one on the same base: that one if it is whole, or the one it is a layer
+/// over, while the changes since are small (an eighth of the entries and
+/// of the bytes); then a new whole snapshot starts afresh.
+fn anchor_for(ctx: &Context, previous: &store::Snapshot) -> Option<store::Snapshot> {
+    let Some(layer) = &previous.meta.layer else {
+        return Some(previous.clone());
+    };
+    if layer.entries.saturating_mul(8) > previous.meta.files
+        || layer.bytes.saturating_mul(8) > previous.meta.bytes
+    {
+        return None;
+    }
+    let anchor = ctx.store.get_with_held(&previous.anchor()?).ok()?;
+    (anchor.meta.layer.is_none()
+        && anchor.meta.backing == previous.meta.backing
+        && anchor.meta.lowers == previous.meta.lowers
+        && anchor.ensure_complete().is_ok())
+    .then_some(anchor)
 }
 
 /// Updates what `previous` holds alone now that the copy `stats` describe
