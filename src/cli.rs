@@ -104,9 +104,11 @@ pub enum Increment {
     QuickCheck,
     /// Like `QuickCheck`, comparing file contents instead of size and mtime.
     Checksum,
-    /// A whole tree; files unchanged since the previous snapshot are hard
-    /// links to its copies.
+    /// `QuickCheck`, but a whole tree: files unchanged since the previous
+    /// snapshot are hard links to its copies.
     Whole,
+    /// `Whole`, comparing file contents.
+    WholeChecksum,
     /// A whole tree; every file is copied.
     Full,
 }
@@ -115,10 +117,21 @@ impl Increment {
     fn from_flags(full: bool, whole: bool, checksum: bool) -> Increment {
         match (full, whole, checksum) {
             (true, _, _) => Increment::Full,
-            (false, true, _) => Increment::Whole,
+            (false, true, false) => Increment::Whole,
+            (false, true, true) => Increment::WholeChecksum,
             (false, false, true) => Increment::Checksum,
             (false, false, false) => Increment::QuickCheck,
         }
+    }
+
+    /// Whether the snapshot may be stored as a layer.
+    pub fn layered(self) -> bool {
+        matches!(self, Increment::QuickCheck | Increment::Checksum)
+    }
+
+    /// Whether unchanged files are found by their contents.
+    pub fn by_contents(self) -> bool {
+        matches!(self, Increment::Checksum | Increment::WholeChecksum)
     }
 }
 
@@ -190,7 +203,7 @@ struct Cli {
     full: bool,
 
     /// Store a whole tree, not the changes since an older snapshot
-    #[arg(long, conflicts_with_all = ["list", "restore", "checksum"])]
+    #[arg(long, conflicts_with_all = ["list", "restore"])]
     whole: bool,
 
     /// Find unchanged files by their bytes, not their size and mtime
@@ -242,7 +255,7 @@ enum Sub {
         #[arg(long, conflicts_with_all = ["checksum", "whole"])]
         full: bool,
         /// Store a whole tree, not the changes since an older snapshot
-        #[arg(long, conflicts_with = "checksum")]
+        #[arg(long)]
         whole: bool,
         /// Find unchanged files by their bytes, not their size and mtime
         #[arg(long)]
@@ -748,6 +761,10 @@ mod tests {
             (&["snap", "--checksum", "mysql"], Increment::Checksum),
             (&["--whole", "mysql"], Increment::Whole),
             (&["snap", "--whole", "mysql"], Increment::Whole),
+            (
+                &["snap", "--whole", "--checksum", "mysql"],
+                Increment::WholeChecksum,
+            ),
         ] {
             assert_eq!(
                 cmd(args),
@@ -762,7 +779,6 @@ mod tests {
         for bad in [
             &["--full", "--checksum", "mysql"][..],
             &["snap", "--full", "--checksum", "mysql"],
-            &["snap", "--whole", "--checksum", "mysql"],
             &["--full", "--whole", "mysql"],
             &["-l", "--full"],
             &["--full", "snap", "mysql"],

@@ -603,30 +603,47 @@ impl Store {
     }
 }
 
-/// What deleting `snapshot` frees now, given every snapshot of its
-/// container (held ones too): nothing while layers need its tree (it is
-/// held for them); for the last layer over a held snapshot, that one's
-/// bytes as well.
-pub fn frees(snapshot: &Snapshot, family: &[Snapshot]) -> u64 {
-    let layers_over = |name: &SnapshotName| {
-        family
+/// What deleting a snapshot frees now, for every snapshot of a container.
+pub struct Usage<'a> {
+    family: &'a [Snapshot],
+    /// Snapshot -> how many listed layers are stored as changes to it.
+    layers_over: std::collections::HashMap<SnapshotName, usize>,
+}
+
+impl<'a> Usage<'a> {
+    /// `family`: every snapshot of one container, held ones too.
+    pub fn new(family: &'a [Snapshot]) -> Usage<'a> {
+        let mut layers_over = std::collections::HashMap::new();
+        for anchor in family
             .iter()
-            .filter(|s| !s.meta.held && s.anchor().as_ref() == Some(name))
-            .count()
-    };
-    if layers_over(&snapshot.name) > 0 {
-        return 0;
+            .filter(|s| !s.meta.held)
+            .filter_map(Snapshot::anchor)
+        {
+            *layers_over.entry(anchor).or_insert(0) += 1;
+        }
+        Usage {
+            family,
+            layers_over,
+        }
     }
-    let held_below = snapshot
-        .anchor()
-        .filter(|a| layers_over(a) == 1)
-        .and_then(|a| {
-            family
-                .iter()
-                .find(|s| s.name == a && s.meta.held)
-                .map(|s| s.meta.used_bytes)
-        });
-    snapshot.meta.used_bytes + held_below.unwrap_or(0)
+
+    /// Nothing while layers need `snapshot`'s tree (it is held for them);
+    /// for the last layer over a held snapshot, that one's bytes as well.
+    pub fn frees(&self, snapshot: &Snapshot) -> u64 {
+        if self.layers_over.contains_key(&snapshot.name) {
+            return 0;
+        }
+        let held_below = snapshot
+            .anchor()
+            .filter(|a| self.layers_over.get(a) == Some(&1))
+            .and_then(|a| {
+                self.family
+                    .iter()
+                    .find(|s| s.name == a && s.meta.held)
+                    .map(|s| s.meta.used_bytes)
+            });
+        snapshot.meta.used_bytes + held_below.unwrap_or(0)
+    }
 }
 
 /// Writes (or removes) `<dir>/comment` atomically.
@@ -685,7 +702,7 @@ mod tests {
 
     fn meta(container: &str) -> Metadata {
         Metadata {
-            format_version: FORMAT_VERSION,
+            format_version: WHOLE_FORMAT_VERSION,
             tool_version: "0.1.0".into(),
             container: container.into(),
             lxcpath: "/var/lib/lxc".into(),

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use common::fidelity::{assert_trees_identical, build_every_kind};
-use common::fixtures::{config_value, json, make_base, make_clone, names_of, overlay_clone};
+use common::fixtures::{
+    captured, config_value, json, make_base, make_clone, names_of, overlay_clone,
+};
 use common::TestEnv;
 
 #[test]
@@ -720,7 +722,7 @@ fn concurrent_snapshots_of_one_container_get_distinct_numbers() {
     }
     assert_eq!(names_of(&env, "c"), ["c_0", "c_1", "c_2", "c_3"]);
     for n in 0..4 {
-        assert_trees_identical(&delta, &env.snapdir.join(format!("c_{n}/private/delta")));
+        assert_trees_identical(&delta, &captured(&env, &format!("c_{n}")));
     }
 }
 

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, lchown, symlink, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use lxc_snap::copy::copy_tree;
+use lxc_snap::copy::{copy_tree, make_layer, plan_layer, Compare, CopyOptions, Plan};
 use lxc_snap::diff::{diff, format_line, Change, Kind, Options, Summary, View};
 use lxc_snap::ErrorKind;
 use nix::fcntl::{self, OFlag};
@@ -279,6 +279,20 @@ fn snapshots_and_live_state_of_a_real_overlay_container() {
     let (got, summary) = lines(&snap1, &live, true);
     assert_lines(&got, &[]);
     assert_eq!(summary, Summary::default());
+    // Stored as a layer over snapshot 0 instead, it says the same.
+    let Plan::Layer(plan) =
+        plan_layer(&delta, &snap(0), &lowers, Compare::QuickCheck).expect("plan")
+    else {
+        panic!("changes made through the overlay fit a layer");
+    };
+    let layer = t("snaps/c1_2/private/delta");
+    mkdirs(&t("snaps/c1_2/private"));
+    make_layer(&delta, &layer, &plan, &CopyOptions::default()).expect("layer");
+    let layered = View::overlay(&layer, &[snap(0), base.clone()]);
+    let (got, _) = lines(&snap0, &layered, true);
+    assert_lines(&got, &with_motd);
+    let (got, _) = lines(&layered, &live, true);
+    assert_lines(&got, &[]);
     // And backwards, every addition is a deletion.
     let (got, _) = lines(&live, &snap0, false);
     assert!(got.contains(&"D /home/user/proj/src/main.c\tfile".to_string()));

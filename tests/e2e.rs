@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
+use common::fixtures::captured_in;
 use common::lxc::{
     assert_same_tree, config_value, config_values, dependency_pairs, dir_names, mounts_under,
     tree_manifest, Lab,
@@ -140,10 +141,15 @@ fn assert_overlay_snapshot_layout(lab: &Lab, container: &str, snap: &str, base: 
     assert!(dir.join("private/delta").is_dir(), "no private/delta");
     let config = lab.config(lab.snapdir(), snap);
     let snapdir = lab.snapdir().display().to_string();
+    // A layer stacks the tree of the snapshot it is stored as changes to.
+    let anchor = json(&read(&dir.join("lxc-snap.json")))["layer"]["anchor"]
+        .as_str()
+        .map(|a| format!("{snapdir}/{a}/private/delta:"))
+        .unwrap_or_default();
     assert_eq!(
         config_value(&config, "lxc.rootfs.path"),
         format!(
-            "overlay:{snapdir}/{snap}/private/delta:{}/{base}/rootfs:{snapdir}/{snap}/private/scratch/upper",
+            "overlay:{snapdir}/{snap}/private/delta:{anchor}{}/{base}/rootfs:{snapdir}/{snap}/private/scratch/upper",
             lab.lxcpath().display()
         ),
         "snapshot rootfs"
@@ -212,7 +218,7 @@ fn assert_restored_overlay(lab: &Lab, snap: &str, new: &str, base: &str) {
     );
     assert_same_tree(
         &format!("restored {new} vs captured {snap}"),
-        &tree_manifest(&lab.snapdir().join(snap).join("private/delta")),
+        &tree_manifest(&captured_in(lab.snapdir(), lab.env.path(), snap)),
         &tree_manifest(&lab.delta(new)),
         &["etc/hostname"],
     );
@@ -1170,7 +1176,7 @@ fn concurrent_snaps_get_distinct_numbers() {
             assert_same_tree(
                 &format!("{snap} vs {name}'s delta"),
                 delta,
-                &tree_manifest(&lab.snapdir().join(snap).join("private/delta")),
+                &tree_manifest(&captured_in(lab.snapdir(), env.path(), snap)),
                 &[],
             );
         }
@@ -1398,4 +1404,68 @@ fn a_rollback_killed_midway_leaves_a_startable_container() {
         "old\n"
     );
     lab.stop(lab.lxcpath(), "mysql");
+}
+
+/// A snapshot stored as a layer boots as a container over the tree of the
+/// snapshot it is stored as changes to, and neither tree is written.
+#[test]
+fn a_layer_boots_over_the_older_snapshot_without_writing_either() {
+    if !common::system_tests_enabled(
+        "a_layer_boots_over_the_older_snapshot_without_writing_either",
+        true,
+    ) {
+        return;
+    }
+    let lab = Lab::new();
+    let env = &lab.env;
+    lab.create_base("base");
+    lab.overlay_clone("base", "c1");
+    lab.start(lab.lxcpath(), "c1");
+    lab.attach(
+        lab.lxcpath(),
+        "c1",
+        "echo one > /root/one && rm /bin/vi && sync",
+    );
+    lab.stop(lab.lxcpath(), "c1");
+    env.ok(&["-q", "c1"]);
+    lab.start(lab.lxcpath(), "c1");
+    lab.attach(
+        lab.lxcpath(),
+        "c1",
+        "echo two > /root/two && rm /root/one && sync",
+    );
+    lab.stop(lab.lxcpath(), "c1");
+    env.ok(&["-q", "c1"]);
+    let layer = json(&read(&lab.snapdir().join("c1_1/lxc-snap.json")))["layer"].clone();
+    assert_eq!(layer["anchor"], "c1_0", "{layer}");
+    let trees = |snap: &str| tree_manifest(&lab.snapdir().join(snap).join("private/delta"));
+    let (before0, before1) = (trees("c1_0"), trees("c1_1"));
+    assert!(
+        !before1.contains_key("bin"),
+        "the layer holds only the changes"
+    );
+
+    lab.start(lab.snapdir(), "c1_1");
+    assert_eq!(lab.attach(lab.snapdir(), "c1_1", "hostname").trim(), "c1_1");
+    assert_eq!(lab.attach(lab.snapdir(), "c1_1", "cat /root/two"), "two\n");
+    assert!(!present(&lab, lab.snapdir(), "c1_1", "/root/one"));
+    assert!(!present(&lab, lab.snapdir(), "c1_1", "/bin/vi"));
+    assert!(present(&lab, lab.snapdir(), "c1_1", "/bin/sh"));
+    let mounts = lab.attach(lab.snapdir(), "c1_1", "grep ' / ' /proc/mounts");
+    let s = lab.snapdir().display().to_string();
+    assert!(
+        mounts.contains(&format!(
+            "lowerdir={s}/c1_1/private/delta:{s}/c1_0/private/delta:{}/base/rootfs,",
+            lab.lxcpath().display()
+        )),
+        "root mount: {mounts}"
+    );
+    lab.attach(
+        lab.snapdir(),
+        "c1_1",
+        "echo scratch > /root/two && rm /root/.ash_history 2>/dev/null; sync",
+    );
+    lab.stop(lab.snapdir(), "c1_1");
+    assert_same_tree("c1_0 after a boot of c1_1", &before0, &trees("c1_0"), &[]);
+    assert_same_tree("c1_1 after its boot", &before1, &trees("c1_1"), &[]);
 }

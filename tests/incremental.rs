@@ -1,6 +1,7 @@
-//! Incremental snapshots: files unchanged since the previous snapshot are
-//! hard links to its copies; --full and --checksum; sizes; independence of
-//! restores and of the remaining snapshots after a delete.
+//! Whole snapshots (`--whole`): files unchanged since the previous snapshot
+//! are hard links to its copies; --full and --checksum; sizes; independence
+//! of restores and of the remaining snapshots after a delete. Layers are in
+//! tests/layers.rs.
 
 mod common;
 
@@ -41,12 +42,12 @@ fn unchanged_files_are_shared_with_the_previous_snapshot() {
     }
     let env = TestEnv::new();
     let delta = setup(&env);
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     let used_alone = used(&env, "c_0");
     assert!(used_alone >= 20 * 64 * 1024, "{used_alone}");
 
     fs::write(delta.join("data/f3"), vec![9u8; 64 * 1024 + 1]).expect("change one file");
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     let (s0, s1) = (
         env.snapdir.join("c_0/private/delta"),
         env.snapdir.join("c_1/private/delta"),
@@ -100,9 +101,9 @@ fn full_copies_everything_and_deleting_never_changes_another_snapshot() {
     }
     let env = TestEnv::new();
     let delta = setup(&env);
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     env.ok(&["-q", "snap", "--full", "c"]);
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     let s = |n: u32| env.snapdir.join(format!("c_{n}/private/delta"));
     assert_ne!(
         ino(&s(0).join("data/f0")),
@@ -134,7 +135,7 @@ fn checksum_catches_a_change_that_kept_size_and_mtime() {
     }
     let env = TestEnv::new();
     let delta = setup(&env);
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     // Rewrite f5 in place with other bytes of the same length and put its mtime back.
     let f = delta.join("data/f5");
     let meta = fs::metadata(&f).expect("stat");
@@ -152,11 +153,11 @@ fn checksum_catches_a_change_that_kept_size_and_mtime() {
 
     // The quick check (type, size, mtime, mode, owner, xattrs) cannot see it:
     // the snapshot shares the previous, stale copy. This is what --checksum is for.
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     let quick = env.snapdir.join("c_1/private/delta/data/f5");
     assert_eq!(fs::read(&quick).expect("read"), vec![5u8; 64 * 1024]);
     // --checksum compares the bytes and copies it.
-    env.ok(&["-q", "snap", "--checksum", "c"]);
+    env.ok(&["-q", "snap", "--whole", "--checksum", "c"]);
     let exact = env.snapdir.join("c_2/private/delta/data/f5");
     assert_eq!(fs::read(&exact).expect("read"), vec![0xAAu8; 64 * 1024]);
     assert_eq!(
@@ -192,7 +193,7 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
                 );
             }
         };
-        env.ok(&["-q", "c"]);
+        env.ok(&["-q", "snap", "--whole", "c"]);
         check(1);
         fs::write(delta.join("data/f3"), b"changed").expect("change");
         if hard_links {
@@ -200,11 +201,11 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
             fs::write(delta.join("g"), vec![7u8; 50_000]).expect("write");
             fs::hard_link(delta.join("g"), delta.join("data/g-again")).expect("link");
         }
-        env.ok(&["-q", "c"]);
+        env.ok(&["-q", "snap", "--whole", "c"]);
         check(2);
         fs::write(delta.join("data/f4"), b"changed too").expect("change");
         fs::remove_file(delta.join("data/f5")).expect("remove");
-        env.ok(&["-q", "c"]);
+        env.ok(&["-q", "snap", "--whole", "c"]);
         check(3);
         // Metadata from before inodes with several names were recorded.
         let meta = env.snapdir.join("c_2/lxc-snap.json");
@@ -216,7 +217,7 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
             .remove("multi_name_inodes");
         fs::write(&meta, serde_json::to_vec(&m).expect("json")).expect("write");
         fs::write(delta.join("data/f6"), b"changed as well").expect("change");
-        env.ok(&["-q", "c"]);
+        env.ok(&["-q", "snap", "--whole", "c"]);
         check(4);
         env.ok(&["rm", "c_1"]);
         let walked =
@@ -240,12 +241,12 @@ fn deleting_refreshes_the_snapshots_on_the_same_base() {
     common::fixtures::make_base(&env, "other");
     let base_rootfs = env.lxcpath.join("base/rootfs").display().to_string();
     let other_rootfs = env.lxcpath.join("other/rootfs").display().to_string();
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     // For a while on another base: c_1 shares nothing with c_0.
     fs::write(&config, on_base.replace(&base_rootfs, &other_rootfs)).expect("write config");
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     fs::write(&config, &on_base).expect("write config");
-    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "snap", "--whole", "c"]);
     let s = |n: u32| env.snapdir.join(format!("c_{n}/private/delta"));
     assert_eq!(ino(&s(0).join("data/f0")), ino(&s(2).join("data/f0")));
     assert_ne!(ino(&s(1).join("data/f0")), ino(&s(2).join("data/f0")));

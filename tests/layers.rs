@@ -432,3 +432,247 @@ fn a_new_name_for_an_unchanged_file_keeps_the_names_one_inode() {
     flatten(&t("layer"), &t("anchor"), &[], &t("flat"), None).expect("flatten");
     assert_trees_identical(&t("upper"), &t("flat"));
 }
+
+// Through the command line.
+
+use common::fixtures::{captured, json, names_of, overlay_clone};
+use common::TestEnv;
+
+/// A container with 40 files; returns its delta.
+fn container(env: &TestEnv) -> PathBuf {
+    let delta = overlay_clone(env, "c");
+    fs::create_dir_all(delta.join("data/sub")).expect("mkdir");
+    for i in 0..40 {
+        fs::write(delta.join(format!("data/f{i}")), vec![i as u8; 8192]).expect("write");
+    }
+    fs::write(delta.join("data/sub/kept"), b"kept\n").expect("write");
+    delta
+}
+
+/// A full-fidelity copy of the delta as it is now, to compare with later.
+fn keep(env: &TestEnv, delta: &Path, name: &str) -> PathBuf {
+    let saved = env.path().join(name);
+    copy_tree(delta, &saved).expect("saving the delta");
+    saved
+}
+
+fn layer_of(env: &TestEnv, snap: &str) -> Option<String> {
+    let info = json(env, &["info", snap, "--json"]);
+    info["layer_over"].as_str().map(str::to_string)
+}
+
+fn used_in_list(env: &TestEnv, snap: &str) -> u64 {
+    json(env, &["list", "c", "--json"])
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"] == snap)
+        .unwrap_or_else(|| panic!("{snap} is listed"))["used_bytes"]
+        .as_u64()
+        .expect("used_bytes")
+}
+
+#[test]
+fn later_snapshots_are_layers_that_restore_exactly() {
+    if !common::system_tests_enabled("later_snapshots_are_layers_that_restore_exactly", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    fs::write(delta.join("data/f3"), b"changed\n").expect("change");
+    fs::remove_file(delta.join("data/f4")).expect("rm");
+    fs::create_dir(delta.join("data/new")).expect("mkdir");
+    let saved = keep(&env, &delta, "saved1");
+    env.ok(&["-q", "c"]);
+
+    assert_eq!(layer_of(&env, "c_0"), None);
+    assert_eq!(layer_of(&env, "c_1").as_deref(), Some("c_0"));
+    let info = json(&env, &["info", "c_1", "--json"]);
+    // The root, data, f3, f4's whiteout, new.
+    assert_eq!(info["layer_entries"], 4, "{info}");
+    assert_eq!(
+        info["files"],
+        json(&env, &["info", "c_0", "--json"])["files"]
+    );
+    let layer = env.snapdir.join("c_1/private/delta");
+    assert!(
+        !layer.join("data/f5").exists(),
+        "unchanged files stay below"
+    );
+    assert_trees_identical(&saved, &captured(&env, "c_1"));
+
+    // Started as a container, it stacks the older snapshot's tree.
+    let config = fs::read_to_string(env.snapdir.join("c_1/config")).expect("config");
+    let (s0, s1) = (env.snapdir.join("c_0"), env.snapdir.join("c_1"));
+    assert!(
+        config.contains(&format!(
+            "overlay:{}/private/delta:{}/private/delta:{}/base/rootfs:{}/private/scratch/upper",
+            s1.display(),
+            s0.display(),
+            env.lxcpath.display(),
+            s1.display()
+        )),
+        "{config}"
+    );
+
+    // Restored, it is an independent whole delta.
+    env.ok(&["-q", "restore", "c_1", "back"]);
+    let restored = env.lxcpath.join("back/overlay/delta");
+    assert_same_tree(
+        "restored delta",
+        &tree_manifest(&saved),
+        &tree_manifest(&restored),
+        &["etc", "etc/hostname"],
+    );
+
+    // Through the kernel it shows what the container showed.
+    let dir = env.path().join("browse");
+    fs::create_dir(&dir).expect("mkdir");
+    env.ok(&["mount", "c_1", dir.to_str().expect("utf-8")]);
+    let seen = Mounted(dir.clone());
+    let want = mount_overlay(
+        &env.path().join("want"),
+        &[&saved, &env.lxcpath.join("base/rootfs")],
+        None,
+    );
+    assert_same_tree(
+        "mounted",
+        &tree_manifest(&want.0),
+        &tree_manifest(&seen.0),
+        &[],
+    );
+
+    let diff = env.ok(&["diff", "c_0", "c_1"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "M /data/f3\t(content)",
+            "D /data/f4",
+            "A /data/new",
+            "1 added, 1 modified, 1 deleted, 0 type changed; \
+             0 B added, 8.0 KiB removed, 8 B changed"
+        ],
+        "{diff}"
+    );
+}
+
+#[test]
+fn deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes() {
+    if !common::system_tests_enabled(
+        "deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    fs::write(delta.join("data/f1"), b"one\n").expect("change");
+    let saved1 = keep(&env, &delta, "saved1");
+    env.ok(&["-q", "c"]);
+    fs::write(delta.join("data/f2"), b"two\n").expect("change");
+    let saved2 = keep(&env, &delta, "saved2");
+    env.ok(&["-q", "c"]);
+    assert_eq!(
+        used_in_list(&env, "c_0"),
+        0,
+        "deleting c_0 frees nothing now"
+    );
+
+    let out = env.run(&["rm", "c_0"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("kept the files of c_0: c_1, c_2 are stored as changes to it"),
+        "{out:?}"
+    );
+    assert_eq!(names_of(&env, "c"), ["c_1", "c_2"]);
+    let held = env.snapdir.join("c_0");
+    assert!(held.join("private/delta").is_dir() && !held.join("config").exists());
+    env.fails_with(3, &["info", "c_0"]);
+    assert_trees_identical(&saved1, &captured(&env, "c_1"));
+    assert_trees_identical(&saved2, &captured(&env, "c_2"));
+
+    // A new snapshot still goes over the held one.
+    env.ok(&["-q", "c"]);
+    assert_eq!(layer_of(&env, "c_3").as_deref(), Some("c_0"));
+    env.ok(&["rm", "c_1", "c_2"]);
+    assert!(held.is_dir(), "c_3 still needs it");
+    let c3 = used_in_list(&env, "c_3");
+    let walked = lxc_snap::store::exclusive_bytes(&held.join("private/delta")).expect("walk")
+        + lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_3/private/delta")).expect("walk");
+    assert_eq!(
+        c3, walked,
+        "deleting the last layer frees the held files too"
+    );
+    env.ok(&["rm", "c_3"]);
+    assert!(
+        !held.exists(),
+        "the held snapshot went with the last layer over it"
+    );
+    assert!(names_of(&env, "c").is_empty());
+}
+
+#[test]
+fn large_changes_start_a_new_whole_snapshot() {
+    if !common::system_tests_enabled("large_changes_start_a_new_whole_snapshot", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    for i in 0..10 {
+        fs::write(delta.join(format!("data/f{i}")), b"rewritten\n").expect("change");
+    }
+    env.ok(&["-q", "c"]);
+    assert_eq!(layer_of(&env, "c_1").as_deref(), Some("c_0"));
+    fs::write(delta.join("data/f30"), b"small\n").expect("change");
+    let saved = keep(&env, &delta, "saved");
+    env.ok(&["-q", "c"]);
+    assert_eq!(
+        layer_of(&env, "c_2"),
+        None,
+        "a quarter changed: a whole tree again"
+    );
+    assert_trees_identical(&saved, &captured(&env, "c_2"));
+    let ino = |snap: &str, rel: &str| {
+        std::os::unix::fs::MetadataExt::ino(
+            &fs::symlink_metadata(env.snapdir.join(snap).join("private/delta").join(rel))
+                .expect("stat"),
+        )
+    };
+    assert_eq!(
+        ino("c_0", "data/f20"),
+        ino("c_2", "data/f20"),
+        "shared with c_0"
+    );
+    env.ok(&["-q", "c"]);
+    assert_eq!(layer_of(&env, "c_3").as_deref(), Some("c_2"));
+    env.ok(&["-q", "snap", "--whole", "c"]);
+    assert_eq!(layer_of(&env, "c_4"), None);
+}
+
+#[test]
+fn a_change_a_layer_cannot_say_makes_a_whole_snapshot() {
+    if !common::system_tests_enabled("a_change_a_layer_cannot_say_makes_a_whole_snapshot", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    fs::create_dir_all(delta.join("etc")).expect("mkdir");
+    fs::write(delta.join("etc/motd"), b"our motd\n").expect("copy-up");
+    env.ok(&["-q", "c"]);
+    // Taken out of the delta by hand: the base's motd shows again.
+    fs::remove_file(delta.join("etc/motd")).expect("rm");
+    let saved = keep(&env, &delta, "saved");
+    let out = env.run(&["c"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("taking a whole snapshot"),
+        "{out:?}"
+    );
+    assert_eq!(layer_of(&env, "c_1"), None);
+    assert_trees_identical(&saved, &captured(&env, "c_1"));
+}

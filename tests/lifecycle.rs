@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::fidelity::assert_trees_identical;
-use common::fixtures::{json, make_base, names_of, overlay_clone};
+use common::fixtures::{captured, json, make_base, names_of, overlay_clone};
 use common::TestEnv;
 
 fn base_dependents(env: &TestEnv) -> String {
@@ -237,11 +237,11 @@ fn rollback_puts_the_delta_back_and_keeps_a_backup() {
 
     let out = env.ok(&["rollback", "c_0"]);
     assert_eq!(out, "rolled c back to c_0 (the state before is c_1)\n");
-    assert_trees_identical(&env.snapdir.join("c_0/private/delta"), &delta);
+    assert_trees_identical(&captured(&env, "c_0"), &delta);
     assert_eq!(fs::read_to_string(delta.join("v")).expect("read"), "1\n");
     assert!(!delta.join("new").exists());
     assert_eq!(env.ok(&["comment", "c_1"]), "before rollback to c_0");
-    let backup = env.snapdir.join("c_1/private/delta");
+    let backup = captured(&env, "c_1");
     assert_eq!(fs::read_to_string(backup.join("v")).expect("read"), "2\n");
     assert!(backup.join("new").exists() && !backup.join("added").exists());
     assert_eq!(

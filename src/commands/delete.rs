@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, targets: &[Selection], force: bool) -> Result<()> {
     }
     for c in &containers {
         refresh_neighbours(ctx, c, &snapshots)?;
+        note_held(ctx, c, &snapshots)?;
     }
     Ok(())
 }
@@ -165,25 +166,45 @@ pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock
     let family = ctx
         .store
         .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
-    let layers: Vec<String> = family
-        .iter()
-        .filter(|s| !s.meta.held && s.anchor().as_ref() == Some(&snapshot.name))
-        .map(|s| s.name.to_string())
-        .collect();
+    let layers = layers_over(&family, &snapshot.name);
     if !layers.is_empty() {
-        ctx.store.hold(snapshot, unregister)?;
-        ctx.ui.note(&format!(
-            "kept the files of {}: {} stored as changes to it",
-            snapshot.name,
-            match layers.as_slice() {
-                [one] => format!("{one} is"),
-                many => format!("{} are", many.join(", ")),
-            }
-        ));
-        return Ok(());
+        return ctx.store.hold(snapshot, unregister);
     }
     ctx.store.remove(snapshot, lock, unregister)?;
     remove_unneeded_held(ctx, lock)
+}
+
+/// The snapshots stored as changes to `name`.
+fn layers_over(family: &[Snapshot], name: &SnapshotName) -> Vec<String> {
+    family
+        .iter()
+        .filter(|s| !s.meta.held && s.anchor().as_ref() == Some(name))
+        .map(|s| s.name.to_string())
+        .collect()
+}
+
+/// Says which of the `deleted` snapshots of `container` still keep their
+/// files, once a run has deleted all it was asked to, and for which layers.
+pub(super) fn note_held(
+    ctx: &Context,
+    container: &ContainerName,
+    deleted: &[Snapshot],
+) -> Result<()> {
+    let family = ctx.store.snapshots_of_with_held(container, ctx.ui)?;
+    for held in family.iter().filter(|s| s.meta.held) {
+        if deleted.iter().any(|d| d.name == held.name) {
+            let layers = layers_over(&family, &held.name);
+            ctx.ui.note(&format!(
+                "kept the files of {}: {} stored as changes to it",
+                held.name,
+                match layers.as_slice() {
+                    [one] => format!("{one} is"),
+                    many => format!("{} are", many.join(", ")),
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the held snapshots of the locked container that no layer needs

@@ -93,7 +93,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         lowers,
         files: meta.files,
         bytes: meta.bytes,
-        used_bytes: store::frees(&snapshot, &family),
+        used_bytes: store::Usage::new(&family).frees(&snapshot),
         layer_over: meta.layer.as_ref().map(|l| l.anchor.clone()),
         layer_entries: meta.layer.as_ref().map(|l| l.entries),
         bytes_on_disk: if tree_present {

@@ -96,9 +96,10 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
             ),
         ));
     }
+    let usage = store::Usage::new(&family);
     let rows = snapshots
         .iter()
-        .map(|s| row(s, &family))
+        .map(|s| row(s, &usage))
         .collect::<Result<Vec<_>>>()?;
     if json {
         return print_json(&rows);
@@ -128,7 +129,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
     Ok(())
 }
 
-fn row(s: &Snapshot, family: &[Snapshot]) -> Result<SnapshotRow> {
+fn row(s: &Snapshot, usage: &store::Usage) -> Result<SnapshotRow> {
     Ok(SnapshotRow {
         name: s.name.to_string(),
         container: s.meta.container.clone(),
@@ -141,7 +142,7 @@ fn row(s: &Snapshot, family: &[Snapshot]) -> Result<SnapshotRow> {
         lowers: s.meta.lowers.clone(),
         files: s.meta.files,
         bytes: s.meta.bytes,
-        used_bytes: store::frees(s, family),
+        used_bytes: usage.frees(s),
         layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
         path: s.dir.clone(),
     })

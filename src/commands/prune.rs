@@ -7,7 +7,7 @@ use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
-use super::delete::{check_deletable, delete_checked, refresh_neighbours};
+use super::delete::{check_deletable, delete_checked, note_held, refresh_neighbours};
 use super::{require_root, Context};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::Container;
@@ -96,6 +96,7 @@ pub fn run(
             });
         }
         refresh_neighbours(ctx, c, &deleted)?;
+        note_held(ctx, c, &deleted)?;
     }
     if !dry_run {
         return Ok(());

@@ -99,6 +99,7 @@ pub(super) fn take(
             leftover.display()
         ));
     }
+    super::delete::remove_unneeded_held(ctx, lock)?;
     source.ensure_stopped()?;
     if backing == Backing::Dir {
         ctx.ui.note(&format!(
@@ -118,7 +119,7 @@ pub(super) fn take(
     // and a snapshot can be stored as its changes since an older one.
     let previous = match increment {
         Increment::Full => None,
-        Increment::QuickCheck | Increment::Checksum | Increment::Whole => ctx
+        _ => ctx
             .store
             .snapshots_of(name, ctx.ui)?
             .into_iter()
@@ -127,14 +128,15 @@ pub(super) fn take(
                 s.meta.backing == backing && s.meta.lowers == lowers && s.ensure_complete().is_ok()
             }),
     };
-    let compare = match increment {
-        Increment::Checksum => Compare::Checksum,
-        _ => Compare::QuickCheck,
+    let compare = if increment.by_contents() {
+        Compare::Checksum
+    } else {
+        Compare::QuickCheck
     };
-    let anchor = match increment {
-        Increment::Whole => None,
-        _ => previous.as_ref().and_then(|p| anchor_for(ctx, p)),
-    };
+    let anchor = previous
+        .as_ref()
+        .filter(|_| increment.layered())
+        .and_then(|p| anchor_for(ctx, p));
     let plan = match &anchor {
         Some(anchor) => match crate::copy::plan_layer(&tree, &anchor.tree(), &lowers, compare)? {
             Plan::Layer(plan) => Some(plan),

@@ -6,6 +6,44 @@ use std::path::PathBuf;
 
 use super::TestEnv;
 
+/// What snapshot `snap` captured, as one tree: its own tree, or for a
+/// layer its anchor's with the layer applied (flattened into a new
+/// directory of the test's temp dir).
+pub fn captured(env: &TestEnv, snap: &str) -> PathBuf {
+    captured_in(&env.snapdir, env.path(), snap)
+}
+
+/// [`captured`] for the snapshot `snap` in `snapdir`, flattening into a new
+/// directory of `scratch`.
+pub fn captured_in(snapdir: &std::path::Path, scratch: &std::path::Path, snap: &str) -> PathBuf {
+    let dir = snapdir.join(snap);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("lxc-snap.json")).expect("metadata"))
+            .expect("metadata is JSON");
+    let tree_of = |dir: &std::path::Path| {
+        dir.join("private").join(if meta["backing"] == "dir" {
+            "rootfs"
+        } else {
+            "delta"
+        })
+    };
+    let layer = &meta["layer"];
+    if layer.is_null() {
+        return tree_of(&dir);
+    }
+    let anchor = tree_of(&snapdir.join(layer["anchor"].as_str().expect("anchor")));
+    let removed: Vec<PathBuf> = layer["removed"]
+        .as_array()
+        .expect("removed")
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().expect("path")))
+        .collect();
+    let n = fs::read_dir(scratch).expect("ls").count();
+    let out = scratch.join(format!("captured-{snap}-{n}"));
+    lxc_snap::copy::flatten(&tree_of(&dir), &anchor, &removed, &out, None).expect("flattening");
+    out
+}
+
 /// A base container with a small rootfs, as `lxc-create` would leave it.
 pub fn make_base(env: &TestEnv, name: &str) -> PathBuf {
     let dir = env.lxcpath.join(name);
