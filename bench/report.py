@@ -336,7 +336,8 @@ def main():
     section("Incremental snapshot", "incremental", incr, "lxc-snap",
             "After one full snapshot of each kind, one line is appended to one file of the tree; "
             "then each run takes one more snapshot in lxc-snap's default mode (`lxc-snap snap bench`, "
-            "which may share unchanged files with the previous snapshot when the binary can) and "
+            "which stores it as a layer of the changes since the first when the binary can, or "
+            "shares unchanged files with it by hard links) and "
             "with `lxc-snapshot -n bench`. Every run starts from the same state: the prepare "
             "command removes the snapshots newer than the first." + growth_text)
     section(f"Listing {int(n_list):,} snapshots", "list", lst, None,

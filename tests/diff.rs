@@ -281,7 +281,7 @@ fn snapshots_and_live_state_of_a_real_overlay_container() {
     assert_eq!(summary, Summary::default());
     // Stored as a layer over snapshot 0 instead, it says the same.
     let Plan::Layer(plan) =
-        plan_layer(&delta, &snap(0), &lowers, Compare::QuickCheck).expect("plan")
+        plan_layer(&delta, &snap(0), &lowers, Compare::QuickCheck, None).expect("plan")
     else {
         panic!("changes made through the overlay fit a layer");
     };

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -184,7 +185,25 @@ fn change(rng: &mut Rng, m: &Path, step: usize) {
 }
 
 fn layer_plan(upper: &Path, anchor: &Path, base: &Path) -> LayerPlan {
-    match plan_layer(upper, anchor, &[base.to_path_buf()], Compare::QuickCheck).expect("plan") {
+    layer_plan_with(upper, anchor, base, None)
+}
+
+/// [`layer_plan`], told the anchor's inodes with several names.
+fn layer_plan_with(
+    upper: &Path,
+    anchor: &Path,
+    base: &Path,
+    names: Option<&HashMap<u64, u64>>,
+) -> LayerPlan {
+    match plan_layer(
+        upper,
+        anchor,
+        &[base.to_path_buf()],
+        Compare::QuickCheck,
+        names,
+    )
+    .expect("plan")
+    {
         Plan::Layer(plan) => plan,
         Plan::Full(why) => panic!("a change made through the overlay needs a whole copy: {why}"),
     }
@@ -251,6 +270,7 @@ fn changes_flatten_back(seed: u64, seen: &mut Seen) {
     let rounds = 12;
     let mut captured: Vec<(PathBuf, PathBuf, Vec<PathBuf>)> = Vec::new();
     let anchor = t("anchor");
+    let mut anchor_names = HashMap::new();
     let mut reference = anchor.clone();
     for round in 0..=rounds {
         {
@@ -263,10 +283,13 @@ fn changes_flatten_back(seed: u64, seen: &mut Seen) {
         let expected = t(&format!("expected{round}"));
         copy_tree(&t("upper"), &expected).expect("copying the upper");
         if round == 0 {
-            copy_tree(&t("upper"), &anchor).expect("anchor");
+            let stats = copy_tree(&t("upper"), &anchor).expect("anchor");
+            anchor_names.extend(stats.multi_name_inodes);
             continue;
         }
-        let plan = layer_plan(&t("upper"), &anchor, &base);
+        // Every other round without the record: the link counts decide.
+        let names = (round % 2 == 0).then_some(&anchor_names);
+        let plan = layer_plan_with(&t("upper"), &anchor, &base, names);
         let layer = t(&format!("layer{round}"));
         let opts = CopyOptions {
             reference: Some(&reference),
@@ -362,6 +385,7 @@ fn what_a_layer_cannot_say_asks_for_a_whole_copy() {
         &t("anchor"),
         std::slice::from_ref(&base),
         Compare::QuickCheck,
+        None,
     )
     .expect("plan")
     {
@@ -395,7 +419,8 @@ fn checksum_finds_a_change_that_kept_size_and_mtime() {
     )
     .expect("putting the mtime back");
     for (compare, in_layer) in [(Compare::QuickCheck, false), (Compare::Checksum, true)] {
-        let Plan::Layer(plan) = plan_layer(&t("upper"), &t("anchor"), &[], compare).expect("plan")
+        let Plan::Layer(plan) =
+            plan_layer(&t("upper"), &t("anchor"), &[], compare, None).expect("plan")
         else {
             panic!("a layer will do");
         };
@@ -420,7 +445,7 @@ fn a_new_name_for_an_unchanged_file_keeps_the_names_one_inode() {
     copy_tree(&t("upper"), &t("anchor")).expect("anchor");
     fs::hard_link(t("upper/a/x"), t("upper/y")).expect("link");
     let Plan::Layer(plan) =
-        plan_layer(&t("upper"), &t("anchor"), &[], Compare::QuickCheck).expect("plan")
+        plan_layer(&t("upper"), &t("anchor"), &[], Compare::QuickCheck, None).expect("plan")
     else {
         panic!("a layer will do");
     };
@@ -675,4 +700,45 @@ fn a_change_a_layer_cannot_say_makes_a_whole_snapshot() {
     );
     assert_eq!(layer_of(&env, "c_1"), None);
     assert_trees_identical(&saved, &captured(&env, "c_1"));
+}
+
+#[test]
+fn files_with_several_names_stay_out_of_a_layer_only_all_together() {
+    if !common::system_tests_enabled(
+        "files_with_several_names_stay_out_of_a_layer_only_all_together",
+        false,
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = |p: &str| tmp.path().join(p);
+    let base = t("base");
+    fs::create_dir_all(&base).expect("base");
+    fs::create_dir_all(t("upper/a")).expect("mkdir");
+    fs::create_dir_all(t("upper/b")).expect("mkdir");
+    fs::write(t("upper/a/x"), b"group\n").expect("write");
+    fs::hard_link(t("upper/a/x"), t("upper/b/y")).expect("link");
+    fs::hard_link(t("upper/a/x"), t("upper/b/z")).expect("link");
+    fs::write(t("upper/a/pair"), b"pair\n").expect("write");
+    fs::hard_link(t("upper/a/pair"), t("upper/b/pair")).expect("link");
+    let stats = copy_tree(&t("upper"), &t("anchor")).expect("anchor");
+    let names: HashMap<u64, u64> = stats.multi_name_inodes.into_iter().collect();
+
+    // Unchanged: nothing goes into the layer, told or not.
+    for names in [Some(&names), None] {
+        let plan = layer_plan_with(&t("upper"), &t("anchor"), &base, names);
+        let layer = t(&format!("empty-{}", names.is_some()));
+        let stats = make_layer(&t("upper"), &layer, &plan, &CopyOptions::default()).expect("layer");
+        assert_eq!(stats.entries, 0, "told the names: {}", names.is_some());
+    }
+
+    // One name gone: the others go into the layer, one inode again, and
+    // the untouched pair stays out.
+    fs::remove_file(t("upper/b/z")).expect("rm");
+    let plan = layer_plan_with(&t("upper"), &t("anchor"), &base, Some(&names));
+    make_layer(&t("upper"), &t("layer"), &plan, &CopyOptions::default()).expect("layer");
+    assert!(t("layer/a/x").exists() && t("layer/b/y").exists());
+    assert!(!t("layer/a/pair").exists() && !t("layer/b/pair").exists());
+    flatten(&t("layer"), &t("anchor"), &plan.removed, &t("flat"), None).expect("flatten");
+    assert_trees_identical(&t("upper"), &t("flat"));
 }

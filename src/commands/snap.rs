@@ -101,12 +101,6 @@ pub(super) fn take(
     }
     super::delete::remove_unneeded_held(ctx, lock)?;
     source.ensure_stopped()?;
-    if backing == Backing::Dir {
-        ctx.ui.note(&format!(
-            "{name} is directory-backed: copying its whole rootfs; an overlay clone \
-             (lxc-copy -s -B overlayfs -n {name} -N {name}-ov) snapshots only its changes"
-        ));
-    }
 
     let new = ctx.store.begin(lock)?;
     let final_dir = new.final_path();
@@ -138,7 +132,18 @@ pub(super) fn take(
         .filter(|_| increment.layered())
         .and_then(|p| anchor_for(ctx, p));
     let plan = match &anchor {
-        Some(anchor) => match crate::copy::plan_layer(&tree, &anchor.tree(), &lowers, compare)? {
+        Some(anchor) => match crate::copy::plan_layer(
+            &tree,
+            &anchor.tree(),
+            &lowers,
+            compare,
+            anchor
+                .meta
+                .multi_name_inodes
+                .as_ref()
+                .map(|names| names.iter().copied().collect())
+                .as_ref(),
+        )? {
             Plan::Layer(plan) => Some(plan),
             Plan::Full(why) => {
                 ctx.ui.note(&format!("taking a whole snapshot: {why}"));
@@ -147,6 +152,12 @@ pub(super) fn take(
         },
         None => None,
     };
+    if backing == Backing::Dir && plan.is_none() {
+        ctx.ui.note(&format!(
+            "{name} is directory-backed: copying its whole rootfs; an overlay clone \
+             (lxc-copy -s -B overlayfs -n {name} -N {name}-ov) snapshots only its changes"
+        ));
+    }
     // Shares files with the previous snapshot; a whole copy after a layer
     // shares them with the layer's anchor, which has them all.
     let reference = match (&plan, &previous) {

@@ -15,9 +15,9 @@
 //! - whole copies of the entries of `U` that differ from `A` (type, mode,
 //!   owner, size, mtime to the nanosecond, device number, extended
 //!   attributes; contents and symlink targets too with
-//!   [`Compare::Checksum`]), of
-//!   those `A` lacks, and of files with several names (a group is copied
-//!   whole, so its names stay one inode);
+//!   [`Compare::Checksum`]) and of those `A` lacks; a file with several
+//!   names goes with all of them or none, so its names stay one inode
+//!   (see [`plan`]);
 //! - directories that exist in both, when something below them is in `L`
 //!   or their own metadata differs, with `U`'s metadata and never opaque
 //!   (so `A`'s entries below still show);
@@ -35,7 +35,7 @@
 //! to directories opened beneath the roots with `RESOLVE_NO_SYMLINKS`; the
 //! copies are made by the copier, under its own invariants.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -102,7 +102,19 @@ impl LayerPlan {
 
 /// Compares `upper` with its older copy `anchor` (both over `lowers`) and
 /// says what its layer holds, or why it cannot be one.
-pub fn plan(upper: &Path, anchor: &Path, lowers: &[PathBuf], compare: Compare) -> Result<Plan> {
+///
+/// A file with several names is left out only if every one of its names
+/// is unchanged and is a name of one inode of the anchor that has exactly
+/// those names there: as `anchor_names` says (the anchor's inodes with
+/// several names and their counts, as its copy recorded them), or without
+/// it, as its link count says.
+pub fn plan(
+    upper: &Path,
+    anchor: &Path,
+    lowers: &[PathBuf],
+    compare: Compare,
+    anchor_names: Option<&HashMap<u64, u64>>,
+) -> Result<Plan> {
     let noatime = AtomicBool::new(true);
     let open_root = |path: &Path| -> Result<(File, FileStat)> {
         let st = lstat_dir(path, "comparing")?;
@@ -112,18 +124,14 @@ pub fn plan(upper: &Path, anchor: &Path, lowers: &[PathBuf], compare: Compare) -
     };
     let (u_root, u_st) = open_root(upper)?;
     let (a_root, a_st) = open_root(anchor)?;
+    // A lower that cannot be opened has everything, as far as removals go.
     let lowers = lowers
         .iter()
         .map(|l| {
-            crate::copy::open_at(
-                None,
-                l.as_os_str(),
-                OFlag::O_PATH | DIR | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::sys("opening", l, e))
+            let flags = OFlag::O_PATH | DIR | OFlag::O_NOFOLLOW;
+            crate::copy::open_at(None, l.as_os_str(), flags, Mode::empty()).ok()
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Vec<_>>();
     let u_x = read_xattrs(Node::Fd(&u_root), upper)?;
     if u_x.iter().any(|(n, v)| is_opaque_attr(n) && v == b"y") {
         return Ok(Plan::Full(format!("{} is marked opaque", upper.display())));
@@ -149,7 +157,7 @@ pub fn plan(upper: &Path, anchor: &Path, lowers: &[PathBuf], compare: Compare) -
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),
         found: Mutex::new(Found::default()),
-        groups: Mutex::new(HashSet::new()),
+        groups: Mutex::new(HashMap::new()),
     };
     if !planner.same_dir_meta(
         &u_st,
@@ -173,10 +181,28 @@ pub fn plan(upper: &Path, anchor: &Path, lowers: &[PathBuf], compare: Compare) -
         Some(Ok(why)) => return Ok(Plan::Full(why)),
         None => {}
     }
-    let found = planner
+    let mut found = planner
         .found
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
+    let groups = planner
+        .groups
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    for group in groups.into_values() {
+        let first = group.names.first().and_then(|(_, a)| *a);
+        let unchanged = group.names.len() as u64 == group.nlink
+            && group.names.iter().all(|(_, a)| *a == first)
+            && first.is_some_and(|(ino, nlink)| match anchor_names {
+                Some(names) => names.get(&ino) == Some(&group.nlink),
+                None => nlink == group.nlink,
+            });
+        if !unchanged {
+            found
+                .whole
+                .extend(group.names.into_iter().map(|(rel, _)| rel));
+        }
+    }
     let mut out = LayerPlan {
         tree_entries: found.entries,
         tree_bytes: found.bytes,
@@ -389,7 +415,7 @@ struct Planner<'a> {
     anchor: &'a Path,
     u_root: File,
     a_root: File,
-    lowers: Vec<File>,
+    lowers: Vec<Option<File>>,
     compare: Compare,
     noatime: AtomicBool,
     dev: u64,
@@ -400,8 +426,17 @@ struct Planner<'a> {
     /// Set once: a failure, or why a layer cannot do.
     outcome: Mutex<Option<Result<String>>>,
     found: Mutex<Found>,
-    /// (dev, ino) of files with several names, each counted once.
-    groups: Mutex<HashSet<(u64, u64)>>,
+    /// Files with several names, by inode number in `U`.
+    groups: Mutex<HashMap<u64, Group>>,
+}
+
+/// The names of one inode of `U` with several, as far as seen.
+#[derive(Default)]
+struct Group {
+    nlink: u64,
+    /// Each name, and the inode and link count of the same name in `A`
+    /// when that is unchanged.
+    names: Vec<(PathBuf, Option<(u64, u64)>)>,
 }
 
 /// What a directory's entry turned out to be.
@@ -543,9 +578,29 @@ impl Planner<'_> {
         }
         let u_kind = file_type(&u_st);
         found.entries += 1;
-        if u_kind == SFlag::S_IFREG
-            && (u_st.st_nlink == 1 || lock(&self.groups).insert((u_st.st_dev, u_st.st_ino)))
-        {
+        let multi = multi_name(&u_st);
+        if multi {
+            // Decided once every name is seen (see `plan`).
+            let anchor = match (in_anchor, stat_entry(a_dir, name)) {
+                (true, Ok((a_st, _)))
+                    if self.same_non_dir(
+                        u_dir,
+                        a_dir,
+                        name,
+                        &u_st,
+                        &a_st,
+                        &u_path,
+                        &self.anchor.join(rel),
+                    )? =>
+                {
+                    Some((a_st.st_ino, a_st.st_nlink))
+                }
+                _ => None,
+            };
+            self.add_name(&u_st, rel, anchor, found);
+            return Ok(Verdict::Same);
+        }
+        if u_kind == SFlag::S_IFREG {
             found.bytes += u_st.st_size as u64;
         }
         if u_kind == SFlag::S_IFDIR {
@@ -566,9 +621,6 @@ impl Planner<'_> {
         };
         let a_kind = file_type(&a_st);
         if u_kind != SFlag::S_IFDIR {
-            if u_st.st_nlink > 1 && !is_whiteout(&u_st) {
-                return Ok(Verdict::Whole);
-            }
             return Ok(
                 if self.same_non_dir(u_dir, a_dir, name, &u_st, &a_st, &u_path, &a_path)? {
                     Verdict::Same
@@ -631,17 +683,28 @@ impl Planner<'_> {
                             .map_err(|e| e.into_error(&child))?;
                         stack.push((sub, child));
                     }
-                    SFlag::S_IFREG
-                        if st.st_nlink == 1
-                            || lock(&self.groups).insert((st.st_dev, st.st_ino)) =>
-                    {
-                        found.bytes += st.st_size as u64;
+                    // Copied with the directory: its other names must be too.
+                    _ if multi_name(&st) => {
+                        let rel = child.strip_prefix(self.upper).unwrap_or(&child);
+                        self.add_name(&st, rel, None, found);
                     }
+                    SFlag::S_IFREG => found.bytes += st.st_size as u64,
                     _ => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// Records a name of an inode with several; its bytes count once.
+    fn add_name(&self, st: &FileStat, rel: &Path, anchor: Option<(u64, u64)>, found: &mut Found) {
+        let mut groups = lock(&self.groups);
+        let group = groups.entry(st.st_ino).or_default();
+        if group.names.is_empty() && file_type(st) == SFlag::S_IFREG {
+            found.bytes += st.st_size as u64;
+        }
+        group.nlink = st.st_nlink;
+        group.names.push((rel.to_path_buf(), anchor));
     }
 
     fn same_dir_meta(&self, u: &FileStat, a: &FileStat, u_x: &Xattrs, a_x: &Xattrs) -> bool {
@@ -701,14 +764,21 @@ impl Planner<'_> {
 
     /// Whether any lower has an entry at `rel` (or cannot tell for sure).
     fn lowers_have(&self, rel: &Path) -> bool {
-        self.lowers
-            .iter()
-            .any(|lower| match beneath(lower, rel, OFlag::O_PATH) {
+        self.lowers.iter().any(|lower| match lower {
+            None => true,
+            Some(lower) => match beneath(lower, rel, OFlag::O_PATH) {
                 Ok(_) => true,
                 Err(Errno::ENOENT | Errno::ENOTDIR) => false,
                 Err(_) => true,
-            })
+            },
+        })
     }
+}
+
+/// A non-directory with several names (whiteouts aside: the kernel links
+/// them to one inode outside the tree, and they are never linked).
+fn multi_name(st: &FileStat) -> bool {
+    file_type(st) != SFlag::S_IFDIR && st.st_nlink > 1 && !is_whiteout(st)
 }
 
 fn is_whiteout(st: &FileStat) -> bool {
