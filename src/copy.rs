@@ -20,7 +20,8 @@
 //!   outside `src` is read and nothing outside `dst` written.
 //!   Reading leaves source atimes alone (`O_NOATIME`), except that the
 //!   kernel may stamp a symlink's atime when it is read; the copy gets the
-//!   atime from before. (Root may always use `O_NOATIME`; a caller without
+//!   atime from before, and with [`CopyOptions::keep_link_atimes`] the
+//!   source gets it back. (Root may always use `O_NOATIME`; a caller without
 //!   `CAP_FOWNER` stops asking for it at the first refusal.)
 //! - Never crosses into another mount below `src`: a mounted-on directory is
 //!   copied empty with the mount root's owner, mode and times and listed in
@@ -177,6 +178,9 @@ pub struct CopyOptions<'a> {
     /// Which entries to copy, asked with each entry's path below the root
     /// (the root itself is always copied); None copies everything.
     pub select: Option<&'a (dyn Fn(&Path) -> Select + Sync)>,
+    /// Puts back the atime of every symlink read in `src`, which reading
+    /// may move: for sources that must stay as they are (snapshots).
+    pub keep_link_atimes: bool,
     /// Copy into `dst` even if it exists: an existing directory of the
     /// same name is reused and gets the source's metadata, keeping only its
     /// overlay `opaque` attribute; anything else must not exist yet.
@@ -273,6 +277,7 @@ pub fn copy_tree_by(
         progress: opts.progress,
         select: opts.select,
         merge: opts.merge,
+        keep_link_atimes: opts.keep_link_atimes,
         can_link_reference: AtomicBool::new(true),
         link_max: link_max(&dst_dir),
         noatime,
@@ -429,6 +434,7 @@ struct Copier<'a> {
     progress: Option<&'a (dyn Fn(u64) + Sync)>,
     select: Option<&'a (dyn Fn(&Path) -> Select + Sync)>,
     merge: bool,
+    keep_link_atimes: bool,
     /// Cleared for good once the filesystems refuse it.
     can_link_reference: AtomicBool,
     /// Names an inode may have on the destination's filesystem.
@@ -712,7 +718,7 @@ impl Copier<'_> {
         let copied = if kind == SFlag::S_IFREG {
             self.copy_file(parent, name, st, src_path, dst_path)?
         } else {
-            copy_node(parent, name, st, kind, &src_path, dst_path, self.created_as)?;
+            self.copy_node(parent, name, st, kind, &src_path, dst_path)?;
             self.count_created(Node::At(&parent.dst, name), dst_path)?;
             true
         };
@@ -1017,6 +1023,55 @@ impl Copier<'_> {
         .map_err(err)?;
         Ok(stat::fstat(target.as_raw_fd()).map_err(err)?.st_ino)
     }
+
+    /// Symlinks, fifos, sockets and devices: made from their lstat and xattrs,
+    /// never opened.
+    fn copy_node(
+        &self,
+        parent: &DirCopy,
+        name: &OsStr,
+        st: &FileStat,
+        kind: SFlag,
+        src_path: &Path,
+        dst_path: &Path,
+    ) -> Result<()> {
+        let xattrs = read_xattrs(Node::At(&parent.src, name), src_path)?;
+        refuse_redirects(&xattrs, src_path)?;
+        let dst_dir = Some(parent.dst.as_raw_fd());
+        if kind == SFlag::S_IFLNK {
+            let target = read_link(&parent.src, name, st, self.keep_link_atimes, src_path)?;
+            unistd::symlinkat(target.as_os_str(), dst_dir, name)
+                .map_err(|e| Error::sys("creating", dst_path, e))?;
+        } else if matches!(
+            kind,
+            SFlag::S_IFIFO | SFlag::S_IFSOCK | SFlag::S_IFCHR | SFlag::S_IFBLK
+        ) {
+            stat::mknodat(
+                dst_dir,
+                name,
+                kind,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+                st.st_rdev,
+            )
+            .map_err(|e| Error::sys("creating", dst_path, e))?;
+        } else {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "copying {}: unknown file type {:o}",
+                    src_path.display(),
+                    st.st_mode
+                ),
+            ));
+        }
+        apply_metadata(
+            Node::At(&parent.dst, name),
+            st,
+            &xattrs,
+            dst_path,
+            self.created_as,
+        )
+    }
 }
 
 /// Moves file contents by the fastest way the filesystems allow.
@@ -1151,54 +1206,34 @@ impl DataCopier {
     }
 }
 
-/// Symlinks, fifos, sockets and devices: made from their lstat and xattrs,
-/// never opened.
-fn copy_node(
-    parent: &DirCopy,
+/// The target of the symlink `name` in `dir` (status `st`); with `keep_atime`,
+/// puts back the atime that reading it may have moved (relatime moves it
+/// whenever it is older than the link's ctime, as it is in any copy).
+fn read_link(
+    dir: &File,
     name: &OsStr,
     st: &FileStat,
-    kind: SFlag,
-    src_path: &Path,
-    dst_path: &Path,
-    created_as: Option<(u32, u32)>,
-) -> Result<()> {
-    let xattrs = read_xattrs(Node::At(&parent.src, name), src_path)?;
-    refuse_redirects(&xattrs, src_path)?;
-    let dst_dir = Some(parent.dst.as_raw_fd());
-    if kind == SFlag::S_IFLNK {
-        let target = fcntl::readlinkat(Some(parent.src.as_raw_fd()), name)
-            .map_err(|e| Error::sys("reading link", src_path, e))?;
-        unistd::symlinkat(target.as_os_str(), dst_dir, name)
-            .map_err(|e| Error::sys("creating", dst_path, e))?;
-    } else if matches!(
-        kind,
-        SFlag::S_IFIFO | SFlag::S_IFSOCK | SFlag::S_IFCHR | SFlag::S_IFBLK
-    ) {
-        stat::mknodat(
-            dst_dir,
+    keep_atime: bool,
+    path: &Path,
+) -> Result<OsString> {
+    let target = fcntl::readlinkat(Some(dir.as_raw_fd()), name)
+        .map_err(|e| Error::sys("reading link", path, e))?;
+    if keep_atime {
+        let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+        let omit = TimeSpec::from(libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        });
+        stat::utimensat(
+            Some(dir.as_raw_fd()),
             name,
-            kind,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-            st.st_rdev,
+            &atime,
+            &omit,
+            UtimensatFlags::NoFollowSymlink,
         )
-        .map_err(|e| Error::sys("creating", dst_path, e))?;
-    } else {
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!(
-                "copying {}: unknown file type {:o}",
-                src_path.display(),
-                st.st_mode
-            ),
-        ));
+        .map_err(|e| Error::sys("putting back the access time of", path, e))?;
     }
-    apply_metadata(
-        Node::At(&parent.dst, name),
-        st,
-        &xattrs,
-        dst_path,
-        created_as,
-    )
+    Ok(target)
 }
 
 /// The owner of what a copy into the new root `dst` creates. Every

@@ -1028,3 +1028,35 @@ fn a_reference_inode_near_the_link_limit_is_copied_not_linked() {
     );
     assert_eq!(inode(&room.join("g2")), shared);
 }
+
+#[test]
+fn keep_link_atimes_leaves_the_source_links_as_they_were() {
+    if !common::system_tests_enabled(
+        "keep_link_atimes_leaves_the_source_links_as_they_were",
+        false,
+    ) {
+        return;
+    }
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::os::unix::fs::symlink("target", src.join("link")).expect("symlink");
+    // Older than its ctime: relatime moves it at the next read.
+    set_times(&src.join("link"), 1_000_000_000, 5);
+    let opts = CopyOptions {
+        keep_link_atimes: true,
+        ..CopyOptions::default()
+    };
+    for n in 0..2 {
+        copy_tree_with(&src, &tmp.path().join(format!("copy{n}")), &opts).expect("copy");
+        for root in [&src, &tmp.path().join(format!("copy{n}"))] {
+            let st = stat::lstat(&root.join("link")).expect("lstat");
+            assert_eq!(
+                (st.st_atime, st.st_atime_nsec),
+                (1_000_000_000, 5),
+                "{}",
+                root.display()
+            );
+        }
+    }
+}

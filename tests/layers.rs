@@ -3,6 +3,9 @@
 //! captured, and show through an overlay what the upper showed.
 
 mod common;
+#[path = "common/loopfs.rs"]
+#[allow(dead_code)]
+mod loopfs;
 
 use std::collections::HashMap;
 use std::fs;
@@ -250,7 +253,14 @@ fn random_changes_through_an_overlay_flatten_back_exactly() {
     }
     let mut seen = Seen::default();
     for seed in [0x5eed_1a7e, 0xdead_beef, 0x1234_5678_9abc] {
-        changes_flatten_back(seed, &mut seen);
+        changes_flatten_back(seed, &std::env::temp_dir(), &mut seen);
+    }
+    // Where files are cloned, too.
+    let xfs = loopfs::LoopFs::new("xfs").expect("mkfs.xfs missing: apt-get install xfsprogs");
+    changes_flatten_back(0x0f5, xfs.path(), &mut seen);
+    match loopfs::LoopFs::new("btrfs") {
+        Some(btrfs) => changes_flatten_back(0xb7f5, btrfs.path(), &mut seen),
+        None => eprintln!("btrfs not tested: mkfs.btrfs missing (apt-get install btrfs-progs)"),
     }
     assert!(
         seen.removed > 0 && seen.whiteouts > 0 && seen.opaque > 0 && seen.multi_name > 0,
@@ -258,8 +268,8 @@ fn random_changes_through_an_overlay_flatten_back_exactly() {
     );
 }
 
-fn changes_flatten_back(seed: u64, seen: &mut Seen) {
-    let tmp = tempfile::tempdir().expect("tempdir");
+fn changes_flatten_back(seed: u64, place: &Path, seen: &mut Seen) {
+    let tmp = tempfile::tempdir_in(place).expect("tempdir");
     let t = |p: &str| tmp.path().join(p);
     let base = t("base");
     make_base(&base);
@@ -617,6 +627,11 @@ fn deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes() {
     let held = env.snapdir.join("c_0");
     assert!(held.join("private/delta").is_dir() && !held.join("config").exists());
     env.fails_with(3, &["info", "c_0"]);
+    let info = env.ok(&["info", "c_1"]);
+    assert!(
+        info.contains("stored as:     changes to c_0, deleted but kept for its layers (2 entries)"),
+        "{info}"
+    );
     assert_trees_identical(&saved1, &captured(&env, "c_1"));
     assert_trees_identical(&saved2, &captured(&env, "c_2"));
 

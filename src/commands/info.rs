@@ -48,6 +48,9 @@ struct Info {
     layer_over: Option<String>,
     /// Entries in the layer itself, for a layer.
     layer_entries: Option<u64>,
+    /// The snapshot it is stored as changes to was deleted and is kept for
+    /// its layers.
+    layer_over_held: bool,
     /// Allocated bytes of the captured tree, each inode once; `None` when
     /// the tree cannot be read.
     bytes_on_disk: Option<u64>,
@@ -96,6 +99,9 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         used_bytes: store::Usage::new(&family).frees(&snapshot),
         layer_over: meta.layer.as_ref().map(|l| l.anchor.clone()),
         layer_entries: meta.layer.as_ref().map(|l| l.entries),
+        layer_over_held: snapshot
+            .anchor()
+            .is_some_and(|a| family.iter().any(|s| s.name == a && s.meta.held)),
         bytes_on_disk: if tree_present {
             disk_usage(&tree)
         } else {
@@ -193,9 +199,14 @@ fn print_text(i: &Info) {
         if i.tree_present { "present" } else { "MISSING" }
     );
     match (&i.layer_over, i.layer_entries) {
-        (Some(anchor), Some(n)) => {
-            println!("stored as:     changes to {anchor} ({n} entries)")
-        }
+        (Some(anchor), Some(n)) => println!(
+            "stored as:     changes to {anchor}{} ({n} entries)",
+            if i.layer_over_held {
+                ", deleted but kept for its layers"
+            } else {
+                ""
+            }
+        ),
         _ => println!("stored as:     a whole tree"),
     }
     for l in &i.lowers {
@@ -208,7 +219,7 @@ fn print_text(i: &Info) {
         human_bytes(i.bytes)
     );
     println!(
-        "holds alone:   {} bytes ({}; what deleting it frees)",
+        "frees:         {} bytes ({}; what deleting it frees now)",
         i.used_bytes,
         human_bytes(i.used_bytes)
     );

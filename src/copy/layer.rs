@@ -49,9 +49,9 @@ use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
 use super::{
-    copy_tree_with, file_type, is_opaque_attr, lock, lstat_dir, open_verified, read_xattrs,
-    same_contents, same_xattrs, stat_entry, xattr_list_len_at, Compare, CopyOptions, CopyStats,
-    Node, Select, Xattrs, DIR, FILE,
+    copy_tree_with, file_type, is_opaque_attr, lock, lstat_dir, open_verified, read_link,
+    read_xattrs, same_contents, same_xattrs, stat_entry, xattr_list_len_at, Compare, CopyOptions,
+    CopyStats, Node, Select, Xattrs, DIR, FILE,
 };
 use crate::{Error, Result};
 
@@ -326,6 +326,7 @@ pub fn flatten(
         &CopyOptions {
             select: Some(&below),
             progress,
+            keep_link_atimes: true,
             ..CopyOptions::default()
         },
     )?;
@@ -341,6 +342,7 @@ pub fn flatten(
             select: Some(&above),
             merge: true,
             progress: Some(&after_first),
+            keep_link_atimes: true,
             ..CopyOptions::default()
         },
     )?;
@@ -734,11 +736,9 @@ impl Planner<'_> {
         // Reading a link can move its atime, in the anchor too: only the
         // checksum compares targets.
         if kind == SFlag::S_IFLNK && self.compare == Compare::Checksum {
-            let target = |dir: &File, path: &Path| {
-                fcntl::readlinkat(Some(dir.as_raw_fd()), name)
-                    .map_err(|e| Error::sys("reading link", path, e))
-            };
-            if target(u_dir, u_path)? != target(a_dir, a_path)? {
+            // The anchor is a snapshot: its atimes stay as captured.
+            let u_target = read_link(u_dir, name, u, false, u_path)?;
+            if u_target != read_link(a_dir, name, a, true, a_path)? {
                 return Ok(false);
             }
         }
