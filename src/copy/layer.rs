@@ -122,8 +122,9 @@ pub fn plan(
             .map_err(|e| e.into_error(path))?;
         Ok((dir, st))
     };
+    // The layer's root always gets the upper's metadata.
     let (u_root, u_st) = open_root(upper)?;
-    let (a_root, a_st) = open_root(anchor)?;
+    let (a_root, _) = open_root(anchor)?;
     // A lower that cannot be opened has everything, as far as removals go.
     let lowers = lowers
         .iter()
@@ -159,14 +160,6 @@ pub fn plan(
         found: Mutex::new(Found::default()),
         groups: Mutex::new(HashMap::new()),
     };
-    if !planner.same_dir_meta(
-        &u_st,
-        &a_st,
-        &u_x,
-        &read_xattrs(Node::Fd(&planner.a_root), anchor)?,
-    ) {
-        lock(&planner.found).pass.insert(PathBuf::new());
-    }
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
             scope.spawn(|| planner.work());
