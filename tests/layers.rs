@@ -757,3 +757,40 @@ fn files_with_several_names_stay_out_of_a_layer_only_all_together() {
     flatten(&t("layer"), &t("anchor"), &plan.removed, &t("flat"), None).expect("flatten");
     assert_trees_identical(&t("upper"), &t("flat"));
 }
+
+#[test]
+fn an_interrupted_hold_is_finished_by_the_next_run() {
+    if !common::system_tests_enabled("an_interrupted_hold_is_finished_by_the_next_run", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    fs::write(delta.join("data/f1"), b"one\n").expect("change");
+    env.ok(&["-q", "c"]);
+    let registered = |snap: &str| {
+        common::lxc::dependency_pairs(&env.lxcpath.join("base/lxc_snapshots"))
+            .iter()
+            .any(|(_, name)| name == snap)
+    };
+    assert!(registered("c_0") && registered("c_1"));
+    // What a run that died right after marking c_0 held leaves.
+    let meta_path = env.snapdir.join("c_0/lxc-snap.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta_path).expect("read")).expect("json");
+    meta["held"] = true.into();
+    meta["format_version"] = 2.into();
+    fs::write(&meta_path, serde_json::to_vec(&meta).expect("json")).expect("write");
+    assert_eq!(names_of(&env, "c"), ["c_1"]);
+
+    env.ok(&["-q", "c"]);
+    assert!(
+        !env.snapdir.join("c_0/config").exists(),
+        "held: it cannot be started"
+    );
+    assert!(!registered("c_0"), "held: the base no longer lists it");
+    assert!(env.snapdir.join("c_0/private/delta").is_dir());
+    env.ok(&["rm", "c_1", "c_2"]);
+    assert!(!env.snapdir.join("c_0").exists());
+    assert!(!registered("c_1") && !registered("c_2"));
+}

@@ -152,17 +152,7 @@ pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -
 /// stored as changes to it, its tree stays for them (held, no longer
 /// listed) until the last of them is deleted.
 pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock) -> Result<()> {
-    let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
-    let me = DependencyEntry {
-        lxcpath: ctx.store.dir().to_path_buf(),
-        name: snapshot.name.to_string(),
-    };
-    let unregister = || {
-        for base in &bases {
-            update_dependents(base, &me, false)?;
-        }
-        Ok(())
-    };
+    let unregister = unregistration(ctx, snapshot)?;
     let family = ctx
         .store
         .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
@@ -172,6 +162,22 @@ pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock
     }
     ctx.store.remove(snapshot, lock, unregister)?;
     remove_unneeded_held(ctx, lock)
+}
+
+/// What takes `snapshot` out of its bases' `lxc_snapshots`; read before
+/// the snapshot is moved aside, run after.
+fn unregistration(ctx: &Context, snapshot: &Snapshot) -> Result<impl FnOnce() -> Result<()>> {
+    let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
+    let me = DependencyEntry {
+        lxcpath: ctx.store.dir().to_path_buf(),
+        name: snapshot.name.to_string(),
+    };
+    Ok(move || {
+        for base in &bases {
+            update_dependents(base, &me, false)?;
+        }
+        Ok(())
+    })
 }
 
 /// The snapshots stored as changes to `name`.
@@ -208,15 +214,19 @@ pub(super) fn note_held(
 }
 
 /// Removes the held snapshots of the locked container that no layer needs
-/// any more (the last one was deleted, perhaps by a run that died).
+/// any more (the last one was deleted, perhaps by a run that died), and
+/// finishes holding those a run that died left with their config.
 pub(super) fn remove_unneeded_held(ctx: &Context, lock: &NameLock) -> Result<()> {
     let family = ctx.store.snapshots_of_with_held(lock.name(), ctx.ui)?;
     for held in family.iter().filter(|s| s.meta.held) {
+        let unregister = unregistration(ctx, held)?;
         if !family
             .iter()
             .any(|s| s.anchor().as_ref() == Some(&held.name))
         {
-            ctx.store.remove(held, lock, || Ok(()))?;
+            ctx.store.remove(held, lock, unregister)?;
+        } else if held.dir.join("config").exists() {
+            ctx.store.hold(held, unregister)?;
         }
     }
     Ok(())
