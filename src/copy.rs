@@ -34,6 +34,15 @@
 //!   Also refuses a `src` that is not a real directory (a symlink to one is
 //!   not followed), a `dst` that exists ([`ErrorKind::Exists`]), and a `dst`
 //!   inside `src`.
+//! - With [`CopyOptions::select`], an entry it leaves out is never looked
+//!   at, nor anything below it; a directory it descends into is copied
+//!   with its metadata, its entries each asked about in turn.
+//! - With [`CopyOptions::merge`], `dst` and directories below it may
+//!   exist: each is opened without following a symlink (anything else in
+//!   the way fails the copy, as does any other name that exists), and gets
+//!   the source's owner, mode, times and attributes, losing those the
+//!   source lacks except the overlay `opaque` one. New entries in them get
+//!   their owner and mode set outright, whatever the kernel gave them.
 //! - A directory gets its metadata only once every entry in it exists, so
 //!   creating them cannot move its times, and stays private (0700, root's)
 //!   until then.

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use common::fidelity;
 use loopfs::LoopFs;
 use lxc_snap::copy::{
-    copy_tree, copy_tree_by, copy_tree_with, Compare, CopyOptions, CopyStats, DataPath,
+    copy_tree, copy_tree_by, copy_tree_with, Compare, CopyOptions, CopyStats, DataPath, Select,
 };
 use lxc_snap::ErrorKind;
 use nix::fcntl::{self, OFlag};
@@ -1059,4 +1059,73 @@ fn keep_link_atimes_leaves_the_source_links_as_they_were() {
             );
         }
     }
+}
+
+#[test]
+fn select_and_merge_copy_into_an_existing_tree() {
+    if !common::system_tests_enabled("select_and_merge_copy_into_an_existing_tree", false) {
+        return;
+    }
+    let tmp = temp_dir();
+    let p = |r: &str| tmp.path().join(r);
+    for d in ["src/keep/sub", "src/left-out", "dst/keep"] {
+        std::fs::create_dir_all(p(d)).expect("mkdir");
+    }
+    std::fs::write(p("src/keep/sub/f"), b"f").expect("write");
+    std::fs::write(p("src/keep/g"), b"g").expect("write");
+    std::fs::write(p("src/left-out/h"), b"h").expect("write");
+    xattr::set(p("src/keep"), "user.new", b"1").expect("xattr");
+    xattr::set(p("dst/keep"), "user.stale", b"1").expect("xattr");
+    xattr::set(p("dst/keep"), "trusted.overlay.opaque", b"y").expect("xattr");
+    std::fs::write(p("dst/other"), b"already here").expect("write");
+    set_times(&p("src/keep"), 1_000_000_000, 7);
+
+    let select = |rel: &Path| match rel.to_str() {
+        Some("left-out") => Select::Skip,
+        Some("keep") => Select::Descend,
+        _ => Select::All,
+    };
+    let opts = CopyOptions {
+        select: Some(&select),
+        merge: true,
+        ..CopyOptions::default()
+    };
+    copy_tree_with(&p("src"), &p("dst"), &opts).expect("merging copy");
+    assert!(!p("dst/left-out").exists(), "left out");
+    assert_eq!(std::fs::read(p("dst/keep/sub/f")).expect("read"), b"f");
+    assert_eq!(
+        std::fs::read(p("dst/other")).expect("read"),
+        b"already here"
+    );
+    let keep = p("dst/keep");
+    assert_eq!(
+        xattr::get(&keep, "user.new").expect("get"),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        xattr::get(&keep, "user.stale").expect("get"),
+        None,
+        "the source lacks it"
+    );
+    assert_eq!(
+        xattr::get(&keep, "trusted.overlay.opaque").expect("get"),
+        Some(b"y".to_vec()),
+        "opaque stays"
+    );
+    let st = stat::lstat(&keep).expect("lstat");
+    assert_eq!((st.st_mtime, st.st_mtime_nsec), (1_000_000_000, 7));
+
+    // Anything but a directory in the way fails the copy.
+    std::fs::remove_dir_all(p("dst/keep/sub")).expect("rm");
+    std::os::unix::fs::symlink("/etc", p("dst/keep/sub")).expect("symlink");
+    assert!(copy_tree_with(&p("src"), &p("dst"), &opts).is_err());
+    assert!(
+        !Path::new("/etc/f").exists(),
+        "nothing written through the symlink"
+    );
+    std::fs::remove_file(p("dst/keep/sub")).expect("rm");
+    std::fs::create_dir(p("dst/keep/sub")).expect("mkdir");
+    let err = copy_tree_with(&p("src"), &p("dst"), &opts).expect_err("g exists");
+    assert!(err.to_string().contains("dst/keep/g"), "{err}");
+    assert_eq!(std::fs::read(p("dst/keep/g")).expect("read"), b"g");
 }
