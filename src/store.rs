@@ -192,31 +192,34 @@ impl Snapshot {
         ))
     }
 
+    /// What of the snapshot is missing: its captured tree, or for a layer
+    /// the anchor's tree.
+    pub fn missing(&self) -> Option<String> {
+        let is_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        let tree = self.tree();
+        if !is_dir(&tree) {
+            return Some(format!("its captured tree {} is missing", tree.display()));
+        }
+        let layer = self.meta.layer.as_ref()?;
+        match self.anchor_tree() {
+            Some(anchor) if is_dir(&anchor) => None,
+            _ => Some(format!(
+                "it is stored as changes to {}, whose tree is missing",
+                layer.anchor
+            )),
+        }
+    }
+
     /// Fails unless the captured tree, and for a layer the anchor's tree,
     /// are there.
     pub fn ensure_complete(&self) -> Result<()> {
-        let is_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
-        if !is_dir(&self.tree()) {
-            return Err(Error::new(
+        match self.missing() {
+            None => Ok(()),
+            Some(why) => Err(Error::new(
                 ErrorKind::Other,
-                format!(
-                    "snapshot {} is broken: its captured tree is missing",
-                    self.name
-                ),
-            ));
+                format!("snapshot {} is broken: {why}", self.name),
+            )),
         }
-        if let Some(layer) = &self.meta.layer {
-            if !self.anchor_tree().is_some_and(|t| is_dir(&t)) {
-                return Err(Error::new(
-                    ErrorKind::Other,
-                    format!(
-                        "snapshot {} is broken: it is stored as changes to {}, whose tree is missing",
-                        self.name, layer.anchor
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Every read-only layer of the snapshot's root filesystem, top first:

@@ -794,3 +794,29 @@ fn an_interrupted_hold_is_finished_by_the_next_run() {
     assert!(!env.snapdir.join("c_0").exists());
     assert!(!registered("c_1") && !registered("c_2"));
 }
+
+#[test]
+fn a_layer_without_its_anchor_says_it_is_broken() {
+    if !common::system_tests_enabled("a_layer_without_its_anchor_says_it_is_broken", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    fs::write(delta.join("data/f1"), b"one\n").expect("change");
+    env.ok(&["-q", "c"]);
+    let tree = env.snapdir.join("c_0/private/delta");
+    fs::rename(&tree, tree.with_file_name("moved")).expect("move the anchor's tree");
+    let why = "c_1 is broken: it is stored as changes to c_0, whose tree is missing";
+    let out = env.run(&["info", "c_1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(why),
+        "{out:?}"
+    );
+    assert!(env.fails_with(1, &["restore", "c_1", "back"]).contains(why));
+    assert!(!env.lxcpath.join("back").exists());
+    // A new snapshot does not build on it: it is whole.
+    env.ok(&["-q", "c"]);
+    assert_eq!(layer_of(&env, "c_2"), None);
+}

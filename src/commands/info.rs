@@ -118,9 +118,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         print_text(&info);
     }
     let mut broken = Vec::new();
-    if let Err(e) = snapshot.ensure_complete() {
-        broken.push(e.to_string());
-    }
+    broken.extend(snapshot.missing());
     for l in info.lowers.iter().filter(|l| l.state == "missing") {
         broken.push(format!("its base layer {} is missing", l.path.display()));
     }
