@@ -188,9 +188,14 @@ fn assert_overlay_snapshot_layout(lab: &Lab, container: &str, snap: &str, base: 
         serde_json::json!([format!("{}/{base}/rootfs", lab.lxcpath().display())])
     );
     rfc3339(&meta["created"]);
+    // A layer depends on its anchor too, as a clone on its origin.
+    let anchor_line = meta["layer"]["anchor"]
+        .as_str()
+        .map(|a| format!("{snapdir}\n{a}\n"))
+        .unwrap_or_default();
     assert_eq!(
         read(&dir.join("lxc_rdepends")),
-        format!("{}\n{base}\n", lab.lxcpath().display()),
+        format!("{}\n{base}\n{anchor_line}", lab.lxcpath().display()),
         "snapshot lxc_rdepends"
     );
 }
@@ -1444,6 +1449,11 @@ fn a_layer_boots_over_the_older_snapshot_without_writing_either() {
         !before1.contains_key("bin"),
         "the layer holds only the changes"
     );
+
+    // LXC itself will not destroy the snapshot the layer needs.
+    let destroy = lab.lxc_output("lxc-destroy", &["-P", lab.snapdir_str(), "-n", "c1_0"]);
+    assert!(!destroy.status.success(), "{destroy:?}");
+    assert!(lab.snapdir().join("c1_0/private/delta").is_dir());
 
     lab.start(lab.snapdir(), "c1_1");
     assert_eq!(lab.attach(lab.snapdir(), "c1_1", "hostname").trim(), "c1_1");

@@ -551,8 +551,18 @@ fn later_snapshots_are_layers_that_restore_exactly() {
         "{config}"
     );
 
-    // Restored, it is an independent whole delta.
+    // Restored, it is an independent whole delta, which needs the base only.
     env.ok(&["-q", "restore", "c_1", "back"]);
+    assert_eq!(
+        common::lxc::dependency_pairs(&env.lxcpath.join("back/lxc_rdepends")),
+        [(env.lxcpath.display().to_string(), "base".to_string())]
+    );
+    assert!(
+        !env.snapdir.join("c_0/lxc_snapshots").exists()
+            || !fs::read_to_string(env.snapdir.join("c_0/lxc_snapshots"))
+                .expect("read")
+                .contains("back")
+    );
     let restored = env.lxcpath.join("back/overlay/delta");
     assert_same_tree(
         "restored delta",

@@ -127,8 +127,16 @@ pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -
         );
     }
     ensure_stopped(ctx.store.dir(), &snapshot.name.to_string())?;
+    // Its own layers are no obstacle: it is held for them.
+    let family = ctx
+        .store
+        .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
+    let layers = layers_over(&family, &snapshot.name);
     let dependents = read_dependency_file(&snapshot.dir.join("lxc_snapshots"))?;
-    if let Some(d) = dependents.first() {
+    if let Some(d) = dependents
+        .iter()
+        .find(|d| d.lxcpath != ctx.store.dir() || !layers.contains(&d.name))
+    {
         return Err(Error::new(
             ErrorKind::Other,
             format!(

@@ -103,7 +103,15 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
     let (config, files) = LxcConfig::parse(&text).retarget(&retarget, random_mac);
     copy_config_files(&files, &final_dir, staging.path())?;
 
-    let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
+    // The restored tree is whole: it needs the base, not a layer's anchor.
+    let anchor = snapshot.anchor().map(|a| DependencyEntry {
+        lxcpath: ctx.store.dir().to_path_buf(),
+        name: a.to_string(),
+    });
+    let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?
+        .into_iter()
+        .filter(|b| Some(b) != anchor.as_ref())
+        .collect();
     let registered = finish_container_dir(
         staging.path(),
         &config,

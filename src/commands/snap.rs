@@ -250,6 +250,17 @@ pub(super) fn take(
     if bases.is_empty() {
         bases = bases_of_lowers(&lowers);
     }
+    // A layer needs its anchor as a clone needs its origin: registered
+    // there, lxc-destroy refuses to remove the anchor under it. (A held
+    // anchor is no container LXC could destroy.)
+    if let (Some(_), Some(anchor)) = (&meta.layer, &anchor) {
+        if !anchor.meta.held {
+            bases.push(DependencyEntry {
+                lxcpath: ctx.store.dir().to_path_buf(),
+                name: anchor.name.to_string(),
+            });
+        }
+    }
     let registered = finish_container_dir(
         new.path(),
         &config,

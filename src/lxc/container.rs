@@ -206,6 +206,10 @@ pub fn update_dependents(
         return Ok(());
     }
     if fs::symlink_metadata(base_dir.join("config")).is_err() {
+        if !add {
+            // No container any more: nothing for the entry to protect.
+            return Ok(());
+        }
         return Err(Error::new(
             ErrorKind::NotFound,
             format!(
