@@ -697,7 +697,7 @@ impl Copier<'_> {
         if kind == SFlag::S_IFDIR {
             return self.enter_dir(parent, name, st, src_path, dst_path, filtered);
         }
-        let whiteout = kind == SFlag::S_IFCHR && st.st_rdev == 0;
+        let whiteout = is_whiteout(&st);
         if st.st_nlink == 1 || whiteout {
             self.copy_non_dir(parent, name, &st, src_path, &dst_path)?;
             return Ok(None);
@@ -1012,16 +1012,7 @@ impl Copier<'_> {
         let err = |e| Error::sys("linking", dst_path, e);
         // Resolved beneath the destination root without any symlink, so the
         // link can only ever point at our own first copy.
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
-        let fd = fcntl::openat2(self.dst_root.as_raw_fd(), first, how).map_err(err)?;
-        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-        let target = unsafe { File::from_raw_fd(fd) };
+        let target = beneath(&self.dst_root, first, OFlag::O_PATH).map_err(err)?;
         unistd::linkat(
             Some(target.as_raw_fd()),
             OsStr::new(""),
@@ -1367,6 +1358,30 @@ fn make_dir(parent: &File, name: &OsStr, dst_path: &Path) -> Result<File> {
         Mode::empty(),
     )
     .map_err(|e| Error::sys("opening", dst_path, e))
+}
+
+/// Opens `rel` below `root` without following any symlink or leaving it.
+fn beneath(root: &File, rel: &Path, flags: OFlag) -> nix::Result<File> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = fcntl::openat2(root.as_raw_fd(), rel, how)?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// An overlay whiteout: a 0/0 character device.
+fn is_whiteout(st: &FileStat) -> bool {
+    file_type(st) == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
 fn open_at(dir: Option<&File>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<File> {

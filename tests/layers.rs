@@ -484,6 +484,16 @@ fn container(env: &TestEnv) -> PathBuf {
     delta
 }
 
+/// [`container`], a whole snapshot c_0, one change and a layer c_1 over
+/// c_0; returns the delta.
+fn whole_and_layer(env: &TestEnv) -> PathBuf {
+    let delta = container(env);
+    env.ok(&["-q", "c"]);
+    fs::write(delta.join("data/f1"), b"one\n").expect("change");
+    env.ok(&["-q", "c"]);
+    delta
+}
+
 /// A full-fidelity copy of the delta as it is now, to compare with later.
 fn keep(env: &TestEnv, delta: &Path, name: &str) -> PathBuf {
     let saved = env.path().join(name);
@@ -774,10 +784,7 @@ fn an_interrupted_hold_is_finished_by_the_next_run() {
         return;
     }
     let env = TestEnv::new();
-    let delta = container(&env);
-    env.ok(&["-q", "c"]);
-    fs::write(delta.join("data/f1"), b"one\n").expect("change");
-    env.ok(&["-q", "c"]);
+    whole_and_layer(&env);
     let registered = |snap: &str| {
         common::lxc::dependency_pairs(&env.lxcpath.join("base/lxc_snapshots"))
             .iter()
@@ -811,10 +818,7 @@ fn a_layer_without_its_anchor_says_it_is_broken() {
         return;
     }
     let env = TestEnv::new();
-    let delta = container(&env);
-    env.ok(&["-q", "c"]);
-    fs::write(delta.join("data/f1"), b"one\n").expect("change");
-    env.ok(&["-q", "c"]);
+    whole_and_layer(&env);
     let tree = env.snapdir.join("c_0/private/delta");
     fs::rename(&tree, tree.with_file_name("moved")).expect("move the anchor's tree");
     let why = "c_1 is broken: it is stored as changes to c_0, whose tree is missing";

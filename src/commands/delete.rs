@@ -128,10 +128,7 @@ pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -
     }
     ensure_stopped(ctx.store.dir(), &snapshot.name.to_string())?;
     // Its own layers are no obstacle: it is held for them.
-    let family = ctx
-        .store
-        .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
-    let layers = layers_over(&family, &snapshot.name);
+    let layers = layers_of(ctx, snapshot)?;
     let dependents = read_dependency_file(&snapshot.dir.join("lxc_snapshots"))?;
     if let Some(d) = dependents
         .iter()
@@ -161,11 +158,7 @@ pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -
 /// listed) until the last of them is deleted.
 pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock) -> Result<()> {
     let unregister = unregistration(ctx, snapshot)?;
-    let family = ctx
-        .store
-        .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
-    let layers = layers_over(&family, &snapshot.name);
-    if !layers.is_empty() {
+    if !layers_of(ctx, snapshot)?.is_empty() {
         return ctx.store.hold(snapshot, unregister);
     }
     ctx.store.remove(snapshot, lock, unregister)?;
@@ -188,7 +181,15 @@ fn unregistration(ctx: &Context, snapshot: &Snapshot) -> Result<impl FnOnce() ->
     })
 }
 
-/// The snapshots stored as changes to `name`.
+/// The snapshots stored as changes to `snapshot`.
+fn layers_of(ctx: &Context, snapshot: &Snapshot) -> Result<Vec<String>> {
+    let family = ctx
+        .store
+        .snapshots_of_with_held(snapshot.name.container(), ctx.ui)?;
+    Ok(layers_over(&family, &snapshot.name))
+}
+
+/// The snapshots in `family` stored as changes to `name`.
 fn layers_over(family: &[Snapshot], name: &SnapshotName) -> Vec<String> {
     family
         .iter()
@@ -228,10 +229,7 @@ pub(super) fn remove_unneeded_held(ctx: &Context, lock: &NameLock) -> Result<()>
     let family = ctx.store.snapshots_of_with_held(lock.name(), ctx.ui)?;
     for held in family.iter().filter(|s| s.meta.held) {
         let unregister = unregistration(ctx, held)?;
-        if !family
-            .iter()
-            .any(|s| s.anchor().as_ref() == Some(&held.name))
-        {
+        if layers_over(&family, &held.name).is_empty() {
             ctx.store.remove(held, lock, unregister)?;
         } else if held.dir.join("config").exists() {
             ctx.store.hold(held, unregister)?;

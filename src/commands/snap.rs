@@ -161,10 +161,7 @@ pub(super) fn take(
     // Shares files with the previous snapshot; a whole copy after a layer
     // shares them with the layer's anchor, which has them all.
     let reference = match (&plan, &previous) {
-        (None, Some(p)) if p.meta.layer.is_some() => p
-            .anchor()
-            .and_then(|a| ctx.store.get_with_held(&a).ok())
-            .filter(|a| a.ensure_complete().is_ok()),
+        (None, Some(p)) if p.meta.layer.is_some() => anchor_of(ctx, p),
         _ => previous.clone(),
     };
     let reference_tree = reference.as_ref().map(|s| s.tree());
@@ -291,10 +288,16 @@ fn anchor_for(ctx: &Context, previous: &store::Snapshot) -> Option<store::Snapsh
     {
         return None;
     }
-    let anchor = ctx.store.get_with_held(&previous.anchor()?).ok()?;
+    anchor_of(ctx, previous)
+}
+
+/// The whole snapshot on the same base that `layer` is stored as changes
+/// to, held or not, if it is complete.
+fn anchor_of(ctx: &Context, layer: &store::Snapshot) -> Option<store::Snapshot> {
+    let anchor = ctx.store.get_with_held(&layer.anchor()?).ok()?;
     (anchor.meta.layer.is_none()
-        && anchor.meta.backing == previous.meta.backing
-        && anchor.meta.lowers == previous.meta.lowers
+        && anchor.meta.backing == layer.meta.backing
+        && anchor.meta.lowers == layer.meta.lowers
         && anchor.ensure_complete().is_ok())
     .then_some(anchor)
 }

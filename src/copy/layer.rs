@@ -38,20 +38,20 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
 
 use nix::errno::Errno;
-use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
 use super::{
-    copy_tree_with, file_type, is_opaque_attr, lock, lstat_dir, open_verified, read_link,
-    read_xattrs, same_contents, same_xattrs, stat_entry, xattr_list_len_at, Compare, CopyOptions,
-    CopyStats, Node, Select, Xattrs, DIR, FILE,
+    beneath, copy_tree_with, file_type, is_opaque_attr, is_whiteout, lock, lstat_dir,
+    open_verified, read_link, read_xattrs, same_contents, same_xattrs, stat_entry,
+    xattr_list_len_at, Compare, CopyOptions, CopyStats, Node, Select, Xattrs, DIR, FILE,
 };
 use crate::{Error, Result};
 
@@ -134,7 +134,7 @@ pub fn plan(
         })
         .collect::<Vec<_>>();
     let u_x = read_xattrs(Node::Fd(&u_root), upper)?;
-    if u_x.iter().any(|(n, v)| is_opaque_attr(n) && v == b"y") {
+    if opaque(&u_x) {
         return Ok(Plan::Full(format!("{} is marked opaque", upper.display())));
     }
     let planner = Planner {
@@ -371,9 +371,7 @@ fn shadows(layer: &Path, anchor: &Path) -> Result<(HashSet<PathBuf>, HashSet<Pat
             let a_is_dir =
                 stat_entry(&a_dir, &name).is_ok_and(|(st, _)| file_type(&st) == SFlag::S_IFDIR);
             let l_opaque = file_type(&l_st) == SFlag::S_IFDIR
-                && read_xattrs(Node::At(&l_dir, &name), &layer.join(&child))?
-                    .iter()
-                    .any(|(n, v)| is_opaque_attr(n) && v == b"y");
+                && opaque(&read_xattrs(Node::At(&l_dir, &name), &layer.join(&child))?);
             if file_type(&l_st) == SFlag::S_IFDIR && a_is_dir && !l_opaque {
                 merged.insert(child.clone());
                 stack.push(child);
@@ -774,10 +772,6 @@ fn multi_name(st: &FileStat) -> bool {
     file_type(st) != SFlag::S_IFDIR && st.st_nlink > 1 && !is_whiteout(st)
 }
 
-fn is_whiteout(st: &FileStat) -> bool {
-    file_type(st) == SFlag::S_IFCHR && st.st_rdev == 0
-}
-
 fn opaque(xattrs: &Xattrs) -> bool {
     xattrs.iter().any(|(n, v)| is_opaque_attr(n) && v == b"y")
 }
@@ -788,25 +782,6 @@ fn split(rel: &Path) -> (&Path, &OsStr) {
         rel.parent().unwrap_or(Path::new("")),
         rel.file_name().unwrap_or_default(),
     )
-}
-
-/// Opens `rel` below `root` without following any symlink or leaving it.
-fn beneath(root: &File, rel: &Path, flags: OFlag) -> nix::Result<File> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = fcntl::openat2(root.as_raw_fd(), rel, how)?;
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// The directory `rel` below `root` (whose path is `root_path`), opened
