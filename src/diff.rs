@@ -870,13 +870,19 @@ fn fstat(dir: &LayerDir) -> Result<FileStat> {
 /// Adds the names in `dir` to `names`.
 fn list_dir(dir: &LayerDir, names: &mut BTreeSet<OsString>) -> Result<()> {
     let err = |e| Error::sys("reading directory", &dir.path, e);
-    // A description of its own, so its offset is not shared.
-    let mut entries = Dir::openat(
+    // A description of its own, so its offset is not shared; reading it
+    // must not move the directory's atime, which a snapshot captured.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut entries = match Dir::openat(
         Some(dir.fd.as_raw_fd()),
         ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        flags | OFlag::O_NOATIME,
         Mode::empty(),
-    )
+    ) {
+        // Refused on directories we do not own without CAP_FOWNER.
+        Err(Errno::EPERM) => Dir::openat(Some(dir.fd.as_raw_fd()), ".", flags, Mode::empty()),
+        other => other,
+    }
     .map_err(err)?;
     for entry in entries.iter() {
         let entry = entry.map_err(err)?;

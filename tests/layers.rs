@@ -834,3 +834,195 @@ fn a_layer_without_its_anchor_says_it_is_broken() {
     env.ok(&["-q", "c"]);
     assert_eq!(layer_of(&env, "c_2"), None);
 }
+
+/// What a quick check and `diff` see of an entry: what a metadata change
+/// moves.
+fn seen_by_diff(
+    st: &nix::sys::stat::FileStat,
+    xattrs: &std::collections::BTreeMap<std::ffi::OsString, Vec<u8>>,
+) -> String {
+    let kind = common::fidelity::kind(st);
+    let content = if kind == nix::sys::stat::SFlag::S_IFREG {
+        format!("{} {}.{}", st.st_size, st.st_mtime, st.st_mtime_nsec)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:o} {}:{} {content} {xattrs:?}",
+        st.st_mode, st.st_uid, st.st_gid
+    )
+}
+
+/// The paths (as `diff` prints them) whose mode, owner, attributes or, for
+/// regular files, size or mtime differ between two copies of a tree.
+fn metadata_changes(old: &Path, new: &Path) -> Vec<String> {
+    let old: HashMap<PathBuf, String> = common::fidelity::lstat_tree(old)
+        .into_iter()
+        .map(|(rel, st)| {
+            let x = common::fidelity::xattrs(&old.join(&rel));
+            (rel, seen_by_diff(&st, &x))
+        })
+        .collect();
+    let mut changed: Vec<String> = common::fidelity::lstat_tree(new)
+        .into_iter()
+        .filter(|(rel, st)| {
+            let x = common::fidelity::xattrs(&new.join(rel));
+            old.get(rel) != Some(&seen_by_diff(st, &x))
+        })
+        .map(|(rel, _)| format!("/{}", rel.display()))
+        .map(|p| {
+            if p == "/" {
+                p
+            } else {
+                p.trim_end_matches('/').to_string()
+            }
+        })
+        .collect();
+    changed.sort();
+    changed
+}
+
+/// One random metadata change (or, now and then, a rewrite) of a file or a
+/// directory at any depth of `delta`, made directly in the upper.
+fn change_metadata(rng: &mut Rng, delta: &Path, entries: &[PathBuf], step: usize) {
+    let path = delta.join(&entries[rng.below(entries.len())]);
+    let is_dir = path.is_dir();
+    match rng.below(6) {
+        0 => {
+            let modes: &[u32] = if is_dir {
+                &[0o700, 0o755, 0o2750, 0o1777, 0o711, 0o500]
+            } else {
+                &[0o600, 0o644, 0o4755, 0o444, 0o000, 0o2711]
+            };
+            let mode = modes[rng.below(modes.len())];
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        1 => {
+            let (uid, gid) = (rng.below(5000) as u32, rng.below(5000) as u32);
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).expect("chown");
+        }
+        2 => {
+            let t = nix::sys::time::TimeSpec::new(
+                1_500_000_000 + rng.below(1 << 20) as i64,
+                rng.below(1_000_000_000) as i64,
+            );
+            nix::sys::stat::utimensat(
+                None,
+                &path,
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .expect("utimensat");
+        }
+        3 => {
+            let name = ["user.tag", "trusted.tag", "user.other"][rng.below(3)];
+            xattr::set(&path, name, format!("v{step}").as_bytes()).expect("setxattr");
+        }
+        4 => {
+            for name in ["user.tag", "trusted.tag", "user.other"] {
+                let _ = xattr::remove(&path, name);
+            }
+        }
+        _ if !is_dir => {
+            // Same size, new bytes, new mtime.
+            let len = fs::symlink_metadata(&path).expect("stat").len() as usize;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            std::io::Write::write_all(&mut f, &vec![b'a' + (step % 26) as u8; len])
+                .expect("rewrite");
+            stamp(&path, step);
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn random_metadata_changes_at_every_depth_survive_restore_mount_and_diff() {
+    if !common::system_tests_enabled(
+        "random_metadata_changes_at_every_depth_survive_restore_mount_and_diff",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = overlay_clone(&env, "c");
+    // Three branches six levels deep, three files in each directory, and a
+    // wide directory no change touches, so that most snapshots are layers.
+    let mut entries = Vec::new();
+    for branch in ["home", "srv", "var"] {
+        let mut dir = PathBuf::from(branch);
+        for depth in 0..6 {
+            fs::create_dir_all(delta.join(&dir)).expect("mkdir");
+            entries.push(dir.clone());
+            for f in 0..3 {
+                let file = dir.join(format!("f{f}"));
+                fs::write(
+                    delta.join(&file),
+                    format!("{} {depth} {f}\n", dir.display()),
+                )
+                .expect("write");
+                entries.push(file);
+            }
+            dir = dir.join(format!("d{depth}"));
+        }
+    }
+    fs::create_dir_all(delta.join("bulk")).expect("mkdir");
+    for i in 0..400 {
+        fs::write(delta.join(format!("bulk/{i}")), b"bulk\n").expect("write");
+    }
+
+    let base = env.lxcpath.join("base/rootfs");
+    let mut rng = Rng(0x00d1_7ec7_0e1e);
+    let mut kept: Vec<(String, PathBuf)> = Vec::new();
+    let mut layers = 0;
+    for round in 0..24 {
+        for step in 0..3 {
+            change_metadata(&mut rng, &delta, &entries, round * 10 + step);
+        }
+        env.ok(&["-q", "c"]);
+        let snap = format!("c_{round}");
+        layers += usize::from(layer_of(&env, &snap).is_some());
+        let saved = keep(&env, &delta, &format!("saved{round}"));
+        // The container is as the snapshot captured it: no difference.
+        let same = env.ok(&["diff", &snap]);
+        assert_eq!(
+            same,
+            "0 added, 0 modified, 0 deleted, 0 type changed; 0 B added, 0 B removed, 0 B changed\n",
+            "{snap} against the container it was just taken of"
+        );
+        // Against the one before: exactly the paths whose metadata changed.
+        if let Some((before, before_saved)) = kept.last() {
+            let report = env.ok(&["diff", before, &snap]);
+            let mut listed: Vec<String> = report
+                .lines()
+                .filter_map(|l| l.strip_prefix("M "))
+                .map(|l| l.split('\t').next().unwrap_or(l).to_string())
+                .collect();
+            listed.sort();
+            assert_eq!(
+                listed,
+                metadata_changes(before_saved, &saved),
+                "diff {before} {snap}:\n{report}"
+            );
+        }
+        kept.push((snap, saved));
+    }
+    assert!(layers >= 12, "most snapshots are layers ({layers} of 24)");
+
+    for (i, (snap, saved)) in kept.iter().enumerate() {
+        let back = format!("back{i}");
+        env.ok(&["-q", "restore", snap, &back]);
+        assert_trees_identical(saved, &env.lxcpath.join(&back).join("overlay/delta"));
+
+        let dir = env.path().join(format!("browse{i}"));
+        fs::create_dir(&dir).expect("mountpoint");
+        env.ok(&["-q", "mount", snap, dir.to_str().expect("utf-8")]);
+        let seen = tree_manifest(&dir);
+        env.ok(&["-q", "umount", dir.to_str().expect("utf-8")]);
+        let want = mount_overlay(&env.path().join(format!("want{i}")), &[saved, &base], None);
+        assert_same_tree(snap, &tree_manifest(&want.0), &seen, &[]);
+    }
+}

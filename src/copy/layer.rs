@@ -201,8 +201,15 @@ pub fn plan(
         tree_bytes: found.bytes,
         ..LayerPlan::default()
     };
-    let mut pass = found.pass;
-    for p in found.whole.iter().chain(found.removed.iter()) {
+    // A directory whose own metadata changed is reached through its
+    // parents, as is anything copied whole or whited out.
+    let mut pass = found.pass.clone();
+    for p in found
+        .whole
+        .iter()
+        .chain(found.removed.iter())
+        .chain(found.pass.iter())
+    {
         pass.extend(p.ancestors().skip(1).map(Path::to_path_buf));
     }
     pass.remove(Path::new(""));
