@@ -151,6 +151,9 @@ pub struct Globals {
     pub lxcpath: Option<PathBuf>,
     pub snapdir: PathBuf,
     pub quiet: bool,
+    /// Lower layers the admin allows beyond containers' rootfs directories
+    /// and snapshots' trees (`--allow-lower`).
+    pub allow_lowers: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +169,7 @@ Legacy forms (as the original lxc-snap):
   lxc-snap -r SNAP NEWNAME      restore snapshot SNAP as new container NEWNAME
 
 Exit status: 0 ok, 1 error, 2 usage, 3 not found, 4 already exists,
-5 container running, 6 unsupported backend.";
+5 container running, 6 unsupported backend, 7 refused as unsafe.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -234,6 +237,11 @@ struct GlobalArgs {
     /// Print only errors and the data asked for
     #[arg(short, long, global = true)]
     quiet: bool,
+
+    /// Accept PATH as a lower layer of the container's overlay, though it
+    /// is neither a container's rootfs in the lxcpath nor a snapshot's tree
+    #[arg(long = "allow-lower", value_name = "PATH", global = true)]
+    allow_lowers: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -453,6 +461,7 @@ where
         lxcpath: cli.globals.lxcpath,
         snapdir: cli.globals.snapdir,
         quiet: cli.globals.quiet,
+        allow_lowers: cli.globals.allow_lowers,
     };
     let legacy_used = cli.list
         || cli.restore.is_some()
@@ -493,6 +502,7 @@ fn complete_names(rest: &[std::ffi::OsString]) -> Result<Parsed> {
             lxcpath: defaults.globals.lxcpath,
             snapdir: defaults.globals.snapdir,
             quiet: true,
+            allow_lowers: Vec::new(),
         },
         command: Command::CompleteNames {
             words: rest
@@ -890,8 +900,14 @@ mod tests {
             Globals {
                 lxcpath: Some("/l".into()),
                 snapdir: "/s".into(),
-                quiet: true
+                quiet: true,
+                allow_lowers: Vec::new(),
             }
+        );
+        let k = run(&["snap", "c", "--allow-lower", "/a", "--allow-lower", "/b"]).expect("parse");
+        assert_eq!(
+            k.globals.allow_lowers,
+            [PathBuf::from("/a"), PathBuf::from("/b")]
         );
         let j = run(&["list", "-P", "/l", "--snapdir", "/s", "--quiet"]).expect("parse");
         assert_eq!(j.globals, i.globals);

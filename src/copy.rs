@@ -115,19 +115,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use nix::dir::{Dir, Type};
+use nix::dir::{Dir as DirStream, Type};
 use nix::errno::Errno;
-use nix::fcntl::{self, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::stat::{self, FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, Whence};
 use xattr::FileExt as _;
 
+use crate::dir::{open_rel, Dir, RelPath};
 use crate::{Error, ErrorKind, Result};
 
 mod layer;
-pub use layer::{flatten, make_layer, plan as plan_layer, LayerPlan, Plan};
+pub use layer::{
+    flatten, flatten_at, make_layer, make_layer_at, plan as plan_layer, plan_at as plan_layer_at,
+    LayerPlan, Plan,
+};
 
 /// What a copy produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -179,14 +183,14 @@ pub enum Compare {
 pub struct CopyOptions<'a> {
     /// A previous copy of the same tree (an older snapshot): an unchanged regular file is hard-linked to
     /// its copy there instead of copied. Snapshots are immutable, so sharing inodes is safe.
-    pub reference: Option<&'a Path>,
+    pub reference: Option<&'a Dir>,
     /// How an unchanged file is recognised; only used with a reference.
     pub compare: Compare,
     /// Called now and then with bytes done so far (for a progress bar); may be None.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
-    /// Which entries to copy, asked with each entry's path below the root
-    /// (the root itself is always copied); None copies everything.
-    pub select: Option<&'a (dyn Fn(&Path) -> Select + Sync)>,
+    /// Which entries to copy (the root itself always is); None copies
+    /// everything.
+    pub select: Option<&'a Selection>,
     /// Puts back the atime of every symlink read in `src`, which reading
     /// may move: for sources that must stay as they are (snapshots).
     pub keep_link_atimes: bool,
@@ -207,6 +211,90 @@ pub enum Select {
     Skip,
 }
 
+/// Which entries a copy takes, as a tree of names: each directory it
+/// descends into says what becomes of each of its entries, listed by
+/// name or not. Looking an entry up costs one lookup in its directory's
+/// node, whatever the depth, and the tree holds one name a node.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    nodes: Vec<SelectNode>,
+}
+
+#[derive(Debug, Clone)]
+struct SelectNode {
+    what: Select,
+    /// For entries of a directory (`Descend`) not listed in `children`.
+    unlisted: Select,
+    children: HashMap<OsString, usize>,
+}
+
+impl Selection {
+    /// Descends into the root, doing `unlisted` with every entry not
+    /// listed by [`Selection::set`].
+    pub fn new(unlisted: Select) -> Selection {
+        Selection {
+            nodes: vec![SelectNode {
+                what: Select::Descend,
+                unlisted,
+                children: HashMap::new(),
+            }],
+        }
+    }
+
+    /// Says `what` to do with the entry at `names` below the root. The
+    /// directories on the way are descended into, doing `unlisted` with
+    /// their other entries (unless they were set already); so is the entry
+    /// itself when `what` is `Descend`. `All` wins over `Descend`.
+    pub fn set(&mut self, names: &[&OsStr], what: Select, unlisted: Select) {
+        let mut node = 0;
+        for (i, name) in names.iter().enumerate() {
+            let last = i + 1 == names.len();
+            node = match self.nodes[node].children.get(*name) {
+                Some(&child) => child,
+                None => {
+                    self.nodes.push(SelectNode {
+                        what: Select::Descend,
+                        unlisted,
+                        children: HashMap::new(),
+                    });
+                    let child = self.nodes.len() - 1;
+                    self.nodes[node].children.insert(name.to_os_string(), child);
+                    child
+                }
+            };
+            if last {
+                let n = &mut self.nodes[node];
+                n.what = match (n.what, what) {
+                    (Select::All, _) | (_, Select::All) => Select::All,
+                    (_, w) => w,
+                };
+            }
+        }
+    }
+
+    /// What to do with `name` in the directory `node`, and its own node
+    /// when it is listed.
+    fn lookup(&self, node: usize, name: &OsStr) -> (Select, Option<usize>) {
+        let n = &self.nodes[node];
+        match n.children.get(name) {
+            Some(&child) => (self.nodes[child].what, Some(child)),
+            None => (n.unlisted, None),
+        }
+    }
+
+    /// Whether the directory at `names` is descended into.
+    pub fn descends(&self, names: &[&OsStr]) -> bool {
+        let mut node = 0;
+        for name in names {
+            match self.nodes[node].children.get(*name) {
+                Some(&child) => node = child,
+                None => return false,
+            }
+        }
+        self.nodes[node].what == Select::Descend
+    }
+}
+
 /// Copies the directory tree `src` to `dst` (which must not exist; its parent
 /// must), with full fidelity. The root `dst` gets src's owner, mode, xattrs
 /// and times. See the module documentation for what is guaranteed.
@@ -218,6 +306,36 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
 /// reporting progress as `opts` say.
 pub fn copy_tree_with(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats> {
     copy_tree_by(src, dst, opts, DataPath::Auto)
+}
+
+/// [`copy_tree_with`] for trees held open: copies `src` to a new
+/// directory `dst_name` in `dst_parent`.
+pub fn copy_dir(
+    src: &Dir,
+    dst_parent: &Dir,
+    dst_name: &OsStr,
+    opts: &CopyOptions,
+) -> Result<CopyStats> {
+    copy_dir_by(src, dst_parent, dst_name, opts, DataPath::Auto)
+}
+
+/// Opens the directories a path-based call names: `src` and the parent of
+/// `dst`, each trusted by the caller up to its last component.
+fn open_src_and_dst_parent<'d>(src: &Path, dst: &'d Path) -> Result<(Dir, Dir, &'d OsStr)> {
+    let src = Dir::open_given(src, "copying")?;
+    let (Some(parent), Some(name)) = (dst.parent(), dst.file_name()) else {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("creating {}: not a name for a new directory", dst.display()),
+        ));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let parent = Dir::open_given(parent, "opening")?;
+    Ok((src, parent, name))
 }
 
 /// How file contents are moved. Everything but the tests uses `Auto`; the
@@ -239,30 +357,43 @@ pub fn copy_tree_by(
     opts: &CopyOptions,
     path: DataPath,
 ) -> Result<CopyStats> {
+    let (src, parent, name) = open_src_and_dst_parent(src, dst)?;
+    copy_dir_by(&src, &parent, name, opts, path)
+}
+
+/// [`copy_dir`], moving file contents only as `path` says.
+fn copy_dir_by(
+    src_root: &Dir,
+    dst_parent: &Dir,
+    dst_name: &OsStr,
+    opts: &CopyOptions,
+    path: DataPath,
+) -> Result<CopyStats> {
     let noatime = AtomicBool::new(true);
-    let src_st = lstat_dir(src, "copying")?;
-    let (src_dir, src_mount) = open_verified(None, src.as_os_str(), &src_st, DIR, &noatime)
-        .map_err(|e| e.into_error(src))?;
+    let src = src_root.path();
+    let dst = &dst_parent.join(dst_name);
+    let (src_dir, src_st, src_mount) = held(src_root)?;
     let xattrs = read_xattrs(Node::Fd(&src_dir), src)?;
     refuse_redirects(&xattrs, src)?;
     let names = list_dir(&src_dir, src)?;
     let reference = match opts.reference {
-        Some(path) => {
-            let st = lstat_dir(path, "using reference")?;
+        Some(r) => {
+            let (dir, st, mount) = held(r)?;
             if (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino) {
                 // Its files change: sharing them would change the copy.
                 return Err(Error::new(
                     ErrorKind::Other,
-                    format!("using reference {}: is the source itself", path.display()),
+                    format!(
+                        "using reference {}: is the source itself",
+                        r.path().display()
+                    ),
                 ));
             }
-            let (dir, mount) = open_verified(None, path.as_os_str(), &st, DIR, &noatime)
-                .map_err(|e| e.into_error(path))?;
             Some((dir, (st.st_dev, mount)))
         }
         None => None,
     };
-    let (dst_dir, dst_existed) = create_dest_root(dst, opts.merge)?;
+    let (dst_dir, dst_existed) = create_dest_root(dst_parent, dst_name, opts.merge)?;
     let dst_st = stat::fstat(dst_dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", dst, e))?;
     // Directories that existed before keep their own modes and groups, so
     // what the kernel gives new entries in them is not known.
@@ -273,6 +404,8 @@ pub fn copy_tree_by(
     };
     let fd_limits = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX));
     let copier = Copier {
+        src_root: src.to_path_buf(),
+        dst_root_path: dst.to_path_buf(),
         root: (src_st.st_dev, src_mount),
         dst_root: dst_dir
             .try_clone()
@@ -312,12 +445,10 @@ pub fn copy_tree_by(
             src: src_dir,
             dst: dst_dir,
             reference: reference.map(|(dir, _)| dir),
-            src_path: src.to_path_buf(),
-            dst_path: dst.to_path_buf(),
-            rel: PathBuf::new(),
+            rel: RelPath::root(),
             st: src_st,
             xattrs,
-            filtered: opts.select.is_some(),
+            sel: opts.select.map(|_| 0),
             existing: dst_existed,
             pending: AtomicUsize::new(1),
         }),
@@ -396,20 +527,37 @@ struct DirCopy {
     dst: File,
     /// The directory at the same place in the reference tree, if any.
     reference: Option<File>,
-    src_path: PathBuf,
-    dst_path: PathBuf,
-    /// Path below the destination root, to find first copies of hard links.
-    rel: PathBuf,
+    /// Where it is below the roots: one name, shared with its parent's.
+    rel: RelPath,
     st: FileStat,
     xattrs: Xattrs,
-    /// Its entries are copied only as [`CopyOptions::select`] says.
-    filtered: bool,
+    /// Its node in [`CopyOptions::select`], when its entries are copied
+    /// only as that says.
+    sel: Option<usize>,
     /// `dst` existed before the copy (merging).
     existing: bool,
     /// Entries of `dst` that copying threads are still creating, plus one
     /// while the walker has names left: the directory gets its metadata
     /// when this drops to zero.
     pending: AtomicUsize,
+}
+
+/// The first copy of a source inode with several names.
+struct FirstCopy {
+    dir: RelPath,
+    name: OsString,
+    /// Names of the source inode not linked yet.
+    left: u64,
+}
+
+impl DirCopy {
+    fn src_path(&self, c: &Copier) -> PathBuf {
+        self.rel.under(&c.src_root)
+    }
+
+    fn dst_path(&self, c: &Copier) -> PathBuf {
+        self.rel.under(&c.dst_root_path)
+    }
 }
 
 /// A directory on the walker's stack: its entries still to do.
@@ -426,6 +574,9 @@ struct FileTask {
 
 /// What every thread of one copy shares.
 struct Copier<'a> {
+    /// The roots' paths, for messages.
+    src_root: PathBuf,
+    dst_root_path: PathBuf,
     /// (st_dev, mount id) of `src`.
     root: (u64, Option<u64>),
     dst_root: File,
@@ -441,7 +592,7 @@ struct Copier<'a> {
     /// (no default ACL at the destination decides instead).
     create_umask: Option<u32>,
     progress: Option<&'a (dyn Fn(u64) + Sync)>,
-    select: Option<&'a (dyn Fn(&Path) -> Select + Sync)>,
+    select: Option<&'a Selection>,
     merge: bool,
     keep_link_atimes: bool,
     /// Cleared for good once the filesystems refuse it.
@@ -449,10 +600,11 @@ struct Copier<'a> {
     /// Names an inode may have on the destination's filesystem.
     link_max: u64,
     noatime: AtomicBool,
-    /// (dev, ino) of multiply-linked source inodes -> their first copy.
+    /// (dev, ino) of multiply-linked source inodes -> their first copy
+    /// (its directory and name) and how many names are still to link.
     /// Held while such a first copy is made, so no name links to a file
     /// not yet complete.
-    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    links: Mutex<HashMap<(u64, u64), FirstCopy>>,
     /// (dev, ino) of reference inodes linked into the copy.
     reference_used: Mutex<HashSet<(u64, u64)>>,
     entries: AtomicU64,
@@ -581,7 +733,7 @@ impl Copier<'_> {
                     ErrorKind::Other,
                     format!(
                         "copying {}: the copying threads died",
-                        level.dir.src_path.display()
+                        level.dir.src_path(self).display()
                     ),
                 ));
             }
@@ -622,17 +774,18 @@ impl Copier<'_> {
     fn release(&self, dir: &DirCopy, n: usize) {
         if dir.pending.fetch_sub(n, AcqRel) == n && !self.failed.load(Relaxed) {
             // Last, so that creating its entries does not change its times.
-            let done = drop_stale_xattrs(dir)
+            let dst_path = dir.dst_path(self);
+            let done = drop_stale_xattrs(dir, &dst_path)
                 .and_then(|()| {
                     apply_metadata(
                         Node::Fd(&dir.dst),
                         &dir.st,
                         &dir.xattrs,
-                        &dir.dst_path,
+                        &dst_path,
                         self.created_as,
                     )
                 })
-                .and_then(|()| self.count_created(Node::Fd(&dir.dst), &dir.dst_path));
+                .and_then(|()| self.count_created(Node::Fd(&dir.dst), &dst_path));
             if let Err(e) = done {
                 self.fail(e);
             }
@@ -677,16 +830,17 @@ impl Copier<'_> {
     }
 
     fn copy_entry(&self, parent: &DirCopy, name: &OsStr) -> Result<Option<Level>> {
-        let mut filtered = false;
-        if let (true, Some(select)) = (parent.filtered, self.select) {
-            match select(&parent.rel.join(name)) {
-                Select::Skip => return Ok(None),
-                Select::Descend => filtered = true,
-                Select::All => {}
+        let mut sel = None;
+        if let (Some(node), Some(select)) = (parent.sel, self.select) {
+            match select.lookup(node, name) {
+                (Select::Skip, _) => return Ok(None),
+                (Select::Descend, child) => sel = child,
+                (Select::All, _) => {}
             }
         }
-        let src_path = parent.src_path.join(name);
-        let dst_path = parent.dst_path.join(name);
+        // Built for this entry only; nothing keeps a whole path a level.
+        let src_path = parent.src_path(self).join(name);
+        let dst_path = parent.dst_path(self).join(name);
         let (st, mount_root) =
             stat_entry(&parent.src, name).map_err(|e| Error::sys("inspecting", &src_path, e))?;
         let kind = file_type(&st);
@@ -695,7 +849,7 @@ impl Copier<'_> {
             return Ok(None);
         }
         if kind == SFlag::S_IFDIR {
-            return self.enter_dir(parent, name, st, src_path, dst_path, filtered);
+            return self.enter_dir(parent, name, st, src_path, dst_path, sel);
         }
         let whiteout = is_whiteout(&st);
         if st.st_nlink == 1 || whiteout {
@@ -704,12 +858,24 @@ impl Copier<'_> {
         }
         let id = (st.st_dev, st.st_ino);
         let mut links = lock(&self.links);
-        if let Some(first) = links.get(&id) {
+        if let Some(first) = links.get_mut(&id) {
             let ino = self.link(first, parent, name, &dst_path)?;
             self.entries.fetch_add(1, Relaxed);
             *lock(&self.multi_name_inodes).entry(ino).or_insert(1) += 1;
+            first.left = first.left.saturating_sub(1);
+            if first.left == 0 {
+                // Every name is in: the entry is no longer needed.
+                links.remove(&id);
+            }
         } else if self.copy_non_dir(parent, name, &st, src_path, &dst_path)? {
-            links.insert(id, parent.rel.join(name));
+            links.insert(
+                id,
+                FirstCopy {
+                    dir: parent.rel.clone(),
+                    name: name.to_os_string(),
+                    left: st.st_nlink.saturating_sub(1),
+                },
+            );
         }
         Ok(None)
     }
@@ -744,7 +910,7 @@ impl Copier<'_> {
         st: FileStat,
         src_path: PathBuf,
         dst_path: PathBuf,
-        filtered: bool,
+        sel: Option<usize>,
     ) -> Result<Option<Level>> {
         let (dir, mount) = open_verified(Some(&parent.src), name, &st, DIR, &self.noatime)
             .map_err(|e| e.into_error(&src_path))?;
@@ -787,12 +953,10 @@ impl Copier<'_> {
                 src: dir,
                 dst: out,
                 reference,
-                rel: parent.rel.join(name),
-                src_path,
-                dst_path,
+                rel: parent.rel.child(name),
                 st,
                 xattrs,
-                filtered,
+                sel,
                 existing,
                 pending: AtomicUsize::new(1),
             }),
@@ -969,7 +1133,7 @@ impl Copier<'_> {
         let old_file = open_verified(Some(dir), name, old, FILE, &self.noatime);
         match (src, old_file) {
             (Ok((src, mount)), Ok((old_file, _))) if mount == self.root.1 => {
-                same_contents(&src, &old_file, st.st_size as u64)
+                same_contents(&src, &old_file, st.st_size as u64).unwrap_or(false)
             }
             _ => false,
         }
@@ -1008,20 +1172,33 @@ impl Copier<'_> {
     }
 
     /// Makes `name` another name of the copy's `first`; returns its inode number.
-    fn link(&self, first: &Path, parent: &DirCopy, name: &OsStr, dst_path: &Path) -> Result<u64> {
+    fn link(
+        &self,
+        first: &FirstCopy,
+        parent: &DirCopy,
+        name: &OsStr,
+        dst_path: &Path,
+    ) -> Result<u64> {
         let err = |e| Error::sys("linking", dst_path, e);
-        // Resolved beneath the destination root without any symlink, so the
+        // Resolved below the destination root one name at a time without
+        // any symlink (and so without any limit on the path's length): the
         // link can only ever point at our own first copy.
-        let target = beneath(&self.dst_root, first, OFlag::O_PATH).map_err(err)?;
+        let dir = open_rel(&self.dst_root, &first.dir.names(), OFlag::O_PATH).map_err(err)?;
         unistd::linkat(
-            Some(target.as_raw_fd()),
-            OsStr::new(""),
+            Some(dir.as_raw_fd()),
+            first.name.as_os_str(),
             Some(parent.dst.as_raw_fd()),
             name,
-            AtFlags::AT_EMPTY_PATH,
+            AtFlags::empty(),
         )
         .map_err(err)?;
-        Ok(stat::fstat(target.as_raw_fd()).map_err(err)?.st_ino)
+        let st = stat::fstatat(
+            Some(parent.dst.as_raw_fd()),
+            name,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(err)?;
+        Ok(st.st_ino)
     }
 
     /// Symlinks, fifos, sockets and devices: made from their lstat and xattrs,
@@ -1289,42 +1466,25 @@ fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
 
-/// The lstat of a directory named by the caller, who is trusted up to its
-/// last component; a symlink there is not followed.
-fn lstat_dir(path: &Path, op: &str) -> Result<FileStat> {
-    let st = stat::lstat(path).map_err(|e| Error::sys(op, path, e))?;
-    if file_type(&st) == SFlag::S_IFDIR {
-        return Ok(st);
-    }
-    let what = if file_type(&st) == SFlag::S_IFLNK {
-        "is a symbolic link, refusing to follow it"
-    } else {
-        "not a directory"
-    };
-    Err(Error::new(
-        ErrorKind::Other,
-        format!("{op} {}: {what}", path.display()),
-    ))
+/// A held directory's own descriptor (a new one), status and mount.
+fn held(dir: &Dir) -> Result<(File, FileStat, Option<u64>)> {
+    let file = dir
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("opening", dir.path(), e))?;
+    let st = stat::fstat(file.as_raw_fd()).map_err(|e| Error::sys("inspecting", dir.path(), e))?;
+    let (_, _, _, mount) = identify(&file).map_err(|e| Error::sys("inspecting", dir.path(), e))?;
+    Ok((file, st, mount))
 }
 
-/// Creates `dst` (private until its metadata is set), or with `merge`
-/// opens it if it exists; says whether it existed.
-fn create_dest_root(dst: &Path, merge: bool) -> Result<(File, bool)> {
-    let (Some(parent), Some(name)) = (dst.parent(), dst.file_name()) else {
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!("creating {}: not a name for a new directory", dst.display()),
-        ));
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let parent = File::open(parent).map_err(|e| Error::io("opening", parent, e))?;
+/// Creates `name` in `parent` (private until its metadata is set), or
+/// with `merge` opens it if it exists; says whether it existed.
+fn create_dest_root(parent: &Dir, name: &OsStr, merge: bool) -> Result<(File, bool)> {
+    let dst = &parent.join(name);
+    let parent = parent.file();
     let open = || {
         open_at(
-            Some(&parent),
+            Some(parent),
             name,
             OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
             Mode::empty(),
@@ -1358,25 +1518,6 @@ fn make_dir(parent: &File, name: &OsStr, dst_path: &Path) -> Result<File> {
         Mode::empty(),
     )
     .map_err(|e| Error::sys("opening", dst_path, e))
-}
-
-/// Opens `rel` below `root` without following any symlink or leaving it.
-fn beneath(root: &File, rel: &Path, flags: OFlag) -> nix::Result<File> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = fcntl::openat2(root.as_raw_fd(), rel, how)?;
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// An overlay whiteout: a 0/0 character device.
@@ -1518,7 +1659,7 @@ fn identify(file: &File) -> nix::Result<(u32, u64, u64, Option<u64>)> {
 fn list_dir(dir: &File, path: &Path) -> Result<Vec<(OsString, Option<Type>)>> {
     let err = |e| Error::sys("reading directory", path, e);
     let fd = unistd::dup(dir.as_raw_fd()).map_err(err)?;
-    let mut entries = Dir::from_fd(fd).map_err(err)?;
+    let mut entries = DirStream::from_fd(fd).map_err(err)?;
     let mut names = Vec::new();
     for entry in entries.iter() {
         let entry = entry.map_err(err)?;
@@ -1624,11 +1765,11 @@ fn is_opaque_attr(name: &OsStr) -> bool {
 
 /// A directory that existed before a merging copy loses the attributes
 /// its source lacks, except the overlay `opaque` one.
-fn drop_stale_xattrs(dir: &DirCopy) -> Result<()> {
+fn drop_stale_xattrs(dir: &DirCopy, path: &Path) -> Result<()> {
     if !dir.existing {
         return Ok(());
     }
-    let err = |e| Error::io("removing extended attributes of", &dir.dst_path, e);
+    let err = |e| Error::io("removing extended attributes of", path, e);
     for name in dir.dst.list_xattr().map_err(err)? {
         if !is_opaque_attr(&name) && !dir.xattrs.iter().any(|(n, _)| *n == name) {
             dir.dst.remove_xattr(&name).map_err(err)?;
@@ -1749,21 +1890,58 @@ fn same_xattrs(mut a: Xattrs, mut b: Xattrs) -> bool {
     a == b
 }
 
-fn same_contents(a: &File, b: &File, size: u64) -> bool {
+/// Whether two files hold the same first `size` bytes, holes reading as
+/// zeros. Only data is read: a stretch that is a hole in both files is
+/// skipped (found with `SEEK_DATA`/`SEEK_HOLE`), so comparing two sparse
+/// files costs what their data costs, not their size. A file that ends
+/// early differs.
+pub fn same_contents(a: &File, b: &File, size: u64) -> io::Result<bool> {
     BUFFERS.with_borrow_mut(|(x, y)| {
         x.resize(BUF_SIZE, 0);
         y.resize(BUF_SIZE, 0);
         let mut off = 0;
         while off < size {
-            let want = (size - off).min(BUF_SIZE as u64) as usize;
-            let (x, y) = (&mut x[..want], &mut y[..want]);
-            if a.read_exact_at(x, off).is_err() || b.read_exact_at(y, off).is_err() || x != y {
-                return false;
+            let (a_data, a_end) = stretch(a, off, size)?;
+            let (b_data, b_end) = stretch(b, off, size)?;
+            let end = a_end.min(b_end);
+            if a_data || b_data {
+                while off < end {
+                    let want = (end - off).min(BUF_SIZE as u64) as usize;
+                    let (x, y) = (&mut x[..want], &mut y[..want]);
+                    let read = |f: &File, buf: &mut [u8]| match f.read_exact_at(buf, off) {
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+                        Err(e) => Err(e),
+                        Ok(()) => Ok(true),
+                    };
+                    if !read(a, x)? || !read(b, y)? || x != y {
+                        return Ok(false);
+                    }
+                    off += want as u64;
+                }
             }
-            off += want as u64;
+            off = end;
         }
-        true
+        Ok(true)
     })
+}
+
+/// Whether `file` has data at `off`, and where that stretch of data (or of
+/// hole) ends, at most at `size`.
+fn stretch(file: &File, off: u64, size: u64) -> io::Result<(bool, u64)> {
+    let fd = file.as_raw_fd();
+    let at = off as i64;
+    match unistd::lseek(fd, at, Whence::SeekData) {
+        Ok(data) if data == at => {
+            let hole = unistd::lseek(fd, at, Whence::SeekHole).map_err(io::Error::from)?;
+            Ok((true, (hole as u64).clamp(off + 1, size)))
+        }
+        Ok(data) => Ok((false, (data as u64).min(size))),
+        // Only a hole is left (or the file is shorter than said).
+        Err(Errno::ENXIO) => Ok((false, size)),
+        // A filesystem that cannot tell: all data.
+        Err(Errno::EINVAL | Errno::EOPNOTSUPP) => Ok((true, size)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `Err(None)`: the source ended early.
@@ -1841,10 +2019,49 @@ mod tests {
         };
         let a = write("a", &data);
         let size = data.len() as u64;
-        assert!(same_contents(&a, &write("same", &data), size));
+        let same = |f: &File| same_contents(&a, f, size).expect("compare");
+        assert!(same(&write("same", &data)));
         *data.last_mut().expect("not empty") = 8;
-        assert!(!same_contents(&a, &write("last-byte", &data), size));
-        assert!(!same_contents(&a, &write("short", &data[..10]), size));
+        assert!(!same(&write("last-byte", &data)));
+        assert!(!same(&write("short", &data[..10])));
+    }
+
+    #[test]
+    fn same_contents_skips_holes_in_both_and_reads_a_hole_as_zeros() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sparse = |name: &str, data: &[(u64, &[u8])]| {
+            let path = dir.path().join(name);
+            let f = File::create(&path).expect("create");
+            for (at, bytes) in data {
+                f.write_all_at(bytes, *at).expect("write");
+            }
+            // A terabyte, nearly all hole: reading it would take hours.
+            f.set_len(1 << 40).expect("extend");
+            File::open(path).expect("open")
+        };
+        let a = sparse("a", &[(4096, b"data"), (1 << 39, b"far")]);
+        let b = sparse("b", &[(4096, b"data"), (1 << 39, b"far")]);
+        let c = sparse("c", &[(4096, b"data"), (1 << 39, b"FAR")]);
+        // Zeros written where the other has a hole are the same bytes.
+        let d = sparse(
+            "d",
+            &[(0, &[0u8; 4096]), (4096, b"data"), (1 << 39, b"far")],
+        );
+        // Bytes this process has read so far (other tests' reads too, but
+        // nothing near a terabyte).
+        let read_so_far = || {
+            let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar: "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .expect("rchar")
+        };
+        let before = read_so_far();
+        assert!(same_contents(&a, &b, 1 << 40).expect("compare"));
+        assert!(!same_contents(&a, &c, 1 << 40).expect("compare"));
+        assert!(same_contents(&a, &d, 1 << 40).expect("compare"));
+        let read = read_so_far() - before;
+        assert!(read < 1 << 30, "{read} bytes read: the holes were read");
     }
 
     #[test]

@@ -65,25 +65,27 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use serde::{Serialize, Serializer};
 
+use crate::dir::RelPath;
 use crate::{Error, ErrorKind, Result};
 
 /// What a container sees: layer directories, top first. For an overlay
 /// snapshot `[<snapshot>/private/delta, lowers...]`, for a running or
 /// stopped overlay container `[its delta, lowers...]`, for a directory-backed
 /// one `[rootfs]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct View {
     pub layers: Vec<PathBuf>,
+    /// The layers, held open, when the caller has them so.
+    held: Vec<crate::dir::Dir>,
     /// The overlay keeps its attributes in `user.overlay.*` (mounted with
     /// `userxattr`) rather than `trusted.overlay.*`.
     pub userxattr: bool,
@@ -94,6 +96,16 @@ impl View {
     pub fn dir(rootfs: impl Into<PathBuf>) -> View {
         View {
             layers: vec![rootfs.into()],
+            held: Vec::new(),
+            userxattr: false,
+        }
+    }
+
+    /// Layers held open, top first: one is a plain tree, several an overlay.
+    pub fn of_dirs(layers: Vec<crate::dir::Dir>) -> View {
+        View {
+            layers: layers.iter().map(|d| d.path().to_path_buf()).collect(),
+            held: layers,
             userxattr: false,
         }
     }
@@ -104,6 +116,7 @@ impl View {
         layers.extend(lowers.iter().cloned());
         View {
             layers,
+            held: Vec::new(),
             userxattr: false,
         }
     }
@@ -371,8 +384,10 @@ impl Side {
 struct LayerDir {
     fd: File,
     id: (u64, u64),
-    /// Where it is on the host, for messages.
-    path: PathBuf,
+    /// Where it is on the host, for messages: its layer's root and its
+    /// path below it (one name a level, shared).
+    root: Arc<Path>,
+    rel: RelPath,
     /// Hides the directories of the same name below it.
     opaque: bool,
     /// May hold whiteouts in the form of marked regular files.
@@ -397,12 +412,18 @@ struct Loc<'a> {
     name: &'a OsStr,
 }
 
+impl LayerDir {
+    fn path(&self) -> PathBuf {
+        self.rel.under(&self.root)
+    }
+}
+
 impl Loc<'_> {
     fn path(&self) -> PathBuf {
         if self.name == "." {
-            self.dir.path.clone()
+            self.dir.path()
         } else {
-            self.dir.path.join(self.name)
+            self.dir.path().join(self.name)
         }
     }
 
@@ -417,8 +438,8 @@ impl Loc<'_> {
 
 /// A directory being compared: both sides' stacks and the names still to do.
 struct Level {
-    /// Path in the container; empty for the root.
-    rel: Vec<u8>,
+    /// Path in the container.
+    rel: RelPath,
     old: Stack,
     new: Stack,
     /// Sorted in reverse, so popping goes in order.
@@ -462,7 +483,7 @@ impl Differ<'_> {
                 let kind = Some(EntryType::Directory);
                 self.emit(
                     Kind::Modified,
-                    b"/".to_vec(),
+                    &RelPath::root(),
                     what,
                     (kind, &old_st),
                     (kind, &new_st),
@@ -470,7 +491,7 @@ impl Differ<'_> {
             }
         }
         let mut levels = Vec::new();
-        levels.extend(self.level(Vec::new(), old_root, new_root)?);
+        levels.extend(self.level(RelPath::root(), old_root, new_root)?);
         let mut held: usize = levels
             .iter()
             .map(|l: &Level| l.old.len() + l.new.len())
@@ -504,18 +525,16 @@ impl Differ<'_> {
 
     /// Compares the name in both views; returns the directory to enter next.
     fn entry(&mut self, parent: &Level, name: &OsStr) -> Result<Option<Level>> {
-        let mut rel = parent.rel.clone();
-        rel.push(b'/');
-        rel.extend_from_slice(name.as_bytes());
+        let rel = parent.rel.child(name);
         let old = lookup(&self.a, &parent.old, name)?;
         let new = lookup(&self.b, &parent.new, name)?;
         let (old, new) = match (old, new) {
             (None, None) => return Ok(None),
             (None, Some(n)) => {
-                let t = entry_type(&n.st, &parent.new[n.pos].path.join(name))?;
+                let t = entry_type(&n.st, &parent.new[n.pos].path().join(name))?;
                 self.emit(
                     Kind::Added,
-                    rel.clone(),
+                    &rel,
                     Vec::new(),
                     (None, &n.st),
                     (Some(t), &n.st),
@@ -527,10 +546,10 @@ impl Differ<'_> {
                 return self.level(rel, Vec::new(), stack);
             }
             (Some(o), None) => {
-                let t = entry_type(&o.st, &parent.old[o.pos].path.join(name))?;
+                let t = entry_type(&o.st, &parent.old[o.pos].path().join(name))?;
                 self.emit(
                     Kind::Deleted,
-                    rel.clone(),
+                    &rel,
                     Vec::new(),
                     (Some(t), &o.st),
                     (None, &o.st),
@@ -558,7 +577,7 @@ impl Differ<'_> {
             let what = vec!["type"];
             self.emit(
                 Kind::TypeChanged,
-                rel.clone(),
+                &rel,
                 what,
                 (Some(ot), &old.st),
                 (Some(nt), &new.st),
@@ -580,7 +599,7 @@ impl Differ<'_> {
             if !what.is_empty() {
                 self.emit(
                     Kind::Modified,
-                    rel.clone(),
+                    &rel,
                     what,
                     (Some(ot), &old.st),
                     (Some(nt), &new.st),
@@ -597,7 +616,7 @@ impl Differ<'_> {
 
     /// The directory to enter, or `None` when both views build it from the
     /// same layer directories (so everything below is the same).
-    fn level(&self, rel: Vec<u8>, old: Stack, new: Stack) -> Result<Option<Level>> {
+    fn level(&self, rel: RelPath, old: Stack, new: Stack) -> Result<Option<Level>> {
         let common = old
             .iter()
             .rev()
@@ -673,7 +692,7 @@ impl Differ<'_> {
     fn emit(
         &mut self,
         kind: Kind,
-        path: Vec<u8>,
+        rel: &RelPath,
         what: Vec<&'static str>,
         (old_type, old_st): (Option<EntryType>, &FileStat),
         (new_type, new_st): (Option<EntryType>, &FileStat),
@@ -682,6 +701,15 @@ impl Differ<'_> {
             Some(EntryType::File) => st.st_size as u64,
             _ => 0,
         };
+        // The whole path exists only while the change is reported.
+        let mut path = Vec::new();
+        for name in rel.names() {
+            path.push(b'/');
+            path.extend_from_slice(name.as_bytes());
+        }
+        if path.is_empty() {
+            path.push(b'/');
+        }
         let change = Change {
             kind,
             path,
@@ -706,22 +734,29 @@ fn open_root(side: &Side, view: &View) -> Result<Stack> {
         ));
     }
     let mut stack = Vec::new();
-    for layer in &view.layers {
-        let st = stat::lstat(layer).map_err(|e| Error::sys("inspecting", layer, e))?;
-        if file_type(&st) != SFlag::S_IFDIR {
-            let what = if file_type(&st) == SFlag::S_IFLNK {
-                "is a symbolic link, refusing to follow it"
-            } else {
-                "not a directory"
-            };
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!("comparing {}: {what}", layer.display()),
-            ));
-        }
-        // The caller's path is trusted up to its last component, which must
-        // be the directory just inspected.
-        stack.push(open_dir(side, None, layer.as_os_str(), &st, layer.clone())?);
+    for (i, layer) in view.layers.iter().enumerate() {
+        // Held by the caller, or named by it and trusted up to its last
+        // component, which must be a directory and is not followed.
+        let opened;
+        let dir = match view.held.get(i) {
+            Some(dir) => dir,
+            None => {
+                opened = crate::dir::Dir::open_given(layer, "comparing")?;
+                &opened
+            }
+        };
+        let fd = dir
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io("opening", layer, e))?;
+        let st = stat::fstat(fd.as_raw_fd()).map_err(|e| Error::sys("inspecting", layer, e))?;
+        stack.push(layer_dir(
+            side,
+            fd,
+            &st,
+            Arc::from(layer.as_path()),
+            RelPath::root(),
+        )?);
     }
     Ok(stack)
 }
@@ -734,7 +769,7 @@ fn lookup(side: &Side, stack: &[LayerDir], name: &OsStr) -> Result<Option<Found>
             Ok(st) => st,
             // Listed but gone (a running container): as if never listed.
             Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(Error::sys("inspecting", &dir.path.join(name), e)),
+            Err(e) => return Err(Error::sys("inspecting", &dir.path().join(name), e)),
         };
         if side.overlay && is_whiteout(side, Loc { dir, name }, &st)? {
             return Ok(None);
@@ -761,13 +796,7 @@ fn is_whiteout(side: &Side, loc: Loc, st: &FileStat) -> Result<bool> {
 /// name is opaque, not a directory, or whited out.
 fn child_stack(side: &Side, stack: &[LayerDir], found: &Found, name: &OsStr) -> Result<Stack> {
     let top = &stack[found.pos];
-    let mut out = vec![open_dir(
-        side,
-        Some(&top.fd),
-        name,
-        &found.st,
-        top.path.join(name),
-    )?];
+    let mut out = vec![open_dir(side, Some(top), name, &found.st)?];
     if !side.overlay || out[0].opaque {
         return Ok(out);
     }
@@ -775,12 +804,12 @@ fn child_stack(side: &Side, stack: &[LayerDir], found: &Found, name: &OsStr) -> 
         let st = match stat::fstatat(Some(dir.fd.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(Error::sys("inspecting", &dir.path.join(name), e)),
+            Err(e) => return Err(Error::sys("inspecting", &dir.path().join(name), e)),
         };
         if file_type(&st) != SFlag::S_IFDIR {
             break;
         }
-        let below = open_dir(side, Some(&dir.fd), name, &st, dir.path.join(name))?;
+        let below = open_dir(side, Some(dir), name, &st)?;
         let opaque = below.opaque;
         out.push(below);
         if opaque {
@@ -794,16 +823,33 @@ fn child_stack(side: &Side, stack: &[LayerDir], found: &Found, name: &OsStr) -> 
 /// reads its overlay attributes.
 fn open_dir(
     side: &Side,
-    parent: Option<&File>,
+    parent: Option<&LayerDir>,
     name: &OsStr,
     st: &FileStat,
-    path: PathBuf,
 ) -> Result<LayerDir> {
-    let fd = open_verified(parent, name, st, OFlag::O_DIRECTORY, &path)?;
+    let (root, rel) = match parent {
+        Some(p) => (Arc::clone(&p.root), p.rel.child(name)),
+        None => (Arc::from(Path::new(name)), RelPath::root()),
+    };
+    let path = rel.under(&root);
+    let fd = open_verified(parent.map(|p| &p.fd), name, st, OFlag::O_DIRECTORY, &path)?;
+    layer_dir(side, fd, st, root, rel)
+}
+
+/// A layer directory opened (and checked to be `st`) as `fd`, with its
+/// overlay attributes read.
+fn layer_dir(
+    side: &Side,
+    fd: File,
+    st: &FileStat,
+    root: Arc<Path>,
+    rel: RelPath,
+) -> Result<LayerDir> {
     let mut dir = LayerDir {
         fd,
         id: (st.st_dev, st.st_ino),
-        path,
+        root,
+        rel,
         opaque: false,
         xwhiteouts: false,
     };
@@ -812,13 +858,13 @@ fn open_dir(
             dir: &dir,
             name: OsStr::new("."),
         };
-        let err = |e| Error::io("reading extended attributes of", &dir.path, e);
+        let err = |e| Error::io("reading extended attributes of", &dir.path(), e);
         for attr in ["redirect", "metacopy"] {
             if xattr::get(loc.proc_path(), side.attr(attr))
                 .map_err(err)?
                 .is_some()
             {
-                return Err(not_self_contained(&dir.path, &side.attr(attr)));
+                return Err(not_self_contained(&dir.path(), &side.attr(attr)));
             }
         }
         let opaque = xattr::get(loc.proc_path(), side.attr("opaque")).map_err(err)?;
@@ -864,33 +910,14 @@ fn open_verified(
 }
 
 fn fstat(dir: &LayerDir) -> Result<FileStat> {
-    stat::fstat(dir.fd.as_raw_fd()).map_err(|e| Error::sys("inspecting", &dir.path, e))
+    stat::fstat(dir.fd.as_raw_fd()).map_err(|e| Error::sys("inspecting", &dir.path(), e))
 }
 
 /// Adds the names in `dir` to `names`.
 fn list_dir(dir: &LayerDir, names: &mut BTreeSet<OsString>) -> Result<()> {
-    let err = |e| Error::sys("reading directory", &dir.path, e);
-    // A description of its own, so its offset is not shared; reading it
-    // must not move the directory's atime, which a snapshot captured.
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut entries = match Dir::openat(
-        Some(dir.fd.as_raw_fd()),
-        ".",
-        flags | OFlag::O_NOATIME,
-        Mode::empty(),
-    ) {
-        // Refused on directories we do not own without CAP_FOWNER.
-        Err(Errno::EPERM) => Dir::openat(Some(dir.fd.as_raw_fd()), ".", flags, Mode::empty()),
-        other => other,
-    }
-    .map_err(err)?;
-    for entry in entries.iter() {
-        let entry = entry.map_err(err)?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.insert(OsStr::from_bytes(name).to_os_string());
-        }
-    }
+    let found = crate::dir::list_names(&dir.fd)
+        .map_err(|e| Error::sys("reading directory", &dir.path(), e))?;
+    names.extend(found);
     Ok(())
 }
 
@@ -920,41 +947,16 @@ fn read_xattrs(side: &Side, loc: Loc) -> Result<Vec<(OsString, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Whether two regular files of the same size hold the same bytes.
+/// Whether two regular files of the same size hold the same bytes (holes
+/// in both are not read).
 fn same_bytes(old: Loc, old_st: &FileStat, new: Loc, new_st: &FileStat) -> Result<bool> {
     let open = |loc: Loc, st: &FileStat| {
         let flags = OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
         open_verified(Some(&loc.dir.fd), loc.name, st, flags, &loc.path())
     };
     let (a, b) = (open(old, old_st)?, open(new, new_st)?);
-    let mut buf_a = vec![0u8; 128 * 1024];
-    let mut buf_b = vec![0u8; 128 * 1024];
-    let mut off = 0u64;
-    loop {
-        let n = read_full(&a, &mut buf_a, off).map_err(|e| Error::io("reading", &old.path(), e))?;
-        let m = read_full(&b, &mut buf_b, off).map_err(|e| Error::io("reading", &new.path(), e))?;
-        if n != m || buf_a[..n] != buf_b[..m] {
-            return Ok(false);
-        }
-        if n < buf_a.len() {
-            return Ok(true);
-        }
-        off += n as u64;
-    }
-}
-
-/// Reads until `buf` is full or the file ends.
-fn read_full(file: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
+    crate::copy::same_contents(&a, &b, new_st.st_size as u64)
+        .map_err(|e| Error::io("comparing", &new.path(), e))
 }
 
 fn file_type(st: &FileStat) -> SFlag {
@@ -1235,7 +1237,7 @@ mod tests {
             each: &mut each,
         };
         let root = differ
-            .level(Vec::new(), old, new)
+            .level(RelPath::root(), old, new)
             .expect("level")
             .expect("differs");
         let names: BTreeSet<_> = root.names.iter().cloned().collect();
@@ -1264,7 +1266,7 @@ mod tests {
         .expect("stack");
         assert_eq!((old.len(), new.len()), (2, 1));
         let usr = differ
-            .level(b"/usr".to_vec(), old, new)
+            .level(RelPath::root().child(OsStr::new("usr")), old, new)
             .expect("level")
             .expect("differs");
         assert_eq!(usr.names, [OsString::from("mine")]);
@@ -1273,7 +1275,7 @@ mod tests {
         let same = open_root(&differ.a, &View::overlay(p("da"), &[p("base")])).expect("open");
         let again = open_root(&differ.a, &View::overlay(p("da"), &[p("base")])).expect("open");
         assert!(differ
-            .level(Vec::new(), same, again)
+            .level(RelPath::root(), same, again)
             .expect("level")
             .is_none());
     }

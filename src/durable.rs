@@ -1,193 +1,137 @@
-//! Writes that must not be torn, and directories that appear only when complete.
+//! Directories that appear only when complete, and reading files someone
+//! else may control.
 //!
-//! - [`write_atomic`]: a temp file in the same directory, fsync, rename,
-//!   fsync the directory. Readers see the old or the new file, never a mix.
 //! - [`Staging`]: a directory built under a hidden temporary name
-//!   (`.lxc-snap.tmp.<final>.<random>`) while an flock on it says "in use",
-//!   then flushed and renamed into place without replacing anything. If the
-//!   process dies first, the next run finds the unlocked temp directory and
-//!   removes it ([`remove_leftovers`]).
-//! - [`read_untrusted`]: reads a file that someone else may control without
-//!   following a symlink and without reading more than a limit.
+//!   (`.lxc-snap.tmp.<final>.<random>`) in a held [`Dir`] while an flock on
+//!   it says "in use", then flushed and renamed into place without
+//!   replacing anything. If the process dies first, the next run finds the
+//!   unlocked temp directory and removes it ([`remove_leftovers`]).
+//! - [`read_untrusted`]: reads a file the user named (a comment file)
+//!   without following a symlink anywhere in its path and without reading
+//!   more than a limit.
+//!
+//! Files are replaced atomically by [`Dir::write_file`].
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{self, Flock, FlockArg, OFlag, OpenHow, ResolveFlag};
 
+use crate::dir::{self, Dir, TEMP_PREFIX};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Prefix of every staging directory lxc-snap creates.
-pub const STAGING_PREFIX: &str = ".lxc-snap.tmp.";
-
-/// Replaces `path` with `contents` atomically, with permission bits `mode`.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(STAGING_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("creating a temporary file in", dir, e))?;
-    let io = |e| Error::io("writing", path, e);
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    tmp.write_all(contents).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("replacing", path, e.error))?;
-    sync_dir(dir)
-}
-
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Flushes a directory so that renames and creations in it survive a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("syncing directory", dir, e))
-}
+pub const STAGING_PREFIX: &str = TEMP_PREFIX;
 
 /// Reads at most `limit` bytes from `path` (or standard input for `-`),
-/// refusing symlinks and anything that is not a regular file or a pipe.
+/// refusing a path with a symlink anywhere in it and anything that is not
+/// a regular file or a pipe. A user who can write a directory on the way
+/// cannot make it lead to a file only root may read.
 pub fn read_untrusted(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut data = Vec::new();
-    let too_big = || {
-        Error::new(
-            ErrorKind::Usage,
-            format!(
-                "reading {what} {}: longer than {limit} bytes",
-                path.display()
-            ),
-        )
-    };
     if path == Path::new("-") {
+        let mut data = Vec::new();
         std::io::stdin()
             .take(limit + 1)
             .read_to_end(&mut data)
             .map_err(|e| Error::io("reading", Path::new("standard input"), e))?;
-    } else {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::new(
-                    ErrorKind::Usage,
-                    format!(
-                        "reading {what} {}: it is a symlink; give the file itself",
-                        path.display()
-                    ),
-                ),
-                Some(libc::ENOENT) => Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "reading {what} {}: No such file or directory",
-                        path.display()
-                    ),
-                ),
-                _ => Error::io("reading", path, e),
-            })?;
-        let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
-        if !meta.file_type().is_file() {
+        if data.len() as u64 > limit {
             return Err(Error::new(
                 ErrorKind::Usage,
-                format!("reading {what} {}: not a regular file", path.display()),
+                format!("reading {what} from standard input: longer than {limit} bytes"),
             ));
         }
-        file.take(limit + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| Error::io("reading", path, e))?;
+        return Ok(data);
     }
-    if data.len() as u64 > limit {
-        return Err(too_big());
-    }
-    Ok(data)
-}
-
-/// Copies a small regular file (a config's fstab or hook script) to `to`,
-/// creating `to`'s parent directories and keeping the permission bits.
-/// A symlink or anything but a regular file at `from` is refused.
-pub fn copy_small_file(from: &Path, to: &Path) -> Result<()> {
-    const LIMIT: u64 = 16 << 20;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(from)
-        .map_err(|e| Error::io("opening", from, e))?;
-    let meta = file.metadata().map_err(|e| Error::io("reading", from, e))?;
-    if !meta.file_type().is_file() || meta.len() > LIMIT {
-        return Err(Error::new(
-            ErrorKind::Other,
+    let how = OpenHow::new()
+        .flags(
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+        )
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = fcntl::openat2(libc::AT_FDCWD, path, how).map_err(|e| match e {
+        Errno::ELOOP => Error::new(
+            ErrorKind::Usage,
             format!(
-                "copying {}: not a regular file of at most 16 MiB",
-                from.display()
+                "reading {what} {}: a symlink is in its path; give the file itself, by a path without symlinks",
+                path.display()
             ),
-        ));
-    }
-    let mut data = Vec::new();
-    file.take(LIMIT)
-        .read_to_end(&mut data)
-        .map_err(|e| Error::io("reading", from, e))?;
-    let parent = parent_of(to);
-    fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
-    write_atomic(to, &data, meta.permissions().mode() & 0o7777)
+        ),
+        Errno::ENOENT => Error::new(
+            ErrorKind::NotFound,
+            format!("reading {what} {}: No such file or directory", path.display()),
+        ),
+        e => Error::sys("reading", path, e),
+    })?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    dir::read_bounded(file, limit, what, path)
 }
 
 /// A directory under construction. Dropped without [`Staging::commit`], it
 /// is removed.
 pub struct Staging {
-    parent: PathBuf,
-    path: PathBuf,
+    parent: Dir,
+    /// Its temporary name in `parent`.
+    name: OsString,
     final_name: String,
+    dir: Dir,
     lock: Option<Flock<File>>,
 }
 
 impl Staging {
-    /// Creates `<parent>/.lxc-snap.tmp.<final_name>.<random>` with `mode`
-    /// and holds an exclusive flock on it until commit or drop.
-    pub fn create(parent: &Path, final_name: &str, mode: u32) -> Result<Staging> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{STAGING_PREFIX}{final_name}."))
-            .permissions(fs::Permissions::from_mode(mode))
-            .tempdir_in(parent)
-            .map_err(|e| Error::io("creating a staging directory in", parent, e))?;
-        let path = dir.keep();
-        // The umask may have taken bits away from `mode`.
-        if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(mode)) {
-            let _ = fs::remove_dir_all(&path);
-            return Err(Error::io("setting the mode of", &path, e));
-        }
-        let locked = File::open(&path)
-            .map_err(|e| Error::io("opening", &path, e))
+    /// Creates `<parent>/.lxc-snap.tmp.<final_name>.<random>` with exactly
+    /// `mode` and holds an exclusive flock on it until commit or drop.
+    pub fn create(parent: &Dir, final_name: &str, mode: u32) -> Result<Staging> {
+        let (name, dir) = loop {
+            let name = OsString::from(format!(
+                "{STAGING_PREFIX}{final_name}.{}",
+                dir::random_suffix()
+            ));
+            match parent.mkdir(&name, mode) {
+                Ok(dir) => break (name, dir),
+                Err(e) if e.kind() == ErrorKind::Exists => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let locked = dir
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io("opening", dir.path(), e))
             .and_then(|f| {
                 Flock::lock(f, FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, e)| Error::sys("locking", &path, e))
+                    .map_err(|(_, e)| Error::sys("locking", dir.path(), e))
             });
         let lock = match locked {
             Ok(lock) => lock,
             Err(e) => {
-                let _ = fs::remove_dir_all(&path);
+                let _ = parent.remove_tree(&name);
                 return Err(e);
             }
         };
         Ok(Staging {
-            parent: parent.to_path_buf(),
-            path,
+            parent: parent.try_clone()?,
+            name,
             final_name: final_name.to_string(),
+            dir,
             lock: Some(lock),
         })
     }
 
+    /// Where the directory is being built now, for messages.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
+    }
+
+    /// The directory being built.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// The path the directory will have once committed.
@@ -199,66 +143,47 @@ impl Staging {
     /// refusing to replace anything that exists there.
     pub fn commit(mut self) -> Result<PathBuf> {
         self.sync()?;
-        let target = self.final_path();
-        nix::fcntl::renameat2(
-            None,
-            &self.path,
-            None,
-            &target,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::EEXIST => Error::new(
-                ErrorKind::Exists,
-                format!("creating {}: it already exists", target.display()),
-            ),
-            e => Error::sys("renaming into place", &target, e),
-        })?;
+        self.parent
+            .rename_new(&self.name, &self.parent, &self.final_name)?;
         self.lock = None;
-        self.path = target.clone();
-        sync_dir(&self.parent)?;
-        Ok(target)
+        Ok(self.final_path())
     }
-}
 
-impl Staging {
-    /// Swaps `inner` (a path inside the staging directory) with `target` in
-    /// one atomic rename (RENAME_EXCHANGE): `target` then holds what was
-    /// built and `inner` what was there before, which goes with the staging
-    /// directory when it is dropped. A crash leaves either the old or the
-    /// new tree at `target`, never a mix and never nothing.
-    pub fn exchange(&self, inner: &Path, target: &Path) -> Result<()> {
-        nix::fcntl::renameat2(
-            None,
-            inner,
-            None,
-            target,
-            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        )
-        .map_err(|e| Error::sys("swapping in the new tree at", target, e))?;
-        sync_dir(parent_of(target))?;
-        sync_dir(parent_of(inner))
+    /// Swaps `inner` (an entry of the staging directory) with `target` in
+    /// `target_dir` in one atomic rename (RENAME_EXCHANGE): `target` then
+    /// holds what was built and `inner` what was there before, which goes
+    /// with the staging directory when it is dropped. A crash leaves
+    /// either the old or the new tree at `target`, never a mix and never
+    /// nothing.
+    pub fn exchange(&self, inner: &OsStr, target_dir: &Dir, target: &OsStr) -> Result<()> {
+        self.dir.exchange(inner, target_dir, target)
     }
 
     /// Flushes the filesystem the staging directory lives on.
     pub fn sync(&self) -> Result<()> {
-        let dir = File::open(&self.path).map_err(|e| Error::io("opening", &self.path, e))?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
-            .map_err(|e| Error::sys("flushing the filesystem of", &self.path, e))
+        self.dir.sync_filesystem()
+    }
+
+    /// Removes the staging directory now, reporting what stopped it (a
+    /// mount inside, say); dropping it does the same silently.
+    pub fn discard(mut self) -> Result<()> {
+        self.lock = None;
+        self.parent.remove_tree(&self.name)
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
         if self.lock.is_some() {
-            // Best effort: what cannot be removed now is removed as a leftover next time.
-            let _ = fs::remove_dir_all(&self.path);
+            // Best effort: what cannot be removed now is removed as a
+            // leftover next time.
+            let _ = self.parent.remove_tree(&self.name);
         }
     }
 }
 
 /// Removes the staging directories in `parent` left by runs that died,
-/// for the final names that `owned` accepts, after `before_remove(path,
+/// for the final names that `owned` accepts, after `before_remove(dir,
 /// final_name)` has undone what else the dead run did; returns what it
 /// removed.
 ///
@@ -266,39 +191,35 @@ impl Drop for Staging {
 /// so no live run can be between creating a staging directory and locking
 /// it; the flock check is a second guard.
 pub fn remove_leftovers(
-    parent: &Path,
+    parent: &Dir,
     owned: impl Fn(&str) -> bool,
-    mut before_remove: impl FnMut(&Path, &str),
+    mut before_remove: impl FnMut(&Dir, &str),
 ) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    let entries = match fs::read_dir(parent) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(Error::io("reading", parent, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("reading", parent, e))?;
-        let Some(final_name) = staged_final_name(&entry.file_name()) else {
+    for name in parent.names()? {
+        let Some(final_name) = staged_final_name(&name) else {
             continue;
         };
         if !owned(&final_name) {
             continue;
         }
-        let path = entry.path();
-        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_dir());
-        if !is_dir {
+        // Not a directory, or not one to open: not ours.
+        let Ok(dir) = parent.open_dir(&name) else {
             continue;
-        }
-        let Ok(file) = File::open(&path) else {
+        };
+        let Ok(file) = dir.file().try_clone() else {
             continue;
         };
         let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue; // a live run owns it
         };
-        before_remove(&path, &final_name);
-        fs::remove_dir_all(&path).map_err(|e| Error::io("removing leftover", &path, e))?;
+        before_remove(&dir, &final_name);
+        drop(dir);
+        parent
+            .remove_tree(&name)
+            .map_err(|e| Error::new(e.kind(), format!("removing a leftover: {}", e.message())))?;
         drop(lock);
-        removed.push(path);
+        removed.push(parent.join(&name));
     }
     Ok(removed)
 }
@@ -313,52 +234,41 @@ fn staged_final_name(name: &OsStr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
-    #[test]
-    fn write_atomic_replaces_and_sets_mode() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("meta");
-        write_atomic(&p, b"one", 0o644).expect("first write");
-        write_atomic(&p, b"two", 0o600).expect("second write");
-        assert_eq!(fs::read(&p).expect("read"), b"two");
-        assert_eq!(
-            fs::metadata(&p).expect("stat").permissions().mode() & 0o777,
-            0o600
-        );
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .expect("ls")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, ["meta"]);
+    fn dir(p: &Path) -> Dir {
+        Dir::open_given(p, "opening").expect("open")
     }
 
     #[test]
     fn staging_appears_only_on_commit_and_never_replaces() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = Staging::create(dir.path(), "c_0", 0o755).expect("create");
-        fs::write(s.path().join("f"), "x").expect("write");
-        assert!(!dir.path().join("c_0").exists());
+        let d = tempfile::tempdir().expect("tempdir");
+        let parent = dir(d.path());
+        let s = Staging::create(&parent, "c_0", 0o755).expect("create");
+        s.dir().write_file("f", b"x", 0o644).expect("write");
+        assert!(!d.path().join("c_0").exists());
         let done = s.commit().expect("commit");
         assert_eq!(fs::read(done.join("f")).expect("read"), b"x");
 
-        let again = Staging::create(dir.path(), "c_0", 0o755).expect("create");
+        let again = Staging::create(&parent, "c_0", 0o755).expect("create");
         let tmp = again.path().to_path_buf();
         let err = again.commit().expect_err("must not replace");
         assert_eq!(err.kind(), ErrorKind::Exists);
         assert!(!tmp.exists(), "failed staging is removed");
-        assert_eq!(fs::read(dir.path().join("c_0/f")).expect("read"), b"x");
+        assert_eq!(fs::read(d.path().join("c_0/f")).expect("read"), b"x");
     }
 
     #[test]
     fn leftovers_are_removed_unless_locked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let live = Staging::create(dir.path(), "c_1", 0o755).expect("create");
-        let dead = dir.path().join(format!("{STAGING_PREFIX}c_2.abc"));
+        let d = tempfile::tempdir().expect("tempdir");
+        let parent = dir(d.path());
+        let live = Staging::create(&parent, "c_1", 0o755).expect("create");
+        let dead = d.path().join(format!("{STAGING_PREFIX}c_2.abc"));
         fs::create_dir_all(dead.join("sub")).expect("mkdir");
-        let other = dir.path().join(format!("{STAGING_PREFIX}d_0.abc"));
+        let other = d.path().join(format!("{STAGING_PREFIX}d_0.abc"));
         fs::create_dir(&other).expect("mkdir");
         let removed =
-            remove_leftovers(dir.path(), |n| n.starts_with("c_"), |_, _| {}).expect("cleanup");
+            remove_leftovers(&parent, |n| n.starts_with("c_"), |_, _| {}).expect("cleanup");
         assert_eq!(removed, std::slice::from_ref(&dead));
         assert!(live.path().exists());
         assert!(
@@ -369,9 +279,10 @@ mod tests {
     }
 
     #[test]
-    fn read_untrusted_refuses_symlinks_and_oversize() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("c");
+    fn read_untrusted_refuses_symlinks_anywhere_and_oversize() {
+        let d = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(d.path().join("real")).expect("mkdir");
+        let f = d.path().join("real/c");
         fs::write(&f, "hello").expect("write");
         assert_eq!(
             read_untrusted(&f, 5, "comment file").expect("read"),
@@ -383,12 +294,17 @@ mod tests {
                 .kind(),
             ErrorKind::Usage
         );
-        let l = dir.path().join("l");
+        let l = d.path().join("l");
         std::os::unix::fs::symlink(&f, &l).expect("symlink");
         let err = read_untrusted(&l, 100, "comment file").expect_err("symlink");
         assert!(err.to_string().contains("symlink"), "{err}");
+        // A symlinked directory on the way is refused too.
+        std::os::unix::fs::symlink(d.path().join("real"), d.path().join("ld")).expect("symlink");
+        let err = read_untrusted(&d.path().join("ld/c"), 100, "comment file")
+            .expect_err("symlinked parent");
+        assert!(err.to_string().contains("symlink"), "{err}");
         assert_eq!(
-            read_untrusted(dir.path(), 100, "comment file")
+            read_untrusted(d.path(), 100, "comment file")
                 .expect_err("dir")
                 .kind(),
             ErrorKind::Usage

@@ -23,6 +23,10 @@ pub enum ErrorKind {
     Running,
     /// The container's root filesystem backend is not one lxc-snap can snapshot.
     Unsupported,
+    /// Going on would let someone other than root steer what lxc-snap does
+    /// as root: a directory others can change, a path from a config that
+    /// leads outside the container, a symlink where a directory must be.
+    Unsafe,
 }
 
 impl ErrorKind {
@@ -35,6 +39,7 @@ impl ErrorKind {
             ErrorKind::Exists => 4,
             ErrorKind::Running => 5,
             ErrorKind::Unsupported => 6,
+            ErrorKind::Unsafe => 7,
         }
     }
 }
@@ -148,6 +153,7 @@ mod tests {
             ErrorKind::Exists,
             ErrorKind::Running,
             ErrorKind::Unsupported,
+            ErrorKind::Unsafe,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();

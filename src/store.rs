@@ -16,14 +16,16 @@
 //! `lxc-snap.json` naming the same container; anything else in the snapdir
 //! (such as `lxc-snapshot`'s `<c>/snapN` trees) is ignored and never touched.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, FixedOffset};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::dir::{Below, Dir};
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
@@ -41,7 +43,9 @@ pub const WHOLE_FORMAT_VERSION: u32 = 1;
 /// Largest comment accepted, in bytes.
 pub const MAX_COMMENT: u64 = 64 * 1024;
 const STATE_DIR: &str = ".lxc-snap";
-const MAX_META: u64 = 1 << 20;
+/// Largest metadata file read. A layer's metadata lists the paths it
+/// removed, so this is generous; the snapdir is root's alone anyway.
+const MAX_META: u64 = 64 << 20;
 
 /// How the captured tree relates to the rest of the container's filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +138,7 @@ pub struct TreeFingerprint {
 impl TreeFingerprint {
     /// Walks `root` without following symlinks, leaving its filesystem or
     /// touching access times.
-    pub fn of(root: &Path) -> Result<TreeFingerprint> {
+    pub fn of(root: &Dir) -> Result<TreeFingerprint> {
         let mut fp = TreeFingerprint::default();
         crate::walk::for_each_entry(root, |st| {
             fp.entries += 1;
@@ -230,17 +234,18 @@ impl Snapshot {
         layers.extend(self.meta.lowers.iter().cloned());
         layers
     }
-
-    pub fn comment(&self) -> Result<Option<String>> {
-        read_comment_file(&self.dir.join(COMMENT_FILE))
-    }
 }
 
 /// `<snapshot>/private/delta` or `<snapshot>/private/rootfs`.
 pub fn tree_path(snapshot_dir: &Path, backing: Backing) -> PathBuf {
-    snapshot_dir.join("private").join(match backing {
-        Backing::Overlay => "delta",
-        Backing::Dir => "rootfs",
+    snapshot_dir.join(tree_rel(backing))
+}
+
+/// `private/delta` or `private/rootfs`.
+pub fn tree_rel(backing: Backing) -> &'static Path {
+    Path::new(match backing {
+        Backing::Overlay => "private/delta",
+        Backing::Dir => "private/rootfs",
     })
 }
 
@@ -265,8 +270,8 @@ pub fn validate_comment(bytes: Vec<u8>, source: &str) -> Result<String> {
     })
 }
 
-fn read_comment_file(path: &Path) -> Result<Option<String>> {
-    match durable::read_untrusted(path, MAX_COMMENT, "comment") {
+fn read_comment_file(dir: &Dir) -> Result<Option<String>> {
+    match dir.read_file(COMMENT_FILE, MAX_COMMENT, "comment") {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -292,9 +297,14 @@ pub struct NewSnapshot {
 }
 
 impl NewSnapshot {
-    /// Where the snapshot is being built now.
+    /// Where the snapshot is being built now, for messages.
     pub fn path(&self) -> &Path {
         self.staging.path()
+    }
+
+    /// The directory the snapshot is being built in.
+    pub fn dir(&self) -> &Dir {
+        self.staging.dir()
     }
 
     /// Where it will be once committed; configs refer to this path.
@@ -303,39 +313,117 @@ impl NewSnapshot {
     }
 }
 
-/// The snapdir.
-#[derive(Debug, Clone)]
+/// The snapdir. It is opened (and, as root, checked to be root's alone:
+/// see [`crate::dir`]) on first use and used by descriptor from then on.
+#[derive(Debug)]
 pub struct Store {
-    dir: PathBuf,
+    given: PathBuf,
+    root: OnceLock<Dir>,
 }
 
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Store {
-        Store { dir: dir.into() }
+        Store {
+            given: dir.into(),
+            root: OnceLock::new(),
+        }
     }
 
+    /// The snapdir's path: as resolved once it has been opened.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.root.get().map_or(&self.given, Dir::path)
+    }
+
+    /// The snapdir, created (0755) if missing.
+    pub fn root(&self) -> Result<&Dir> {
+        if let Some(dir) = self.root.get() {
+            return Ok(dir);
+        }
+        let dir = Dir::open_trusted(&self.given, Some(0o755), "snapdir")?;
+        Ok(self.root.get_or_init(|| dir))
+    }
+
+    /// The snapdir if it exists.
+    fn existing_root(&self) -> Result<Option<&Dir>> {
+        if let Some(dir) = self.root.get() {
+            return Ok(Some(dir));
+        }
+        match Dir::open_trusted(&self.given, None, "snapdir") {
+            Ok(dir) => Ok(Some(self.root.get_or_init(|| dir))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `<snapdir>/.lxc-snap`, created if missing, root's alone.
+    fn state_dir(&self) -> Result<Dir> {
+        let root = self.root()?;
+        match root.mkdir(STATE_DIR, 0o755) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Exists => {}
+            Err(e) => return Err(e),
+        }
+        root.open_below(Path::new(STATE_DIR), Below::All)
+    }
+
+    /// The directory of a snapshot in the store.
+    pub fn snapshot_dir(&self, snapshot: &Snapshot) -> Result<Dir> {
+        self.root()?.open_dir(snapshot.name.to_string())
+    }
+
+    /// The captured tree of a snapshot (for a layer, only the layer).
+    pub fn tree_dir(&self, snapshot: &Snapshot) -> Result<Dir> {
+        let rel = Path::new(&snapshot.name.to_string()).join(tree_rel(snapshot.meta.backing));
+        self.root()?.open_below(&rel, Below::Nothing)
+    }
+
+    /// The comment of a snapshot, if it has one.
+    pub fn comment(&self, snapshot: &Snapshot) -> Result<Option<String>> {
+        read_comment_file(&self.snapshot_dir(snapshot)?)
     }
 
     /// Takes the lock for `name`, creating the snapdir if needed; waits
-    /// (and says so) while another run holds it.
+    /// (and says so) while another run holds it. The lock file must be
+    /// root's alone: anyone else who could open it could hold the lock for
+    /// ever.
     pub fn lock(&self, name: &ContainerName, ui: Ui) -> Result<NameLock> {
-        let state = self.dir.join(STATE_DIR);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&state)
-            .map_err(|e| Error::io("creating", &state, e))?;
-        let path = state.join(format!("{name}.lock"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::io("opening lock file", &path, e))?;
+        let state = self.state_dir()?;
+        let lock_name = format!("{name}.lock");
+        let path = state.join(&lock_name);
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let c_name = std::ffi::CString::new(lock_name)
+            .map_err(|_| Error::new(ErrorKind::Usage, format!("bad lock name {name}")))?;
+        // SAFETY: a NUL-terminated name relative to a directory we hold.
+        let fd = unsafe { libc::openat(state.file().as_raw_fd(), c_name.as_ptr(), flags, 0o600) };
+        if fd < 0 {
+            return Err(Error::io(
+                "opening lock file",
+                &path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: openat just returned this descriptor and nothing else owns it.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let st = nix::sys::stat::fstat(file.as_raw_fd())
+            .map_err(|e| Error::sys("inspecting", &path, e))?;
+        let foreign = st.st_uid != nix::unistd::geteuid().as_raw()
+            || st.st_mode & 0o077 != 0
+            || st.st_mode & libc::S_IFMT != libc::S_IFREG;
+        if foreign {
+            return Err(Error::new(
+                ErrorKind::Unsafe,
+                format!(
+                    "refusing the lock file {}: it is not a private file of root's (owner uid {}, mode {:o})",
+                    path.display(),
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+            )
+            .with_hint(format!(
+                "remove it (rm {}) once no lxc-snap runs",
+                path.display()
+            )));
+        }
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -357,10 +445,10 @@ impl Store {
     pub fn remove_leftovers(
         &self,
         lock: &NameLock,
-        before_remove: impl FnMut(&Path, &str),
+        before_remove: impl FnMut(&Dir, &str),
     ) -> Result<Vec<PathBuf>> {
         durable::remove_leftovers(
-            &self.dir,
+            self.root()?,
             |n| SnapshotName::try_parse(n).is_some_and(|s| s.container() == lock.name()),
             before_remove,
         )
@@ -388,15 +476,12 @@ impl Store {
     }
 
     fn scan(&self, only: Option<&ContainerName>, held: bool, ui: Ui) -> Result<Vec<Snapshot>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading", &self.dir, e)),
+        let Some(root) = self.existing_root()? else {
+            return Ok(Vec::new());
         };
         let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading", &self.dir, e))?;
-            let Some(name) = entry.file_name().to_str().and_then(SnapshotName::try_parse) else {
+        for entry in root.names()? {
+            let Some(name) = entry.to_str().and_then(SnapshotName::try_parse) else {
                 continue;
             };
             if only.is_some_and(|c| c != name.container()) {
@@ -405,7 +490,7 @@ impl Store {
             match self.load(&name) {
                 Ok(Some(s)) if held || !s.meta.held => found.push(s),
                 Ok(_) => {}
-                Err(e) => ui.warn(&format!("skipping {}: {e}", entry.path().display())),
+                Err(e) => ui.warn(&format!("skipping {}: {e}", root.join(&entry).display())),
             }
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -414,13 +499,18 @@ impl Store {
 
     /// Reads one snapshot; `None` when the entry is not one of ours.
     fn load(&self, name: &SnapshotName) -> Result<Option<Snapshot>> {
-        let dir = self.dir.join(name.to_string());
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_dir() => {}
+        let Some(root) = self.existing_root()? else {
+            return Ok(None);
+        };
+        let snapshot_dir = match root.stat_at(name.to_string())? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                root.open_dir(name.to_string())?
+            }
             _ => return Ok(None),
-        }
+        };
+        let dir = snapshot_dir.path().to_path_buf();
         let path = dir.join(META_FILE);
-        let bytes = match durable::read_untrusted(&path, MAX_META, "metadata") {
+        let bytes = match snapshot_dir.read_file(META_FILE, MAX_META, "metadata") {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -461,7 +551,7 @@ impl Store {
         self.load(name)?.filter(|s| !s.meta.held).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("snapshot {name} not found in {}", self.dir.display()),
+                format!("snapshot {name} not found in {}", self.dir().display()),
             )
             .with_hint(format!(
                 "lxc-snap -l {} lists its snapshots",
@@ -477,10 +567,9 @@ impl Store {
     pub fn begin(&self, lock: &NameLock) -> Result<NewSnapshot> {
         let container = lock.name();
         let mut highest: Option<u64> = self.read_seq(container)?;
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("reading", &self.dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading", &self.dir, e))?;
-            if let Some(s) = entry.file_name().to_str().and_then(SnapshotName::try_parse) {
+        let root = self.root()?;
+        for entry in root.names()? {
+            if let Some(s) = entry.to_str().and_then(SnapshotName::try_parse) {
                 if s.container() == container {
                     highest = highest.max(Some(s.number()));
                 }
@@ -496,7 +585,7 @@ impl Store {
             })?,
         };
         let name = SnapshotName::new(container.clone(), number);
-        let staging = Staging::create(&self.dir, &name.to_string(), 0o755)?;
+        let staging = Staging::create(root, &name.to_string(), 0o755)?;
         Ok(NewSnapshot { name, staging })
     }
 
@@ -504,18 +593,19 @@ impl Store {
     pub fn commit(&self, new: NewSnapshot, lock: &NameLock) -> Result<Snapshot> {
         let name = new.name.clone();
         new.staging.commit()?;
-        let seq = self.seq_path(lock.name());
-        durable::write_atomic(&seq, format!("{}\n", name.number()).as_bytes(), 0o644)?;
+        self.state_dir()?.write_file(
+            format!("{}.seq", lock.name()),
+            format!("{}\n", name.number()).as_bytes(),
+            0o644,
+        )?;
         self.get(&name)
     }
 
-    fn seq_path(&self, container: &ContainerName) -> PathBuf {
-        self.dir.join(STATE_DIR).join(format!("{container}.seq"))
-    }
-
     fn read_seq(&self, container: &ContainerName) -> Result<Option<u64>> {
-        let path = self.seq_path(container);
-        match durable::read_untrusted(&path, 64, "sequence file") {
+        match self
+            .state_dir()?
+            .read_file(format!("{container}.seq"), 64, "sequence file")
+        {
             Ok(b) => Ok(String::from_utf8_lossy(&b).trim().parse().ok()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -527,7 +617,7 @@ impl Store {
         self.load(name)?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("snapshot {name} not found in {}", self.dir.display()),
+                format!("snapshot {name} not found in {}", self.dir().display()),
             )
         })
     }
@@ -536,7 +626,7 @@ impl Store {
     pub fn set_pinned(&self, snapshot: &Snapshot, pinned: bool) -> Result<()> {
         let mut meta = snapshot.meta.clone();
         meta.pinned = pinned;
-        write_metadata(&snapshot.dir, &meta)
+        write_metadata(&self.snapshot_dir(snapshot)?, &meta)
     }
 
     /// Deletes `snapshot` (of the locked container): first renames it out
@@ -550,17 +640,22 @@ impl Store {
         unregister: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         debug_assert_eq!(snapshot.name.container(), lock.name());
-        let hidden = self.dir.join(format!(
+        let root = self.root()?;
+        let hidden = format!(
             "{}{}.deleted{}",
             durable::STAGING_PREFIX,
             snapshot.name,
             std::process::id()
-        ));
-        fs::rename(&snapshot.dir, &hidden)
-            .map_err(|e| Error::io("moving aside", &snapshot.dir, e))?;
-        durable::sync_dir(&self.dir)?;
+        );
+        root.rename_new(snapshot.name.to_string(), root, &hidden)
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("moving aside {}: {}", snapshot.dir.display(), e.message()),
+                )
+            })?;
         unregister()?;
-        fs::remove_dir_all(&hidden).map_err(|e| Error::io("removing", &hidden, e))
+        root.remove_tree(&hidden)
     }
 
     /// Keeps a deleted snapshot's tree for the layers over it: marks it
@@ -571,23 +666,19 @@ impl Store {
         meta.held = true;
         meta.pinned = false;
         meta.format_version = FORMAT_VERSION;
-        write_metadata(&snapshot.dir, &meta)?;
+        let dir = self.snapshot_dir(snapshot)?;
+        write_metadata(&dir, &meta)?;
         unregister()?;
         for name in ["config", TS_FILE, COMMENT_FILE] {
-            let path = snapshot.dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("removing", &path, e)),
-            }
+            dir.remove_file(name)?;
         }
-        durable::sync_dir(&snapshot.dir)
+        dir.sync()
     }
 
     /// Recomputes what only `snapshot` holds (see [`exclusive_bytes`]) and
     /// records it in its metadata.
     pub fn refresh_used(&self, snapshot: &Snapshot) -> Result<()> {
-        self.set_used(snapshot, exclusive_bytes(&snapshot.tree())?)
+        self.set_used(snapshot, exclusive_bytes(&self.tree_dir(snapshot)?)?)
     }
 
     /// Records `used` as what only `snapshot` holds.
@@ -595,14 +686,14 @@ impl Store {
         if used != snapshot.meta.used_bytes {
             let mut meta = snapshot.meta.clone();
             meta.used_bytes = used;
-            write_metadata(&snapshot.dir, &meta)?;
+            write_metadata(&self.snapshot_dir(snapshot)?, &meta)?;
         }
         Ok(())
     }
 
     /// Replaces (or with `None` removes) the comment of `snapshot`.
     pub fn set_comment(&self, snapshot: &Snapshot, comment: Option<&str>) -> Result<()> {
-        write_comment(&snapshot.dir, comment)
+        write_comment(&self.snapshot_dir(snapshot)?, comment)
     }
 }
 
@@ -650,21 +741,19 @@ impl<'a> Usage<'a> {
 }
 
 /// Writes (or removes) `<dir>/comment` atomically.
-pub fn write_comment(dir: &Path, comment: Option<&str>) -> Result<()> {
-    let path = dir.join(COMMENT_FILE);
+pub fn write_comment(dir: &Dir, comment: Option<&str>) -> Result<()> {
     match comment {
-        Some(text) => durable::write_atomic(&path, text.as_bytes(), 0o644),
-        None => match fs::remove_file(&path) {
-            Ok(()) => durable::sync_dir(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing", &path, e)),
-        },
+        Some(text) => dir.write_file(COMMENT_FILE, text.as_bytes(), 0o644),
+        None => {
+            dir.remove_file(COMMENT_FILE)?;
+            dir.sync()
+        }
     }
 }
 
 /// Allocated bytes of the inodes in `tree` that have no name outside it:
 /// what removing the tree would free. Walks without following symlinks.
-pub fn exclusive_bytes(tree: &Path) -> Result<u64> {
+pub fn exclusive_bytes(tree: &Dir) -> Result<u64> {
     use std::collections::HashMap;
     // inode -> (names seen in the tree, link count, allocated bytes)
     let mut inodes: HashMap<(u64, u64), (u64, u64, u64)> = HashMap::new();
@@ -687,11 +776,11 @@ pub fn exclusive_bytes(tree: &Path) -> Result<u64> {
 }
 
 /// Writes `lxc-snap.json` into a snapshot directory.
-pub fn write_metadata(dir: &Path, meta: &Metadata) -> Result<()> {
+pub fn write_metadata(dir: &Dir, meta: &Metadata) -> Result<()> {
     let mut text = serde_json::to_string_pretty(meta)
         .map_err(|e| Error::new(ErrorKind::Other, format!("encoding metadata: {e}")))?;
     text.push('\n');
-    durable::write_atomic(&dir.join(META_FILE), text.as_bytes(), 0o644)
+    dir.write_file(META_FILE, text.as_bytes(), 0o644)
 }
 
 /// The `ts` file's format, as LXC's own tools write it.
@@ -729,7 +818,7 @@ mod tests {
     fn put(store: &Store, dir_name: &str, m: &Metadata) {
         let dir = store.dir().join(dir_name);
         fs::create_dir_all(&dir).expect("mkdir");
-        write_metadata(&dir, m).expect("write meta");
+        write_metadata(&Dir::open_given(&dir, "opening").expect("open"), m).expect("write meta");
     }
 
     #[test]
@@ -781,11 +870,11 @@ mod tests {
             use std::os::unix::fs::MetadataExt;
             fs::metadata(p).expect("stat").blocks() * 512
         };
-        let a_used = exclusive_bytes(&a).expect("walk");
+        let a_used = exclusive_bytes(&Dir::open_given(&a, "opening").expect("open")).expect("walk");
         assert_eq!(a_used, 8192 + dir_blocks(&a));
         fs::remove_dir_all(&b).expect("rm");
         assert_eq!(
-            exclusive_bytes(&a).expect("walk"),
+            exclusive_bytes(&Dir::open_given(&a, "opening").expect("open")).expect("walk"),
             2 * 8192 + dir_blocks(&a)
         );
     }
@@ -848,13 +937,13 @@ mod tests {
         let lock = store.lock(&c, ui).expect("lock");
         let first = store.begin(&lock).expect("begin");
         assert_eq!(first.name.number(), 0);
-        write_metadata(first.path(), &meta("c")).expect("meta");
+        write_metadata(first.dir(), &meta("c")).expect("meta");
         store.commit(first, &lock).expect("commit");
         // Something else named c_7 (not ours) still counts.
         fs::create_dir(d.path().join("c_7")).expect("mkdir");
         let second = store.begin(&lock).expect("begin");
         assert_eq!(second.name.number(), 8);
-        write_metadata(second.path(), &meta("c")).expect("meta");
+        write_metadata(second.dir(), &meta("c")).expect("meta");
         store.commit(second, &lock).expect("commit");
         fs::remove_dir_all(d.path().join("c_8")).expect("delete newest");
         fs::remove_dir_all(d.path().join("c_7")).expect("delete");

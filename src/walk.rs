@@ -3,17 +3,21 @@
 //! Directories are opened relative to their parent's descriptor with
 //! O_NOFOLLOW (a symlink is reported, never entered) and O_NOATIME, so
 //! walking a captured tree does not change the access times it captured.
-//! The walk stays on the root's filesystem.
+//! The walk stays on the root's filesystem. It goes depth first and holds
+//! one descriptor and one listing per level of the directory it is in, so
+//! a directory with many subdirectories costs no more descriptors than
+//! one with a single one, and a deep tree costs one name a level, not its
+//! whole path.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::PathBuf;
 
-use nix::dir::Dir;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
+use crate::dir::{list_names, raise_fd_limit, Dir};
 use crate::error::{Error, Result};
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
@@ -22,74 +26,86 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC)
     .union(OFlag::O_NOATIME);
 
+/// One directory being walked: it, its name, the names left in it.
+struct Level {
+    dir: File,
+    name: OsString,
+    todo: Vec<OsString>,
+}
+
 /// Calls `f` with the status of `root` and of every entry below it.
-pub fn for_each_entry(root: &Path, mut f: impl FnMut(&FileStat)) -> Result<()> {
-    let fd = open_dir(None, root.as_os_str().as_bytes(), root)?;
-    let st = fstat(fd.as_raw_fd()).map_err(|e| Error::sys("reading", root, e))?;
+pub fn for_each_entry(root: &Dir, mut f: impl FnMut(&FileStat)) -> Result<()> {
+    let top = root
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("opening", root.path(), e))?;
+    let st = fstat(top.as_raw_fd()).map_err(|e| Error::sys("reading", root.path(), e))?;
     f(&st);
     let dev = st.st_dev;
-    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(fd, root.to_path_buf())];
-    while let Some((dir_fd, dir_path)) = stack.pop() {
-        let names = list(&dir_fd, &dir_path)?;
-        for name in names {
-            let path = dir_path.join(&name);
-            let st = match fstatat(
-                Some(dir_fd.as_raw_fd()),
-                name.as_os_str(),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
-                Ok(st) => st,
-                Err(nix::errno::Errno::ENOENT) => continue,
-                Err(e) => return Err(Error::sys("reading", &path, e)),
-            };
-            f(&st);
-            let is_dir =
-                SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
-            if is_dir && st.st_dev == dev {
-                let child = open_dir(Some(&dir_fd), name.as_bytes(), &path)?;
-                stack.push((child, path));
-            }
+    let path_of = |stack: &[Level], last: &OsString| -> PathBuf {
+        let mut p = root.path().to_path_buf();
+        p.extend(stack.iter().skip(1).map(|l| &l.name));
+        p.push(last);
+        p
+    };
+    let todo = list_names(&top).map_err(|e| Error::sys("reading", root.path(), e))?;
+    let mut stack = vec![Level {
+        dir: top,
+        name: OsString::new(),
+        todo,
+    }];
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.todo.pop() else {
+            stack.pop();
+            continue;
+        };
+        let st = match fstatat(
+            Some(level.dir.as_raw_fd()),
+            name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(Error::sys("reading", &path_of(&stack, &name), e)),
+        };
+        f(&st);
+        let is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+        if !is_dir || st.st_dev != dev {
+            continue;
         }
+        let child = open_dir(&level.dir, &name)
+            .map_err(|e| Error::sys("opening directory", &path_of(&stack, &name), e))?;
+        let todo =
+            list_names(&child).map_err(|e| Error::sys("reading", &path_of(&stack, &name), e))?;
+        raise_fd_limit(stack.len() as u64 + 1);
+        stack.push(Level {
+            dir: child,
+            name,
+            todo,
+        });
     }
     Ok(())
 }
 
-fn open_dir(parent: Option<&OwnedFd>, name: &[u8], path: &Path) -> Result<OwnedFd> {
-    let name = std::ffi::OsStr::from_bytes(name);
-    let opened = match parent {
-        Some(p) => openat(Some(p.as_raw_fd()), name, DIR_FLAGS, Mode::empty()),
-        None => nix::fcntl::open(name, DIR_FLAGS, Mode::empty()),
-    };
+fn open_dir(parent: &File, name: &OsString) -> nix::Result<File> {
+    let opened = openat(
+        Some(parent.as_raw_fd()),
+        name.as_os_str(),
+        DIR_FLAGS,
+        Mode::empty(),
+    );
     // O_NOATIME is refused (EPERM) for files the caller does not own unless root.
     let fd = match opened {
-        Err(nix::errno::Errno::EPERM) => match parent {
-            Some(p) => openat(
-                Some(p.as_raw_fd()),
-                name,
-                DIR_FLAGS.difference(OFlag::O_NOATIME),
-                Mode::empty(),
-            ),
-            None => nix::fcntl::open(name, DIR_FLAGS.difference(OFlag::O_NOATIME), Mode::empty()),
-        },
+        Err(nix::errno::Errno::EPERM) => openat(
+            Some(parent.as_raw_fd()),
+            name.as_os_str(),
+            DIR_FLAGS.difference(OFlag::O_NOATIME),
+            Mode::empty(),
+        ),
         other => other,
-    }
-    .map_err(|e| Error::sys("opening directory", path, e))?;
+    }?;
     // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn list(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
-    let dup = nix::unistd::dup(dir.as_raw_fd()).map_err(|e| Error::sys("reading", path, e))?;
-    let mut d = Dir::from_fd(dup).map_err(|e| Error::sys("reading", path, e))?;
-    let mut names = Vec::new();
-    for entry in d.iter() {
-        let entry = entry.map_err(|e| Error::sys("reading", path, e))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(OsString::from(std::ffi::OsStr::from_bytes(name)));
-        }
-    }
-    Ok(names)
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -103,7 +119,8 @@ mod tests {
         std::fs::write(d.path().join("a/b/f"), "x").expect("write");
         std::os::unix::fs::symlink("/etc", d.path().join("a/etc")).expect("symlink");
         let mut n = 0;
-        for_each_entry(d.path(), |_| n += 1).expect("walk");
+        let root = Dir::open_given(d.path(), "walking").expect("open");
+        for_each_entry(&root, |_| n += 1).expect("walk");
         assert_eq!(n, 5, "root, a, a/b, a/b/f, a/etc");
     }
 }

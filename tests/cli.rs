@@ -333,7 +333,8 @@ fn unsupported_backends_are_refused_with_their_own_exit_status() {
         return;
     }
     let env = TestEnv::new();
-    let image = env.path().join("rootdev");
+    fs::create_dir_all(env.lxcpath.join("f")).expect("mkdir");
+    let image = env.lxcpath.join("f/rootdev");
     fs::write(&image, "not a directory").expect("image");
     for (name, value) in [
         ("b", "btrfs:/var/lib/lxc/b/rootfs".to_string()),
@@ -812,7 +813,7 @@ fn a_full_disk_fails_cleanly_and_changes_nothing() {
         &env.snapdir,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        Some("size=1m"),
+        Some("size=1m,mode=0755"),
     )
     .expect("mount a 1 MiB tmpfs as the snapdir");
     let _guard = Mounted(env.snapdir.clone());

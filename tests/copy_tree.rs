@@ -15,6 +15,7 @@ use common::fidelity;
 use loopfs::LoopFs;
 use lxc_snap::copy::{
     copy_tree, copy_tree_by, copy_tree_with, Compare, CopyOptions, CopyStats, DataPath, Select,
+    Selection,
 };
 use lxc_snap::ErrorKind;
 use nix::fcntl::{self, OFlag};
@@ -543,7 +544,7 @@ fn inode(path: &Path) -> (u64, u64) {
     (st.st_dev, st.st_ino)
 }
 
-fn reference(reference: &Path, compare: Compare) -> CopyOptions<'_> {
+fn reference(reference: &lxc_snap::dir::Dir, compare: Compare) -> CopyOptions<'_> {
     CopyOptions {
         reference: Some(reference),
         compare,
@@ -613,7 +614,7 @@ fn every_data_path_copies_faithfully_on_ext4_xfs_and_btrfs() {
         let stats = copy_tree_with(
             &src,
             &linked,
-            &reference(&root.join("Auto"), Compare::QuickCheck),
+            &reference(&common::held(&root.join("Auto")), Compare::QuickCheck),
         )
         .unwrap_or_else(|e| panic!("{fs_name}, linking: {e}"));
         let files: std::collections::HashSet<u64> = fidelity::lstat_tree(&src)
@@ -632,7 +633,7 @@ fn every_data_path_copies_faithfully_on_ext4_xfs_and_btrfs() {
     let stats = copy_tree_with(
         &src,
         &dst,
-        &reference(&tmp.path().join("Auto"), Compare::QuickCheck),
+        &reference(&common::held(&tmp.path().join("Auto")), Compare::QuickCheck),
     )
     .expect("copying with a reference elsewhere");
     assert_eq!((stats.linked, stats.linked_bytes), (0, 0));
@@ -688,8 +689,9 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
     let full = copy_tree(&src, &old).expect("first copy");
     let reports = Mutex::new(Vec::new());
     let progress = |done: u64| reports.lock().expect("lock").push(done);
+    let old_dir = common::held(&old);
     let opts = CopyOptions {
-        reference: Some(&old),
+        reference: Some(&old_dir),
         compare: Compare::QuickCheck,
         progress: Some(&progress),
         ..CopyOptions::default()
@@ -813,8 +815,12 @@ fn changed_files_are_copied_and_only_unchanged_ones_linked() {
     fs::remove_dir_all(old.join("sub")).expect("rm");
     symlink("real", old.join("sub")).expect("symlink");
 
-    let stats = copy_tree_with(&src, &new, &reference(&old, Compare::QuickCheck))
-        .expect("incremental copy");
+    let stats = copy_tree_with(
+        &src,
+        &new,
+        &reference(&common::held(&old), Compare::QuickCheck),
+    )
+    .expect("incremental copy");
 
     for name in names {
         // old/sub/file resolves through the symlink to old/real/file.
@@ -851,8 +857,12 @@ fn quick_check_trusts_mtimes_checksum_reads_contents() {
     set_times(&src.join("rewritten"), 1_600_000_000, 5);
 
     let quick = tmp.path().join("quick");
-    let stats = copy_tree_with(&src, &quick, &reference(&old, Compare::QuickCheck))
-        .expect("quick check copy");
+    let stats = copy_tree_with(
+        &src,
+        &quick,
+        &reference(&common::held(&old), Compare::QuickCheck),
+    )
+    .expect("quick check copy");
     assert_eq!(stats.linked, 2);
     assert_eq!(
         inode(&quick.join("rewritten")),
@@ -865,8 +875,12 @@ fn quick_check_trusts_mtimes_checksum_reads_contents() {
     );
 
     let sum = tmp.path().join("sum");
-    let stats =
-        copy_tree_with(&src, &sum, &reference(&old, Compare::Checksum)).expect("checksum copy");
+    let stats = copy_tree_with(
+        &src,
+        &sum,
+        &reference(&common::held(&old), Compare::Checksum),
+    )
+    .expect("checksum copy");
     assert_eq!((stats.linked, stats.linked_bytes), (1, 300_000));
     assert_eq!(inode(&sum.join("untouched")), inode(&old.join("untouched")));
     assert_ne!(inode(&sum.join("rewritten")), inode(&old.join("rewritten")));
@@ -898,8 +912,12 @@ fn hard_links_in_the_copy_are_exactly_those_of_the_source() {
     fs::remove_file(old.join("y")).expect("rm");
     fs::hard_link(old.join("x"), old.join("y")).expect("link");
 
-    let stats = copy_tree_with(&src, &new, &reference(&old, Compare::QuickCheck))
-        .expect("incremental copy");
+    let stats = copy_tree_with(
+        &src,
+        &new,
+        &reference(&common::held(&old), Compare::QuickCheck),
+    )
+    .expect("incremental copy");
 
     assert_eq!(
         stats.linked, 2,
@@ -928,16 +946,13 @@ fn refuses_a_reference_that_is_the_source_or_a_symlink() {
     let err = copy_tree_with(
         &src,
         &tmp.path().join("a"),
-        &reference(&src, Compare::QuickCheck),
+        &reference(&common::held(&src), Compare::QuickCheck),
     )
     .expect_err("the source as reference");
     assert!(err.to_string().contains("is the source itself"), "{err}");
-    let err = copy_tree_with(
-        &src,
-        &tmp.path().join("b"),
-        &reference(&link, Compare::QuickCheck),
-    )
-    .expect_err("a symlink as reference");
+    // A reference is held open; a symlink is never opened as one.
+    let err = lxc_snap::dir::Dir::open_given(&link, "using reference")
+        .expect_err("a symlink as reference");
     assert!(err.to_string().contains("symbolic link"), "{err}");
 }
 
@@ -1013,14 +1028,24 @@ fn a_reference_inode_near_the_link_limit_is_copied_not_linked() {
     let shared = inode(&old.join("g1"));
 
     let full = root.join("full");
-    copy_tree_with(&src, &full, &reference(&old, Compare::QuickCheck)).expect("copying");
+    copy_tree_with(
+        &src,
+        &full,
+        &reference(&common::held(&old), Compare::QuickCheck),
+    )
+    .expect("copying");
     assert_ne!(inode(&full.join("g1")), shared, "no room: a new inode");
     assert_eq!(inode(&full.join("g1")), inode(&full.join("g2")));
     fidelity::assert_trees_identical(&src, &full);
 
     fs::remove_file(others.join("0")).expect("rm");
     let room = root.join("room");
-    copy_tree_with(&src, &room, &reference(&old, Compare::QuickCheck)).expect("copying");
+    copy_tree_with(
+        &src,
+        &room,
+        &reference(&common::held(&old), Compare::QuickCheck),
+    )
+    .expect("copying");
     assert_eq!(
         inode(&room.join("g1")),
         shared,
@@ -1080,11 +1105,9 @@ fn select_and_merge_copy_into_an_existing_tree() {
     std::fs::write(p("dst/other"), b"already here").expect("write");
     set_times(&p("src/keep"), 1_000_000_000, 7);
 
-    let select = |rel: &Path| match rel.to_str() {
-        Some("left-out") => Select::Skip,
-        Some("keep") => Select::Descend,
-        _ => Select::All,
-    };
+    let mut select = Selection::new(Select::All);
+    select.set(&["left-out".as_ref()], Select::Skip, Select::All);
+    select.set(&["keep".as_ref()], Select::Descend, Select::All);
     let opts = CopyOptions {
         select: Some(&select),
         merge: true,

@@ -613,14 +613,8 @@ fn resolver_agrees_with_a_real_overlay_mount() {
     whiteout(&p("other/var"));
     opaque(&p("other/opt/deep"));
 
-    let view = View {
-        layers: vec![p("top"), p("mid"), p("bot")],
-        userxattr: false,
-    };
-    let other = View {
-        layers: vec![p("other"), p("mid"), p("bot")],
-        userxattr: false,
-    };
+    let view = View::overlay(p("top"), &[p("mid"), p("bot")]);
+    let other = View::overlay(p("other"), &[p("mid"), p("bot")]);
     let m = Overlay::read_only(&view.layers, &p("mnt/view"));
     let o = Overlay::read_only(&other.layers, &p("mnt/other"));
 

@@ -185,7 +185,7 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
             for n in 0..taken {
                 let snap = format!("c_{n}");
                 let tree = env.snapdir.join(format!("{snap}/private/delta"));
-                let walked = lxc_snap::store::exclusive_bytes(&tree).expect("walk");
+                let walked = lxc_snap::store::exclusive_bytes(&common::held(&tree)).expect("walk");
                 assert_eq!(
                     used(&env, &snap),
                     walked,
@@ -221,7 +221,8 @@ fn recorded_used_bytes_match_a_walk_along_a_chain() {
         check(4);
         env.ok(&["rm", "c_1"]);
         let walked =
-            lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_2/private/delta")).expect("walk");
+            lxc_snap::store::exclusive_bytes(&common::held(&env.snapdir.join("c_2/private/delta")))
+                .expect("walk");
         assert_eq!(used(&env, "c_2"), walked, "c_2 after deleting c_1");
     }
 }
@@ -253,7 +254,7 @@ fn deleting_refreshes_the_snapshots_on_the_same_base() {
     let before = used(&env, "c_2");
 
     env.ok(&["rm", "c_0"]);
-    let walked = lxc_snap::store::exclusive_bytes(&s(2)).expect("walk");
+    let walked = lxc_snap::store::exclusive_bytes(&common::held(&s(2))).expect("walk");
     assert_eq!(used(&env, "c_2"), walked);
     assert!(
         walked > before,

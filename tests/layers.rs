@@ -301,8 +301,9 @@ fn changes_flatten_back(seed: u64, place: &Path, seen: &mut Seen) {
         let names = (round % 2 == 0).then_some(&anchor_names);
         let plan = layer_plan_with(&t("upper"), &anchor, &base, names);
         let layer = t(&format!("layer{round}"));
+        let reference_dir = common::held(&reference);
         let opts = CopyOptions {
-            reference: Some(&reference),
+            reference: Some(&reference_dir),
             ..CopyOptions::default()
         };
         let stats = make_layer(&t("upper"), &layer, &plan, &opts).expect("layer");
@@ -661,8 +662,10 @@ fn deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes() {
     env.ok(&["rm", "c_1", "c_2"]);
     assert!(held.is_dir(), "c_3 still needs it");
     let c3 = used_in_list(&env, "c_3");
-    let walked = lxc_snap::store::exclusive_bytes(&held.join("private/delta")).expect("walk")
-        + lxc_snap::store::exclusive_bytes(&env.snapdir.join("c_3/private/delta")).expect("walk");
+    let walked = lxc_snap::store::exclusive_bytes(&common::held(&held.join("private/delta")))
+        .expect("walk")
+        + lxc_snap::store::exclusive_bytes(&common::held(&env.snapdir.join("c_3/private/delta")))
+            .expect("walk");
     assert_eq!(
         c3, walked,
         "deleting the last layer frees the held files too"

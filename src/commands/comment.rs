@@ -10,7 +10,7 @@ use crate::names::SnapshotName;
 pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> Result<()> {
     let Some(source) = set else {
         let snapshot = ctx.store.get(name)?;
-        if let Some(text) = snapshot.comment()? {
+        if let Some(text) = ctx.store.comment(&snapshot)? {
             std::io::stdout()
                 .write_all(text.as_bytes())
                 .map_err(|e| Error::io("writing", std::path::Path::new("standard output"), e))?;

@@ -361,13 +361,20 @@ pub fn names(ctx: &Context, words: &[String]) -> Result<()> {
             "no container or snapshot name goes here",
         ));
     };
-    let store = next.snapdir.map_or_else(|| ctx.store.clone(), Store::new);
+    let other;
+    let store = match next.snapdir {
+        Some(dir) => {
+            other = Store::new(dir);
+            &other
+        }
+        None => &ctx.store,
+    };
     // Unreadable entries are skipped; completion is no place for warnings.
     let snapshots = store.snapshots(ctx.ui).unwrap_or_default();
     let names: BTreeSet<String> = match kind {
         NameKind::Snapshot => snapshots.iter().map(|s| s.name.to_string()).collect(),
         NameKind::Container => {
-            let lxcpath = next.lxcpath.unwrap_or_else(|| ctx.lxcpath());
+            let lxcpath = next.lxcpath.unwrap_or_else(|| ctx.lxcpath_path());
             container::names_in(&lxcpath)
                 .iter()
                 .map(|n| n.to_string())

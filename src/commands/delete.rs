@@ -129,7 +129,7 @@ pub(super) fn check_deletable(ctx: &Context, snapshot: &Snapshot, force: bool) -
     ensure_stopped(ctx.store.dir(), &snapshot.name.to_string())?;
     // Its own layers are no obstacle: it is held for them.
     let layers = layers_of(ctx, snapshot)?;
-    let dependents = read_dependency_file(&snapshot.dir.join("lxc_snapshots"))?;
+    let dependents = read_dependency_file(&ctx.store.snapshot_dir(snapshot)?, "lxc_snapshots")?;
     if let Some(d) = dependents
         .iter()
         .find(|d| d.lxcpath != ctx.store.dir() || !layers.contains(&d.name))
@@ -167,15 +167,19 @@ pub(super) fn delete_checked(ctx: &Context, snapshot: &Snapshot, lock: &NameLock
 
 /// What takes `snapshot` out of its bases' `lxc_snapshots`; read before
 /// the snapshot is moved aside, run after.
-fn unregistration(ctx: &Context, snapshot: &Snapshot) -> Result<impl FnOnce() -> Result<()>> {
-    let bases = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?;
+fn unregistration<'c>(
+    ctx: &'c Context,
+    snapshot: &Snapshot,
+) -> Result<impl FnOnce() -> Result<()> + 'c> {
+    let bases = read_dependency_file(&ctx.store.snapshot_dir(snapshot)?, "lxc_rdepends")?;
     let me = DependencyEntry {
         lxcpath: ctx.store.dir().to_path_buf(),
         name: snapshot.name.to_string(),
     };
     Ok(move || {
+        let places = ctx.places()?;
         for base in &bases {
-            update_dependents(base, &me, false)?;
+            update_dependents(&places, base, &me, false)?;
         }
         Ok(())
     })

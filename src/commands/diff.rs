@@ -11,7 +11,7 @@ use crate::diff::{diff, format_line, Change, Kind, Options, Summary, View};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::{Container, Rootfs};
 use crate::names::SnapshotName;
-use crate::store::{Backing, Snapshot};
+use crate::store::Snapshot;
 use crate::ui::human_bytes;
 
 #[derive(Serialize)]
@@ -31,24 +31,26 @@ pub fn run(
 ) -> Result<()> {
     require_root("comparing snapshots")?;
     let a = ctx.store.get(old)?;
-    let old_view = snapshot_view(&a);
+    let old_view = snapshot_view(ctx, &a)?;
     let (new_label, new_view) = match new {
-        Some(n) => (n.to_string(), snapshot_view(&ctx.store.get(n)?)),
+        Some(n) => (n.to_string(), snapshot_view(ctx, &ctx.store.get(n)?)?),
         None => {
-            let c = Container::open(&ctx.lxcpath(), old.container())?;
-            let view = match c.config.rootfs()? {
-                Rootfs::Overlay { lowers, upper, .. } => View::overlay(upper, &lowers),
-                Rootfs::Dir { path, .. } => View::dir(path),
-                Rootfs::Unsupported { kind } => {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        format!(
-                            "cannot compare with {}: its rootfs backend is {kind}",
-                            c.name
-                        ),
-                    ))
+            let c = Container::open(ctx.lxcpath()?, old.container())?;
+            let tree = c.tree().map_err(|e| {
+                if e.kind() == ErrorKind::Unsupported {
+                    Error::new(e.kind(), format!("cannot compare with {}", e.message()))
+                } else {
+                    e
                 }
-            };
+            })?;
+            let mut layers = Vec::new();
+            if let Rootfs::Overlay { lowers, .. } = &tree.rootfs {
+                for l in lowers {
+                    layers.push(ctx.open_lower(l)?);
+                }
+            }
+            layers.insert(0, tree.dir);
+            let view = View::of_dirs(layers);
             (format!("{} (now)", c.name), view)
         }
     };
@@ -98,10 +100,16 @@ pub fn run(
     out.flush().map_err(io)
 }
 
-fn snapshot_view(s: &Snapshot) -> View {
-    if s.meta.backing == Backing::Dir && s.meta.layer.is_none() {
-        View::dir(s.tree())
-    } else {
-        View::overlay(s.tree(), &s.stack()[1..])
+/// What a snapshot's container saw: its tree, its anchor's for a layer,
+/// and its lowers (the ones lxc-snap accepts), held open.
+fn snapshot_view(ctx: &Context, s: &Snapshot) -> Result<View> {
+    s.ensure_complete()?;
+    let mut layers = vec![ctx.store.tree_dir(s)?];
+    if let Some(anchor) = s.anchor() {
+        layers.push(ctx.store.tree_dir(&ctx.store.get_with_held(&anchor)?)?);
     }
+    for lower in &s.meta.lowers {
+        layers.push(ctx.open_lower(lower)?);
+    }
+    Ok(View::of_dirs(layers))
 }

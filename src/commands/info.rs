@@ -17,7 +17,9 @@ use crate::ui::human_bytes;
 #[derive(Serialize)]
 struct Lower {
     path: PathBuf,
-    /// `unchanged`, `changed`, `missing`, or `unknown` (no fingerprint recorded).
+    /// `unchanged`, `changed`, `missing`, `unknown` (no fingerprint
+    /// recorded), or `refused` (not a lower lxc-snap accepts; see
+    /// `--allow-lower`).
     state: &'static str,
 }
 
@@ -64,7 +66,6 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
     require_root("showing everything about a snapshot")?;
     let snapshot = ctx.store.get(name)?;
     let meta = &snapshot.meta;
-    let tree = snapshot.tree();
     let tree_present = snapshot.ensure_complete().is_ok();
     let family = ctx.store.snapshots_of_with_held(name.container(), ctx.ui)?;
     let lowers = meta
@@ -73,11 +74,12 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         .enumerate()
         .map(|(i, path)| Lower {
             path: path.clone(),
-            state: lower_state(path, meta.lower_fingerprints.get(i)),
+            state: lower_state(ctx, path, meta.lower_fingerprints.get(i)),
         })
         .collect::<Vec<_>>();
+    let snapshot_dir = ctx.store.snapshot_dir(&snapshot)?;
     let deps = |file: &str| -> Result<Vec<Dependency>> {
-        Ok(read_dependency_file(&snapshot.dir.join(file))?
+        Ok(read_dependency_file(&snapshot_dir, file)?
             .into_iter()
             .map(|DependencyEntry { lxcpath, name }| Dependency { lxcpath, name })
             .collect())
@@ -88,7 +90,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
         number: name.number(),
         path: snapshot.dir.clone(),
         created: meta.created_time()?.to_rfc3339(),
-        comment: snapshot.comment()?,
+        comment: ctx.store.comment(&snapshot)?,
         pinned: meta.pinned,
         backing: meta.backing,
         lxcpath: meta.lxcpath.clone(),
@@ -103,7 +105,11 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
             .anchor()
             .is_some_and(|a| family.iter().any(|s| s.name == a && s.meta.held)),
         bytes_on_disk: if tree_present {
-            disk_usage(&tree)
+            ctx.store
+                .tree_dir(&snapshot)
+                .ok()
+                .as_ref()
+                .and_then(disk_usage)
         } else {
             None
         },
@@ -132,11 +138,13 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
     }
 }
 
-fn lower_state(path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str {
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        return "missing";
-    }
-    match (recorded, TreeFingerprint::of(path)) {
+fn lower_state(ctx: &Context, path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str {
+    let dir = match ctx.open_lower(path) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => return "missing",
+        Err(_) => return "refused",
+    };
+    match (recorded, TreeFingerprint::of(&dir)) {
         (Some(r), Ok(now)) if *r == now => "unchanged",
         (Some(_), Ok(_)) => "changed",
         _ => "unknown",
@@ -145,7 +153,7 @@ fn lower_state(path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str 
 
 /// Allocated bytes below `root`, each inode once, without following links
 /// or touching access times.
-fn disk_usage(root: &Path) -> Option<u64> {
+fn disk_usage(root: &crate::dir::Dir) -> Option<u64> {
     let mut seen = HashSet::new();
     let mut total = 0u64;
     crate::walk::for_each_entry(root, |st| {

@@ -86,12 +86,12 @@ fn list_containers(ctx: &Context, json: bool) -> Result<()> {
 fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Result<()> {
     let family = ctx.store.snapshots_of_with_held(container, ctx.ui)?;
     let snapshots: Vec<&Snapshot> = family.iter().filter(|s| !s.meta.held).collect();
-    if snapshots.is_empty() && !Container::exists(&ctx.lxcpath(), container) {
+    if snapshots.is_empty() && !container_exists(ctx, container) {
         return Err(Error::new(
             ErrorKind::NotFound,
             format!(
                 "container {container} not found in {} and it has no snapshots in {}",
-                ctx.lxcpath().display(),
+                ctx.lxcpath_path().display(),
                 ctx.store.dir().display()
             ),
         ));
@@ -99,7 +99,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
     let usage = store::Usage::new(&family);
     let rows = snapshots
         .iter()
-        .map(|s| row(s, &usage))
+        .map(|s| row(ctx, s, &usage))
         .collect::<Result<Vec<_>>>()?;
     if json {
         return print_json(&rows);
@@ -129,13 +129,13 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
     Ok(())
 }
 
-fn row(s: &Snapshot, usage: &store::Usage) -> Result<SnapshotRow> {
+fn row(ctx: &Context, s: &Snapshot, usage: &store::Usage) -> Result<SnapshotRow> {
     Ok(SnapshotRow {
         name: s.name.to_string(),
         container: s.meta.container.clone(),
         number: s.name.number(),
         created: s.meta.created_time()?.to_rfc3339(),
-        comment: s.comment()?,
+        comment: ctx.store.comment(s)?,
         pinned: s.meta.pinned,
         backing: s.meta.backing,
         lxcpath: s.meta.lxcpath.clone(),
@@ -146,6 +146,12 @@ fn row(s: &Snapshot, usage: &store::Usage) -> Result<SnapshotRow> {
         layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
         path: s.dir.clone(),
     })
+}
+
+/// Whether `name` is a container in the lxcpath (listing needs no root,
+/// so the lxcpath is only looked at).
+pub(super) fn container_exists(ctx: &Context, name: &ContainerName) -> bool {
+    std::fs::symlink_metadata(Container::dir_of(&ctx.lxcpath_path(), name)).is_ok()
 }
 
 fn local(t: DateTime<FixedOffset>) -> String {

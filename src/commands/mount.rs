@@ -2,17 +2,20 @@
 //! whole filesystem (its captured layer over its base) read-only.
 //!
 //! The mount is an overlay with lower layers only (no upper), so nothing
-//! done through it can reach the snapshot; it is also nosuid and nodev, so
-//! the container's setuid programs and device nodes give host users nothing.
-//! A snapshot with a single layer (directory-backed) is bind-mounted
-//! read-only instead.
+//! done through it can reach the snapshot; it is read-only, nosuid and
+//! nodev from the moment it exists, so the container's setuid programs and
+//! device nodes give host users nothing. A snapshot with a single layer
+//! (directory-backed) is bind-mounted, read-only before it is attached.
+//! DIR is opened without following any symlink and the mount is attached
+//! to that descriptor (see [`crate::mounts`]); the layers are the
+//! snapshot's own trees and lowers lxc-snap accepts (see `open_lower`).
 
-use std::path::{Path, PathBuf};
-
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::Path;
 
 use super::{require_root, Context};
+use crate::dir::Dir;
 use crate::error::{Error, ErrorKind, Result};
+use crate::mounts;
 use crate::names::SnapshotName;
 
 /// The mount source lxc-snap gives its overlays, to recognise them.
@@ -21,55 +24,34 @@ const SOURCE: &str = "lxc-snap";
 pub fn mount_snapshot(ctx: &Context, name: &SnapshotName, dir: &Path) -> Result<()> {
     require_root("mounting a snapshot")?;
     let snapshot = ctx.store.get(name)?;
-    ensure_empty_dir(dir)?;
-    let layers = snapshot.stack();
-    for l in &layers {
-        if !std::fs::symlink_metadata(l).is_ok_and(|m| m.is_dir()) {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!("snapshot {name} is broken: {} is missing", l.display()),
-            ));
+    snapshot.ensure_complete()?;
+    let target = mounts::open_target(dir).map_err(|e| {
+        if e.kind() == ErrorKind::Usage {
+            e.with_hint("give an empty directory")
+        } else {
+            e
         }
-        let text = l.to_string_lossy();
-        if text.contains([',', ':', '\\']) {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "cannot mount {name}: the layer path {} holds ',', ':' or '\\'",
-                    l.display()
-                ),
-            ));
-        }
+    })?;
+    let names = crate::dir::list_names(&target).map_err(|e| Error::sys("reading", dir, e))?;
+    if !names.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("cannot mount on {}: it is not empty", dir.display()),
+        )
+        .with_hint("give an empty directory"));
     }
-    let safe = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut layers: Vec<Dir> = vec![ctx.store.tree_dir(&snapshot)?];
+    if let Some(anchor) = snapshot.anchor() {
+        layers.push(ctx.store.tree_dir(&ctx.store.get_with_held(&anchor)?)?);
+    }
+    for lower in &snapshot.meta.lowers {
+        layers.push(ctx.open_lower(lower)?);
+    }
+    let layers: Vec<&Dir> = layers.iter().collect();
     if layers.len() >= 2 {
-        let lowerdir = layers
-            .iter()
-            .map(|l| l.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
-        mount(
-            Some(SOURCE),
-            dir,
-            Some("overlay"),
-            safe,
-            Some(format!("lowerdir={lowerdir}").as_str()),
-        )
-        .map_err(|e| Error::sys("mounting an overlay on", dir, e))?;
+        mounts::mount_overlay(&layers, &target, dir, SOURCE)?;
     } else {
-        mount(
-            Some(&layers[0]),
-            dir,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| Error::sys("bind-mounting on", dir, e))?;
-        let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | safe;
-        if let Err(e) = mount(None::<&str>, dir, None::<&str>, remount, None::<&str>) {
-            let _ = umount2(dir, MntFlags::MNT_DETACH);
-            return Err(Error::sys("making read-only the mount on", dir, e));
-        }
+        mounts::bind_read_only(layers[0], &target, dir)?;
     }
     ctx.ui
         .done(&format!("mounted {name} read-only at {}", dir.display()));
@@ -78,71 +60,44 @@ pub fn mount_snapshot(ctx: &Context, name: &SnapshotName, dir: &Path) -> Result<
 
 pub fn umount_snapshot(ctx: &Context, dir: &Path) -> Result<()> {
     require_root("unmounting a snapshot")?;
-    let dir = std::fs::canonicalize(dir).map_err(|e| Error::io("resolving", dir, e))?;
-    if !is_our_mount(&dir)? {
+    let root = mounts::open_target(dir)?;
+    let ours = mounts::mount_of(&root)?.is_some_and(|m| {
+        (m.fstype == "overlay" && m.source == SOURCE)
+            || m.root.ends_with("private/rootfs")
+            || m.root.ends_with("private/delta")
+    });
+    // The mount's root is what was opened only if something is mounted
+    // there: the directory itself is never a mount root otherwise.
+    let is_root = root_of_a_mount(&root);
+    if !ours || !is_root {
         return Err(Error::new(
             ErrorKind::NotFound,
             format!("{} is not a snapshot mounted by lxc-snap", dir.display()),
         ));
     }
-    umount2(&dir, MntFlags::empty()).map_err(|e| {
-        let err = Error::sys("unmounting", &dir, e);
-        if e == nix::errno::Errno::EBUSY {
-            err.with_hint("a process still uses it: leave the directory and close its files")
-        } else {
-            err
-        }
-    })?;
+    mounts::unmount(&root, dir)?;
     ctx.ui.done(&format!("unmounted {}", dir.display()));
     Ok(())
 }
 
-fn ensure_empty_dir(dir: &Path) -> Result<()> {
-    let usage = |why: &str| {
-        Error::new(
-            ErrorKind::Usage,
-            format!("cannot mount on {}: {why}", dir.display()),
-        )
-        .with_hint("give an empty directory")
-    };
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(usage("not a directory")),
-        Err(_) => return Err(usage("it does not exist")),
-    }
-    let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
-    if entries.next().is_some() {
-        return Err(usage("it is not empty"));
-    }
-    Ok(())
-}
-
-/// Whether `dir` is the mount point of an overlay lxc-snap made, or of a
-/// bind mount of a snapshot's captured tree.
-fn is_our_mount(dir: &Path) -> Result<bool> {
-    let path = Path::new("/proc/self/mountinfo");
-    let table = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    let wanted = dir.to_string_lossy();
-    Ok(table.lines().rev().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            return false;
-        };
-        let (root, point) = (fields.get(3), fields.get(4));
-        let (fstype, source) = (fields.get(sep + 1), fields.get(sep + 2));
-        if point.map(|p| unescape(p)) != Some(wanted.to_string()) {
+/// Whether an open directory is the root of a mount.
+fn root_of_a_mount(dir: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed statx is valid; the kernel fills at most one.
+    let stx = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        if libc::statx(
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        ) != 0
+        {
             return false;
         }
-        (fstype == Some(&"overlay") && source == Some(&SOURCE))
-            || root.is_some_and(|r| PathBuf::from(unescape(r)).ends_with("private/rootfs"))
-    }))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+        stx
+    };
+    let known = stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+    known && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
 }

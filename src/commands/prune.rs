@@ -10,7 +10,6 @@ use tabled::settings::Style;
 use super::delete::{check_deletable, delete_checked, note_held, refresh_neighbours};
 use super::{require_root, Context};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lxc::Container;
 use crate::names::ContainerName;
 use crate::prune::{decide, Candidate, Policy};
 use crate::store::Snapshot;
@@ -38,7 +37,7 @@ pub fn run(
     let containers = match container {
         Some(c) => {
             if ctx.store.snapshots_of(c, ctx.ui)?.is_empty()
-                && !Container::exists(&ctx.lxcpath(), c)
+                && !super::list::container_exists(ctx, c)
             {
                 return Err(Error::new(
                     ErrorKind::NotFound,

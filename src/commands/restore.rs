@@ -5,17 +5,17 @@
 //! name written into the tree, the dependency on the base recorded; then
 //! renames it into place, refusing to replace anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::snap::make_dir;
 use super::{
     copy_config_files, copy_snapshot_tree, finish_container_dir, forget_registrations,
     require_root, Context,
 };
+use crate::dir::Dir;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
-use crate::lxc::container::{read_dependency_file, DependencyEntry};
+use crate::lxc::container::{read_dependency_file, DependencyEntry, Lxcpath};
 use crate::lxc::hostname::set_hostname;
 use crate::lxc::{Container, LxcConfig, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
@@ -23,20 +23,29 @@ use crate::store::Backing;
 
 pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Result<()> {
     require_root("restoring a snapshot")?;
-    let lxcpath = ctx.lxcpath();
+    let lxcpath = ctx.lxcpath()?;
     let snapshot = ctx.store.get(name)?;
-    ensure_free(&lxcpath, new_name)?;
-    for lower in &snapshot.meta.lowers {
-        if !std::fs::symlink_metadata(lower).is_ok_and(|m| m.is_dir()) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "restoring {name}: its base layer {} is gone",
-                    lower.display()
-                ),
-            ));
-        }
-    }
+    ensure_free(lxcpath, new_name)?;
+    let lower_dirs = snapshot
+        .meta
+        .lowers
+        .iter()
+        .map(|lower| {
+            ctx.open_lower(lower).map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "restoring {name}: its base layer {} is gone",
+                            lower.display()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })
+        })
+        .collect::<Result<Vec<Dir>>>()?;
 
     // Lock the snapshot's container (so the snapshot stays) and the new
     // name (so no other run creates it), in name order to avoid deadlock.
@@ -48,9 +57,9 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
         .map(|n| ctx.store.lock(n, ctx.ui))
         .collect::<Result<Vec<_>>>()?;
     let leftovers = durable::remove_leftovers(
-        &lxcpath,
+        lxcpath.dir(),
         |n| n == new_name.as_str(),
-        |path, n| forget_registrations(path, &lxcpath, n),
+        |dir, n| forget_registrations(ctx, dir, lxcpath.dir(), n),
     )?;
     for leftover in leftovers {
         ctx.ui.note(&format!(
@@ -58,27 +67,27 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
             leftover.display()
         ));
     }
-    ensure_free(&lxcpath, new_name)?;
+    ensure_free(lxcpath, new_name)?;
 
-    let staging = Staging::create(&lxcpath, new_name.as_str(), 0o770)?;
+    let staging = Staging::create(lxcpath.dir(), new_name.as_str(), 0o770)?;
     let final_dir = staging.final_path();
     let meta = &snapshot.meta;
-    let lowers: Vec<&Path> = meta.lowers.iter().map(PathBuf::as_path).collect();
+    let lowers: Vec<&Dir> = lower_dirs.iter().collect();
     let rootfs = match meta.backing {
         Backing::Overlay => {
-            let overlay = make_dir(&staging.path().join("overlay"), 0o755)?;
-            copy_snapshot_tree(ctx, &snapshot, &overlay.join("delta"))?;
-            make_dir(&staging.path().join("rootfs"), 0o755)?;
-            set_hostname(&overlay.join("delta"), &lowers, new_name.as_str())?;
+            let overlay = staging.dir().mkdir("overlay", 0o755)?;
+            copy_snapshot_tree(ctx, &snapshot, &overlay, "delta")?;
+            staging.dir().mkdir("rootfs", 0o755)?;
+            set_hostname(&overlay.open_dir("delta")?, &lowers, new_name.as_str())?;
             Rootfs::Overlay {
                 prefix: meta.rootfs_prefix.clone(),
-                lowers: meta.lowers.clone(),
+                lowers: lower_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
                 upper: final_dir.join("overlay/delta"),
             }
         }
         Backing::Dir => {
-            copy_snapshot_tree(ctx, &snapshot, &staging.path().join("rootfs"))?;
-            set_hostname(&staging.path().join("rootfs"), &[], new_name.as_str())?;
+            copy_snapshot_tree(ctx, &snapshot, staging.dir(), "rootfs")?;
+            set_hostname(&staging.dir().open_dir("rootfs")?, &[], new_name.as_str())?;
             Rootfs::Dir {
                 prefix: meta.rootfs_prefix.clone(),
                 path: final_dir.join("rootfs"),
@@ -86,8 +95,9 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
         }
     };
 
-    let config_path = snapshot.dir.join("config");
-    let text = durable::read_untrusted(&config_path, 1 << 20, "config")?;
+    let snapshot_dir = ctx.store.snapshot_dir(&snapshot)?;
+    let config_path = snapshot_dir.join("config");
+    let text = snapshot_dir.read_file("config", 1 << 20, "config")?;
     let text = String::from_utf8(text).map_err(|_| {
         Error::new(
             ErrorKind::Other,
@@ -95,34 +105,40 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
         )
     })?;
     let retarget = Retarget {
-        old_dir: &snapshot.dir,
+        old_dirs: &[snapshot_dir.path(), &snapshot.dir],
         new_dir: &final_dir,
         new_name: new_name.as_str(),
         rootfs: &rootfs,
     };
-    let (config, files) = LxcConfig::parse(&text).retarget(&retarget, random_mac);
-    copy_config_files(&files, &final_dir, staging.path())?;
+    let retargeted = LxcConfig::parse(&text).retarget(&retarget, random_mac);
+    copy_config_files(
+        &retargeted,
+        &snapshot_dir,
+        Path::new("private"),
+        staging.dir(),
+    )?;
 
     // The restored tree is whole: it needs the base, not a layer's anchor.
     let anchor = snapshot.anchor().map(|a| DependencyEntry {
         lxcpath: ctx.store.dir().to_path_buf(),
         name: a.to_string(),
     });
-    let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot.dir.join("lxc_rdepends"))?
+    let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot_dir, "lxc_rdepends")?
         .into_iter()
         .filter(|b| Some(b) != anchor.as_ref())
         .collect();
     let registered = finish_container_dir(
-        staging.path(),
-        &config,
+        ctx,
+        staging.dir(),
+        &retargeted.config,
         &bases,
         DependencyEntry {
-            lxcpath: lxcpath.clone(),
+            lxcpath: lxcpath.path().to_path_buf(),
             name: new_name.to_string(),
         },
     )?;
     staging.commit().map_err(|e| match e.kind() {
-        ErrorKind::Exists => exists(&lxcpath, new_name),
+        ErrorKind::Exists => exists(lxcpath, new_name),
         _ => e,
     })?;
     registered.keep();
@@ -130,24 +146,24 @@ pub fn run(ctx: &Context, name: &SnapshotName, new_name: &ContainerName) -> Resu
     Ok(())
 }
 
-fn ensure_free(lxcpath: &Path, new_name: &ContainerName) -> Result<()> {
-    if Container::exists(lxcpath, new_name) {
+fn ensure_free(lxcpath: &Lxcpath, new_name: &ContainerName) -> Result<()> {
+    if lxcpath.has(new_name)? {
         Err(exists(lxcpath, new_name))
     } else {
         Ok(())
     }
 }
 
-fn exists(lxcpath: &Path, new_name: &ContainerName) -> Error {
+fn exists(lxcpath: &Lxcpath, new_name: &ContainerName) -> Error {
     Error::new(
         ErrorKind::Exists,
         format!(
             "restoring as {}: it already exists",
-            Container::dir_of(lxcpath, new_name).display()
+            Container::dir_of(lxcpath.path(), new_name).display()
         ),
     )
     .with_hint(format!(
         "choose another name, or remove it first: lxc-destroy -P {} -n {new_name}",
-        lxcpath.display()
+        lxcpath.path().display()
     ))
 }

@@ -16,50 +16,51 @@ use crate::store::Backing;
 
 pub fn run(ctx: &Context, name: &SnapshotName, backup: bool) -> Result<()> {
     require_root("rolling back a container")?;
-    let lxcpath = ctx.lxcpath();
-    let container = Container::open(&lxcpath, name.container())?;
+    let container = Container::open(ctx.lxcpath()?, name.container())?;
     let lock = ctx.store.lock(name.container(), ctx.ui)?;
     let snapshot = ctx.store.get(name)?;
     container.ensure_stopped()?;
-    let target = match (snapshot.meta.backing, container.config.rootfs()?) {
-        (Backing::Overlay, Rootfs::Overlay { lowers, upper, .. }) => {
-            if lowers != snapshot.meta.lowers {
+    let refuse_other = || {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "cannot roll {} back to {name}: its storage changed since the snapshot",
+                container.name
+            ),
+        )
+        .with_hint(format!(
+            "restore it as a new container instead: lxc-snap restore {name} NEWNAME"
+        ))
+    };
+    // Only ever the container's own tree, inside its own directory: the
+    // config chooses which one, and it is swapped out and deleted.
+    let tree = container.tree()?;
+    match (snapshot.meta.backing, &tree.rootfs) {
+        (Backing::Overlay, Rootfs::Overlay { lowers, .. }) => {
+            let now = lowers
+                .iter()
+                .map(|l| ctx.open_lower(l).map(|d| d.path().to_path_buf()))
+                .collect::<Result<Vec<_>>>()?;
+            if now != snapshot.meta.lowers {
                 return Err(Error::new(
                     ErrorKind::Other,
                     format!("cannot roll {} back to {name}: the container no longer sits on the snapshot's base", container.name),
                 )
                 .with_hint(format!("restore it as a new container instead: lxc-snap restore {name} NEWNAME")));
             }
-            upper
         }
-        (Backing::Dir, Rootfs::Dir { path, .. }) => path,
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "cannot roll {} back to {name}: its storage changed since the snapshot",
-                    container.name
-                ),
-            )
-            .with_hint(format!(
-                "restore it as a new container instead: lxc-snap restore {name} NEWNAME"
-            )))
-        }
-    };
+        (Backing::Dir, Rootfs::Dir { .. }) => {}
+        _ => return Err(refuse_other()),
+    }
     snapshot.ensure_complete()?;
-    let parent = target.parent().ok_or_else(|| {
+    refuse_mounts_inside(&tree.dir)?;
+    let leaf = tree.name.to_str().ok_or_else(|| {
         Error::new(
             ErrorKind::Other,
-            format!("{} has no parent directory", target.display()),
+            format!("{} has no usable name", tree.dir.path().display()),
         )
     })?;
-    let leaf = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Other,
-            format!("{} has no usable name", target.display()),
-        )
-    })?;
-    for leftover in durable::remove_leftovers(parent, |n| n == leaf, |_, _| {})? {
+    for leftover in durable::remove_leftovers(&tree.parent, |n| n == leaf, |_, _| {})? {
         ctx.ui.note(&format!(
             "removed {}: left by an interrupted rollback",
             leftover.display()
@@ -77,12 +78,15 @@ pub fn run(ctx: &Context, name: &SnapshotName, backup: bool) -> Result<()> {
     } else {
         None
     };
-    let staging = Staging::create(parent, leaf, 0o700)?;
-    let fresh = staging.path().join("tree");
-    copy_snapshot_tree(ctx, &snapshot, &fresh)?;
+    let staging = Staging::create(&tree.parent, leaf, 0o700)?;
+    copy_snapshot_tree(ctx, &snapshot, staging.dir(), "tree")?;
     staging.sync()?;
-    staging.exchange(&fresh, &target)?;
-    drop(staging);
+    staging.exchange("tree".as_ref(), &tree.parent, &tree.name)?;
+    // The old tree goes with the staging directory, never crossing a mount.
+    if let Err(e) = staging.discard() {
+        ctx.ui
+            .warn(&format!("the old tree was not all removed: {e}"));
+    }
     match saved {
         Some(saved) => ctx.ui.done(&format!(
             "rolled {} back to {name} (the state before is {saved})",
@@ -91,6 +95,24 @@ pub fn run(ctx: &Context, name: &SnapshotName, backup: bool) -> Result<()> {
         None => ctx
             .ui
             .done(&format!("rolled {} back to {name}", container.name)),
+    }
+    Ok(())
+}
+
+/// Refuses to swap out (and then delete) a tree with another filesystem
+/// mounted somewhere inside it.
+fn refuse_mounts_inside(tree: &crate::dir::Dir) -> Result<()> {
+    let root = tree.path();
+    if let Some(point) = crate::mounts::mounts_below(root)?.into_iter().next() {
+        return Err(Error::new(
+            ErrorKind::Unsafe,
+            format!(
+                "refusing to roll back: {} is mounted inside {}",
+                point.display(),
+                root.display()
+            ),
+        )
+        .with_hint(format!("unmount it first: umount {}", point.display())));
     }
     Ok(())
 }

@@ -6,10 +6,6 @@
 //! records metadata, registers the snapshot with the base container, and
 //! renames the whole into place.
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-
 use chrono::Local;
 
 use super::{
@@ -18,7 +14,7 @@ use super::{
 };
 use crate::cli::{CommentSource, Increment};
 use crate::copy::{Compare, Plan};
-use crate::durable;
+use crate::dir::Dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
 use crate::lxc::container::{bases_of_lowers, DependencyEntry};
@@ -36,8 +32,7 @@ pub fn run(
 ) -> Result<()> {
     let comment = comment.map(read_comment).transpose()?;
     require_root("taking a snapshot")?;
-    let lxcpath = ctx.lxcpath();
-    let source = Container::open(&lxcpath, name)?;
+    let source = Container::open(ctx.lxcpath()?, name)?;
     let lock = ctx.store.lock(name, ctx.ui)?;
     let snapshot = take(ctx, &source, &lock, comment.as_deref(), increment)?;
     ctx.ui.done(&format!("created snapshot {snapshot}"));
@@ -60,39 +55,36 @@ pub(super) fn take(
         .rootfs_entry()
         .unwrap_or(("lxc.rootfs.path", ""));
     let rootfs_key = rootfs_key.to_string();
-    let rootfs = source.config.rootfs()?;
-    let (backing, tree, lowers, prefix) = match &rootfs {
-        Rootfs::Overlay {
-            prefix,
-            lowers,
-            upper,
-        } => (
-            Backing::Overlay,
-            upper.clone(),
-            lowers.clone(),
-            prefix.clone(),
-        ),
-        Rootfs::Dir { prefix, path } => {
-            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-                return Err(unsupported(
-                    name,
-                    &format!(
-                        "{} is not a directory (a block device or image)",
-                        path.display()
-                    ),
-                ));
-            }
-            (Backing::Dir, path.clone(), Vec::new(), prefix.clone())
+    let tree = source.tree().map_err(|e| {
+        if e.kind() == ErrorKind::Unsupported {
+            Error::new(e.kind(), format!("cannot snapshot {}", e.message())).with_hint(
+                "lxc-snap supports overlay (overlay: or overlayfs:) and directory-backed containers",
+            )
+        } else {
+            e
         }
+    })?;
+    let (backing, lowers, prefix) = match &tree.rootfs {
+        Rootfs::Overlay { prefix, lowers, .. } => {
+            (Backing::Overlay, lowers.clone(), prefix.clone())
+        }
+        Rootfs::Dir { prefix, .. } => (Backing::Dir, Vec::new(), prefix.clone()),
         Rootfs::Unsupported { kind } => {
             return Err(unsupported(name, &format!("its rootfs backend is {kind}")))
         }
     };
+    let lower_dirs = lowers
+        .iter()
+        .map(|l| ctx.open_lower(l))
+        .collect::<Result<Vec<Dir>>>()?;
+    // As resolved: what the metadata records and later runs compare.
+    let lowers: Vec<std::path::PathBuf> =
+        lower_dirs.iter().map(|d| d.path().to_path_buf()).collect();
 
-    let snapdir = ctx.store.dir().to_path_buf();
+    let snapdir = ctx.store.root()?;
     for leftover in ctx
         .store
-        .remove_leftovers(lock, |path, n| forget_registrations(path, &snapdir, n))?
+        .remove_leftovers(lock, |dir, n| forget_registrations(ctx, dir, snapdir, n))?
     {
         ctx.ui.note(&format!(
             "removed {}: an incomplete snapshot left by an interrupted run",
@@ -105,9 +97,8 @@ pub(super) fn take(
     let new = ctx.store.begin(lock)?;
     let final_dir = new.final_path();
     let snap_name = new.name.to_string();
-    let private = new.path().join("private");
-    make_dir(&private, 0o700)?;
-    make_dir(&private.join("scratch"), 0o700)?;
+    let private = new.dir().mkdir("private", 0o700)?;
+    private.mkdir("scratch", 0o700)?;
     // Snapshots are immutable, so a file unchanged since the previous
     // snapshot of this container (on the same base) can share its inode,
     // and a snapshot can be stored as its changes since an older one.
@@ -132,10 +123,10 @@ pub(super) fn take(
         .filter(|_| increment.layered())
         .and_then(|p| anchor_for(ctx, p));
     let plan = match &anchor {
-        Some(anchor) => match crate::copy::plan_layer(
-            &tree,
-            &anchor.tree(),
-            &lowers,
+        Some(anchor) => match crate::copy::plan_layer_at(
+            &tree.dir,
+            &ctx.store.tree_dir(anchor)?,
+            &lower_dirs,
             compare,
             anchor
                 .meta
@@ -164,13 +155,26 @@ pub(super) fn take(
         (None, Some(p)) if p.meta.layer.is_some() => anchor_of(ctx, p),
         _ => previous.clone(),
     };
-    let reference_tree = reference.as_ref().map(|s| s.tree());
-    let dst = store::tree_path(new.path(), backing);
+    let reference_tree = reference
+        .as_ref()
+        .map(|s| ctx.store.tree_dir(s))
+        .transpose()?;
+    let tree_name = match backing {
+        Backing::Overlay => "delta",
+        Backing::Dir => "rootfs",
+    };
     let stats = match &plan {
-        Some(plan) => copying(ctx, reference_tree.as_deref(), compare, |opts| {
-            crate::copy::make_layer(&tree, &dst, plan, opts)
+        Some(plan) => copying(ctx, reference_tree.as_ref(), compare, |opts| {
+            crate::copy::make_layer_at(&tree.dir, &private, tree_name.as_ref(), plan, opts)
         })?,
-        None => copy_tree(ctx, &tree, &dst, reference_tree.as_deref(), compare)?,
+        None => copy_tree(
+            ctx,
+            &tree.dir,
+            &private,
+            tree_name,
+            reference_tree.as_ref(),
+            compare,
+        )?,
     };
     let layer = plan
         .as_ref()
@@ -192,23 +196,19 @@ pub(super) fn take(
         lowers: stacked,
         upper: store::scratch_upper(&final_dir),
     };
-    let source_dir = source.dir();
     let retarget = Retarget {
-        old_dir: &source_dir,
+        old_dirs: &source.dir_spellings(),
         new_dir: &final_dir,
         new_name: &snap_name,
         rootfs: &snap_rootfs,
     };
-    let (config, files) = source.config.retarget(&retarget, random_mac);
-    copy_config_files(&files, &final_dir, new.path())?;
+    let retargeted = source.config.retarget(&retarget, random_mac);
+    copy_config_files(&retargeted, source.dir(), &tree.rel, new.dir())?;
 
     let created = Local::now().fixed_offset();
-    durable::write_atomic(
-        &new.path().join(store::TS_FILE),
-        store::ts_text(&created).as_bytes(),
-        0o644,
-    )?;
-    store::write_comment(new.path(), comment)?;
+    new.dir()
+        .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
+    store::write_comment(new.dir(), comment)?;
     let (files, bytes) = match &plan {
         Some(plan) => (plan.tree_entries, plan.tree_bytes),
         None => (stats.entries, stats.bytes),
@@ -232,20 +232,20 @@ pub(super) fn take(
         // Nothing links to the inodes the copy created yet.
         used_bytes: stats.created_bytes,
         pinned: false,
-        lower_fingerprints: lowers
+        lower_fingerprints: lower_dirs
             .iter()
-            .map(|l| TreeFingerprint::of(l))
+            .map(TreeFingerprint::of)
             .collect::<Result<_>>()?,
         multi_name_inodes: Some(stats.multi_name_inodes.clone()),
         layer,
         held: false,
         other: serde_json::Map::new(),
     };
-    store::write_metadata(new.path(), &meta)?;
+    store::write_metadata(new.dir(), &meta)?;
 
     let mut bases = source.rdepends()?;
     if bases.is_empty() {
-        bases = bases_of_lowers(&lowers);
+        bases = bases_of_lowers(&lowers, ctx.lxcpath()?);
     }
     // A layer needs its anchor as a clone needs its origin: registered
     // there, lxc-destroy refuses to remove the anchor under it. (A held
@@ -259,8 +259,9 @@ pub(super) fn take(
         }
     }
     let registered = finish_container_dir(
-        new.path(),
-        &config,
+        ctx,
+        new.dir(),
+        &retargeted.config,
         &bases,
         DependencyEntry {
             lxcpath: ctx.store.dir().to_path_buf(),
@@ -336,15 +337,4 @@ fn unsupported(name: &ContainerName, why: &str) -> Error {
         format!("cannot snapshot {name}: {why}"),
     )
     .with_hint("lxc-snap supports overlay (overlay: or overlayfs:) and directory-backed containers")
-}
-
-pub(super) fn make_dir(path: &Path, mode: u32) -> Result<PathBuf> {
-    DirBuilder::new()
-        .mode(mode)
-        .create(path)
-        .map_err(|e| Error::io("creating", path, e))?;
-    // The umask may have taken bits away.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(|e| Error::io("setting the mode of", path, e))?;
-    Ok(path.to_path_buf())
 }

@@ -19,8 +19,9 @@
 //!   names goes with all of them or none, so its names stay one inode
 //!   (see [`plan`]);
 //! - directories that exist in both, when something below them is in `L`
-//!   or their own metadata differs, with `U`'s metadata and never opaque
-//!   (so `A`'s entries below still show);
+//!   or their own metadata differs (and so every directory above such a
+//!   one), with `U`'s metadata and never opaque (so `A`'s entries below
+//!   still show);
 //! - a whiteout for each entry of `A` that `U` no longer has. These are
 //!   listed in the plan ([`LayerPlan::removed`]): flattening drops them
 //!   instead of copying them, since `U` has nothing there.
@@ -32,8 +33,12 @@
 //! caller then takes a whole copy.
 //!
 //! Nothing here follows a symlink: entries are looked at by name relative
-//! to directories opened beneath the roots with `RESOLVE_NO_SYMLINKS`; the
-//! copies are made by the copier, under its own invariants.
+//! to directories opened one name at a time from the roots with
+//! `O_NOFOLLOW` (so no path length limit applies); the copies are made by
+//! the copier, under its own invariants. What the comparison keeps is
+//! bounded by the tree, not by its depth squared: a directory waiting to be
+//! compared holds its name and its parents' descriptors, shared, and what
+//! the plan lists is a tree of names ([`Selection`]).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -41,18 +46,19 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
 use super::{
-    beneath, copy_tree_with, file_type, is_opaque_attr, is_whiteout, lock, lstat_dir,
-    open_verified, read_link, read_xattrs, same_contents, same_xattrs, stat_entry,
-    xattr_list_len_at, Compare, CopyOptions, CopyStats, Node, Select, Xattrs, DIR, FILE,
+    copy_dir, file_type, held, is_opaque_attr, is_whiteout, list_dir, lock, open_verified,
+    read_link, read_xattrs, same_contents, same_xattrs, stat_entry, xattr_list_len_at, Compare,
+    CopyOptions, CopyStats, Node, Select, Selection, Xattrs, DIR, FILE,
 };
+use crate::dir::{open_rel, raise_fd_limit, Dir, RelPath};
 use crate::{Error, Result};
 
 /// Threads comparing the two trees.
@@ -67,37 +73,47 @@ pub enum Plan {
 }
 
 /// The entries of `U` that make up its layer over `A`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LayerPlan {
-    /// Copied whole, with everything below.
-    whole: HashSet<PathBuf>,
-    /// Directories created so that entries below can be, or whose own
-    /// metadata changed.
-    pass: HashSet<PathBuf>,
+    /// What the copy of `U` takes: entries copied whole, and the
+    /// directories passed through to reach them or whose own metadata
+    /// changed.
+    select: Selection,
     /// Entries of `A` that `U` no longer has, sorted: whited out in the
     /// layer, dropped when flattening.
     pub removed: Vec<PathBuf>,
-    /// Directories of `U` that are opaque over `lowers`, and their copies
+    removed_at: Vec<RelPath>,
+    /// Directories of `U` that are opaque over `lowers`, and whose copies
     /// in the layer must not be (they would hide `A`).
-    opaque: Vec<PathBuf>,
+    opaque: Vec<RelPath>,
     /// The status of directories that get whiteouts, to put their times back.
-    parents: Vec<(PathBuf, FileStat)>,
+    parents: Vec<(RelPath, FileStat)>,
     /// Entries in `U`, as the copier counts them, and bytes of its regular
     /// files (each inode once).
     pub tree_entries: u64,
     pub tree_bytes: u64,
 }
 
-impl LayerPlan {
-    fn select(&self, rel: &Path) -> Select {
-        if self.whole.contains(rel) {
-            Select::All
-        } else if self.pass.contains(rel) {
-            Select::Descend
-        } else {
-            Select::Skip
-        }
-    }
+/// [`plan_at`] for trees named by the caller, trusted up to their last
+/// component.
+pub fn plan(
+    upper: &Path,
+    anchor: &Path,
+    lowers: &[PathBuf],
+    compare: Compare,
+    anchor_names: Option<&HashMap<u64, u64>>,
+) -> Result<Plan> {
+    let lowers = lowers
+        .iter()
+        .map(|l| Dir::open_given(l, "comparing"))
+        .collect::<Result<Vec<_>>>()?;
+    plan_at(
+        &Dir::open_given(upper, "comparing")?,
+        &Dir::open_given(anchor, "comparing")?,
+        &lowers,
+        compare,
+        anchor_names,
+    )
 }
 
 /// Compares `upper` with its older copy `anchor` (both over `lowers`) and
@@ -108,47 +124,39 @@ impl LayerPlan {
 /// those names there: as `anchor_names` says (the anchor's inodes with
 /// several names and their counts, as its copy recorded them), or without
 /// it, as its link count says.
-pub fn plan(
-    upper: &Path,
-    anchor: &Path,
-    lowers: &[PathBuf],
+pub fn plan_at(
+    upper: &Dir,
+    anchor: &Dir,
+    lowers: &[Dir],
     compare: Compare,
     anchor_names: Option<&HashMap<u64, u64>>,
 ) -> Result<Plan> {
     let noatime = AtomicBool::new(true);
-    let open_root = |path: &Path| -> Result<(File, FileStat)> {
-        let st = lstat_dir(path, "comparing")?;
-        let (dir, _) = open_verified(None, path.as_os_str(), &st, DIR, &noatime)
-            .map_err(|e| e.into_error(path))?;
-        Ok((dir, st))
-    };
     // The layer's root always gets the upper's metadata.
-    let (u_root, u_st) = open_root(upper)?;
-    let (a_root, _) = open_root(anchor)?;
-    // A lower that cannot be opened has everything, as far as removals go.
-    let lowers = lowers
-        .iter()
-        .map(|l| {
-            let flags = OFlag::O_PATH | DIR | OFlag::O_NOFOLLOW;
-            crate::copy::open_at(None, l.as_os_str(), flags, Mode::empty()).ok()
-        })
-        .collect::<Vec<_>>();
-    let u_x = read_xattrs(Node::Fd(&u_root), upper)?;
+    let (u_root, u_st, _) = held(upper)?;
+    let (a_root, _, _) = held(anchor)?;
+    let u_x = read_xattrs(Node::Fd(&u_root), upper.path())?;
     if opaque(&u_x) {
-        return Ok(Plan::Full(format!("{} is marked opaque", upper.display())));
+        return Ok(Plan::Full(format!(
+            "{} is marked opaque",
+            upper.path().display()
+        )));
     }
     let planner = Planner {
-        upper,
-        anchor,
-        u_root,
-        a_root,
-        lowers,
+        upper: upper.path(),
+        anchor: anchor.path(),
+        lowers: lowers.iter().map(Dir::file).collect(),
         compare,
         noatime,
         dev: u_st.st_dev,
         jobs: Mutex::new((
             vec![Job {
-                rel: PathBuf::new(),
+                pair: None,
+                roots: Some(Arc::new(Pair {
+                    u: u_root,
+                    a: a_root,
+                })),
+                rel: RelPath::root(),
                 opaque: false,
                 st: u_st,
             }],
@@ -196,62 +204,88 @@ pub fn plan(
                 .extend(group.names.into_iter().map(|(rel, _)| rel));
         }
     }
-    let mut out = LayerPlan {
-        tree_entries: found.entries,
-        tree_bytes: found.bytes,
-        ..LayerPlan::default()
-    };
     // A directory whose own metadata changed is reached through its
-    // parents, as is anything copied whole or whited out.
-    let mut pass = found.pass.clone();
-    for p in found
-        .whole
-        .iter()
-        .chain(found.removed.iter())
-        .chain(found.pass.iter())
-    {
-        pass.extend(p.ancestors().skip(1).map(Path::to_path_buf));
+    // parents, as is anything copied whole or whited out: setting an
+    // entry in the selection descends into every directory above it.
+    let mut select = Selection::new(Select::Skip);
+    for rel in &found.pass {
+        select.set(&rel.names(), Select::Descend, Select::Skip);
     }
-    pass.remove(Path::new(""));
-    out.opaque = found
-        .opaque
-        .into_iter()
-        .filter(|p| pass.contains(p))
-        .collect();
-    out.parents = found
+    for rel in &found.whole {
+        select.set(&rel.names(), Select::All, Select::Skip);
+    }
+    for rel in &found.removed {
+        if let Some(parent) = rel.parent().filter(|p| !p.is_root()) {
+            select.set(&parent.names(), Select::Descend, Select::Skip);
+        }
+    }
+    let passed = |rel: &RelPath| rel.is_root() || select.descends(&rel.names());
+    let opaque_dirs = found.opaque.into_iter().filter(|p| passed(p)).collect();
+    let parents = found
         .parents
         .into_iter()
-        .filter(|(p, _)| p.as_os_str().is_empty() || pass.contains(p))
+        .filter(|(p, _)| passed(p))
         .collect();
-    out.pass = pass;
-    out.whole = found.whole.into_iter().collect();
-    out.removed = found.removed;
-    out.removed.sort();
-    Ok(Plan::Layer(out))
+    let mut removed: Vec<(PathBuf, RelPath)> = found
+        .removed
+        .into_iter()
+        .map(|r| (r.to_path(), r))
+        .collect();
+    removed.sort_by(|a, b| a.0.cmp(&b.0));
+    let (removed, removed_at) = removed.into_iter().unzip();
+    Ok(Plan::Layer(LayerPlan {
+        select,
+        removed,
+        removed_at,
+        opaque: opaque_dirs,
+        parents,
+        tree_entries: found.entries,
+        tree_bytes: found.bytes,
+    }))
 }
 
-/// Builds the layer `plan` describes from `upper` at `dst` (which must not
-/// exist), sharing unchanged files with `opts.reference` as the copier does.
+/// [`make_layer_at`] for trees named by the caller.
 pub fn make_layer(
     upper: &Path,
     dst: &Path,
     plan: &LayerPlan,
     opts: &CopyOptions,
 ) -> Result<CopyStats> {
-    let select = |rel: &Path| plan.select(rel);
-    let mut stats = copy_tree_with(
+    let (upper, parent, name) = super::open_src_and_dst_parent(upper, dst)?;
+    make_layer_at(&upper, &parent, name, plan, opts)
+}
+
+/// Builds the layer `plan` describes from `upper` as `dst_name` in
+/// `dst_parent` (which must not exist yet), sharing unchanged files with
+/// `opts.reference` as the copier does.
+pub fn make_layer_at(
+    upper: &Dir,
+    dst_parent: &Dir,
+    dst_name: &OsStr,
+    plan: &LayerPlan,
+    opts: &CopyOptions,
+) -> Result<CopyStats> {
+    let mut stats = copy_dir(
         upper,
-        dst,
+        dst_parent,
+        dst_name,
         &CopyOptions {
-            select: Some(&select),
+            select: Some(&plan.select),
             merge: false,
             ..*opts
         },
     )?;
-    let root = File::open(dst).map_err(|e| Error::io("opening", dst, e))?;
-    for rel in &plan.removed {
-        let (parent, name) = split(rel);
-        let dir = open_beneath(&root, parent, dst)?;
+    let root = dst_parent.open_dir(dst_name)?;
+    let dst = root.path();
+    let open = |rel: &RelPath| {
+        open_rel(root.file(), &rel.names(), OFlag::O_RDONLY)
+            .map_err(|e| Error::sys("opening directory", &rel.under(dst), e))
+    };
+    for rel in &plan.removed_at {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.name()) else {
+            continue;
+        };
+        let dir = open(parent)?;
         stat::mknodat(
             Some(dir.as_raw_fd()),
             name,
@@ -259,11 +293,11 @@ pub fn make_layer(
             Mode::empty(),
             0,
         )
-        .map_err(|e| Error::sys("creating a whiteout at", &dst.join(rel), e))?;
+        .map_err(|e| Error::sys("creating a whiteout at", &rel.under(dst), e))?;
         stats.entries += 1;
     }
     for rel in &plan.opaque {
-        let dir = open_beneath(&root, rel, dst)?;
+        let dir = open(rel)?;
         for name in super::OPAQUE {
             match xattr::FileExt::remove_xattr(&dir, name) {
                 Ok(()) => {}
@@ -271,7 +305,7 @@ pub fn make_layer(
                 Err(e) => {
                     return Err(Error::io(
                         "removing extended attributes of",
-                        &dst.join(rel),
+                        &rel.under(dst),
                         e,
                     ))
                 }
@@ -279,20 +313,18 @@ pub fn make_layer(
         }
     }
     for (rel, st) in &plan.parents {
-        let dir = open_beneath(&root, rel, dst)?;
+        let dir = open(rel)?;
         stat::futimens(
             dir.as_raw_fd(),
             &TimeSpec::new(st.st_atime, st.st_atime_nsec),
             &TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
         )
-        .map_err(|e| Error::sys("setting times of", &dst.join(rel), e))?;
+        .map_err(|e| Error::sys("setting times of", &rel.under(dst), e))?;
     }
     Ok(stats)
 }
 
-/// Copies `layer` over `anchor` into `dst` (which must not exist): what
-/// the captured tree was. `removed` are the layer's whiteouts that stand
-/// for entries the tree no longer had ([`LayerPlan::removed`]).
+/// [`flatten_at`] for trees named by the caller.
 pub fn flatten(
     layer: &Path,
     anchor: &Path,
@@ -300,29 +332,38 @@ pub fn flatten(
     dst: &Path,
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<CopyStats> {
-    let (shadowed, merged) = shadows(layer, anchor)?;
-    let below = |rel: &Path| {
-        if merged.contains(rel) {
-            Select::Descend
-        } else if shadowed.contains(rel) {
-            Select::Skip
-        } else {
-            Select::All
+    let (layer, parent, name) = super::open_src_and_dst_parent(layer, dst)?;
+    let anchor = Dir::open_given(anchor, "copying")?;
+    flatten_at(&layer, &anchor, removed, &parent, name, progress)
+}
+
+/// Copies `layer` over `anchor` as `dst_name` in `dst_parent` (which must
+/// not exist yet): what the captured tree was. `removed` are the layer's
+/// whiteouts that stand for entries the tree no longer had
+/// ([`LayerPlan::removed`]).
+pub fn flatten_at(
+    layer: &Dir,
+    anchor: &Dir,
+    removed: &[PathBuf],
+    dst_parent: &Dir,
+    dst_name: &OsStr,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<CopyStats> {
+    let Shadows {
+        below,
+        mut above,
+        merged,
+    } = shadows(layer, anchor)?;
+    for rel in removed {
+        let names: Vec<&OsStr> = rel.iter().collect();
+        if !names.is_empty() {
+            above.set(&names, Select::Skip, Select::All);
         }
-    };
-    let removed: HashSet<&Path> = removed.iter().map(PathBuf::as_path).collect();
-    let above = |rel: &Path| {
-        if removed.contains(rel) {
-            Select::Skip
-        } else if merged.contains(rel) {
-            Select::Descend
-        } else {
-            Select::All
-        }
-    };
-    let first = copy_tree_with(
+    }
+    let first = copy_dir(
         anchor,
-        dst,
+        dst_parent,
+        dst_name,
         &CopyOptions {
             select: Some(&below),
             progress,
@@ -335,9 +376,10 @@ pub fn flatten(
             p(first.bytes + bytes);
         }
     };
-    let second = copy_tree_with(
+    let second = copy_dir(
         layer,
-        dst,
+        dst_parent,
+        dst_name,
         &CopyOptions {
             select: Some(&above),
             merge: true,
@@ -351,7 +393,7 @@ pub fn flatten(
     skipped_mounts.sort();
     Ok(CopyStats {
         // Directories in both are counted once.
-        entries: first.entries + second.entries - merged.len() as u64,
+        entries: first.entries + second.entries - merged,
         bytes: first.bytes + second.bytes,
         created_bytes: first.created_bytes + second.created_bytes,
         skipped_mounts,
@@ -359,40 +401,104 @@ pub fn flatten(
     })
 }
 
-/// The layer's entries that replace the anchor's at the same path
-/// (`shadowed`), and its directories that merge with the anchor's
-/// (`merged`: not opaque, over a directory).
-fn shadows(layer: &Path, anchor: &Path) -> Result<(HashSet<PathBuf>, HashSet<PathBuf>)> {
-    let l_root = File::open(layer).map_err(|e| Error::io("opening", layer, e))?;
-    let a_root = File::open(anchor).map_err(|e| Error::io("opening", anchor, e))?;
-    let mut shadowed = HashSet::new();
-    let mut merged = HashSet::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let l_dir = open_beneath(&l_root, &rel, layer)?;
-        let a_dir = open_beneath(&a_root, &rel, anchor)?;
-        for (name, _) in super::list_dir(&l_dir, &layer.join(&rel))? {
-            let child = rel.join(&name);
-            let (l_st, _) = stat_entry(&l_dir, &name)
-                .map_err(|e| Error::sys("inspecting", &layer.join(&child), e))?;
-            let a_is_dir =
-                stat_entry(&a_dir, &name).is_ok_and(|(st, _)| file_type(&st) == SFlag::S_IFDIR);
-            let l_opaque = file_type(&l_st) == SFlag::S_IFDIR
-                && opaque(&read_xattrs(Node::At(&l_dir, &name), &layer.join(&child))?);
-            if file_type(&l_st) == SFlag::S_IFDIR && a_is_dir && !l_opaque {
-                merged.insert(child.clone());
-                stack.push(child);
-            } else {
-                shadowed.insert(child);
-            }
-        }
-    }
-    Ok((shadowed, merged))
+/// What flattening copies of each tree.
+struct Shadows {
+    /// Of the anchor: everything but the entries the layer replaces, and
+    /// the directories it merges with, entered.
+    below: Selection,
+    /// Of the layer: everything, the directories that merge entered.
+    above: Selection,
+    /// How many directories merge (they are in both copies).
+    merged: u64,
 }
 
-/// A directory to compare: `rel` below both roots.
+/// Walks the layer: its entries replace the anchor's at the same path,
+/// except its directories that merge with the anchor's (not opaque, over a
+/// directory). Depth first, one descriptor pair and listing a level.
+fn shadows(layer: &Dir, anchor: &Dir) -> Result<Shadows> {
+    struct Level {
+        l: File,
+        a: File,
+        rel: RelPath,
+        todo: Vec<OsString>,
+    }
+    let mut below = Selection::new(Select::All);
+    let mut above = Selection::new(Select::All);
+    let mut merged = 0;
+    let (l, _, _) = held(layer)?;
+    let (a, _, _) = held(anchor)?;
+    let todo = names_of(&l, layer.path())?;
+    let mut stack = vec![Level {
+        l,
+        a,
+        rel: RelPath::root(),
+        todo,
+    }];
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.todo.pop() else {
+            stack.pop();
+            continue;
+        };
+        let child = level.rel.child(&name);
+        let l_path = || child.under(layer.path());
+        let (l_st, _) =
+            stat_entry(&level.l, &name).map_err(|e| Error::sys("inspecting", &l_path(), e))?;
+        let a_st = stat_entry(&level.a, &name).ok().map(|(st, _)| st);
+        let a_is_dir = a_st.is_some_and(|st| file_type(&st) == SFlag::S_IFDIR);
+        let l_is_dir = file_type(&l_st) == SFlag::S_IFDIR;
+        let l_opaque = l_is_dir && opaque(&read_xattrs(Node::At(&level.l, &name), &l_path())?);
+        let names = child.names();
+        if l_is_dir && a_is_dir && !l_opaque {
+            below.set(&names, Select::Descend, Select::All);
+            above.set(&names, Select::Descend, Select::All);
+            merged += 1;
+            let noatime = AtomicBool::new(true);
+            let (l_dir, _) = open_verified(Some(&level.l), &name, &l_st, DIR, &noatime)
+                .map_err(|e| e.into_error(&l_path()))?;
+            let a_path = child.under(anchor.path());
+            let a_dir = match a_st {
+                Some(st) => {
+                    open_verified(Some(&level.a), &name, &st, DIR, &noatime)
+                        .map_err(|e| e.into_error(&a_path))?
+                        .0
+                }
+                None => continue,
+            };
+            let todo = names_of(&l_dir, &l_path())?;
+            raise_fd_limit(2 * stack.len() as u64 + 2);
+            stack.push(Level {
+                l: l_dir,
+                a: a_dir,
+                rel: child,
+                todo,
+            });
+        } else {
+            below.set(&names, Select::Skip, Select::All);
+        }
+    }
+    Ok(Shadows {
+        below,
+        above,
+        merged,
+    })
+}
+
+fn names_of(dir: &File, path: &Path) -> Result<Vec<OsString>> {
+    Ok(list_dir(dir, path)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The directories at one place in `U` and `A`.
+struct Pair {
+    u: File,
+    a: File,
+}
+
+/// A directory to compare: `rel` below both roots, found in the
+/// directories `pair` (its parents') or, for the roots, `roots` itself.
 struct Job {
-    rel: PathBuf,
+    pair: Option<Arc<Pair>>,
+    roots: Option<Arc<Pair>>,
+    rel: RelPath,
     /// `U`'s directory there is opaque (and so is `A`'s).
     opaque: bool,
     /// `U`'s directory's status.
@@ -401,11 +507,11 @@ struct Job {
 
 #[derive(Default)]
 struct Found {
-    whole: Vec<PathBuf>,
-    pass: HashSet<PathBuf>,
-    removed: Vec<PathBuf>,
-    opaque: Vec<PathBuf>,
-    parents: Vec<(PathBuf, FileStat)>,
+    whole: Vec<RelPath>,
+    pass: Vec<RelPath>,
+    removed: Vec<RelPath>,
+    opaque: Vec<RelPath>,
+    parents: Vec<(RelPath, FileStat)>,
     entries: u64,
     bytes: u64,
 }
@@ -413,13 +519,13 @@ struct Found {
 struct Planner<'a> {
     upper: &'a Path,
     anchor: &'a Path,
-    u_root: File,
-    a_root: File,
-    lowers: Vec<Option<File>>,
+    lowers: Vec<&'a File>,
     compare: Compare,
     noatime: AtomicBool,
     dev: u64,
-    /// Directories to compare, and how many threads are comparing one.
+    /// Directories to compare, last found first (so the walk goes depth
+    /// first and few parents stay open), and how many threads are
+    /// comparing one.
     jobs: Mutex<(Vec<Job>, usize)>,
     wake: Condvar,
     stop: AtomicBool,
@@ -436,14 +542,14 @@ struct Group {
     nlink: u64,
     /// Each name, and the inode and link count of the same name in `A`
     /// when that is unchanged.
-    names: Vec<(PathBuf, Option<(u64, u64)>)>,
+    names: Vec<(RelPath, Option<(u64, u64)>)>,
 }
 
 /// What a directory's entry turned out to be.
 enum Verdict {
     Same,
     Whole,
-    Descend(Job),
+    Descend { opaque: bool },
     Full(String),
 }
 
@@ -474,8 +580,11 @@ impl Planner<'_> {
             let done = self.visit(job, &mut found, &mut more);
             {
                 let mut jobs = lock(&self.jobs);
+                // Pushed in reverse, so the first listed is done first.
+                more.reverse();
                 jobs.0.extend(more);
                 jobs.1 -= 1;
+                raise_fd_limit(2 * jobs.0.len() as u64 + 16);
             }
             match done {
                 Ok(None) => {}
@@ -487,7 +596,7 @@ impl Planner<'_> {
         self.wake.notify_all();
         let mut all = lock(&self.found);
         all.whole.append(&mut found.whole);
-        all.pass.extend(found.pass);
+        all.pass.append(&mut found.pass);
         all.removed.append(&mut found.removed);
         all.opaque.append(&mut found.opaque);
         all.parents.append(&mut found.parents);
@@ -500,47 +609,78 @@ impl Planner<'_> {
         self.stop.store(true, Relaxed);
     }
 
+    /// Opens a job's directories in both trees, by name from its parents'.
+    fn open(&self, job: &Job) -> Result<Arc<Pair>> {
+        if let Some(roots) = &job.roots {
+            return Ok(Arc::clone(roots));
+        }
+        let (Some(pair), Some(name)) = (&job.pair, job.rel.name()) else {
+            return Err(Error::new(
+                crate::ErrorKind::Other,
+                "comparing: a directory without a parent",
+            ));
+        };
+        let u_path = || job.rel.under(self.upper);
+        let (u, _) = open_verified(Some(&pair.u), name, &job.st, DIR, &self.noatime)
+            .map_err(|e| e.into_error(&u_path()))?;
+        let a_path = job.rel.under(self.anchor);
+        let (a_st, _) =
+            stat_entry(&pair.a, name).map_err(|e| Error::sys("inspecting", &a_path, e))?;
+        let (a, _) = open_verified(Some(&pair.a), name, &a_st, DIR, &self.noatime)
+            .map_err(|e| e.into_error(&a_path))?;
+        Ok(Arc::new(Pair { u, a }))
+    }
+
     /// Compares one directory's entries; returns why a layer cannot do, if so.
     fn visit(&self, job: Job, found: &mut Found, more: &mut Vec<Job>) -> Result<Option<String>> {
-        let u_path = self.upper.join(&job.rel);
-        let u_dir = open_beneath(&self.u_root, &job.rel, self.upper)?;
-        let a_dir = open_beneath(&self.a_root, &job.rel, self.anchor)?;
-        let mut a_names: HashSet<OsString> = super::list_dir(&a_dir, &self.anchor.join(&job.rel))?
+        let pair = self.open(&job)?;
+        let u_path = job.rel.under(self.upper);
+        let mut a_names: HashSet<OsString> = super::list_dir(&pair.a, &job.rel.under(self.anchor))?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
         let mut removed_any = false;
-        for (name, _) in super::list_dir(&u_dir, &u_path)? {
+        for (name, _) in super::list_dir(&pair.u, &u_path)? {
             if self.stop.load(Relaxed) {
                 return Ok(None);
             }
-            let rel = job.rel.join(&name);
+            let rel = job.rel.child(&name);
             let in_anchor = a_names.remove(&name);
-            match self.compare_entry(&u_dir, &a_dir, &name, &rel, in_anchor, found)? {
+            match self.compare_entry(&pair.u, &pair.a, &name, &rel, in_anchor, found)? {
                 Verdict::Same => {}
                 Verdict::Whole => found.whole.push(rel),
-                Verdict::Descend(child) => more.push(child),
+                Verdict::Descend { opaque } => {
+                    let (st, _) = stat_entry(&pair.u, &name)
+                        .map_err(|e| Error::sys("inspecting", &rel.under(self.upper), e))?;
+                    more.push(Job {
+                        pair: Some(Arc::clone(&pair)),
+                        roots: None,
+                        rel,
+                        opaque,
+                        st,
+                    });
+                }
                 Verdict::Full(why) => return Ok(Some(why)),
             }
         }
         for name in a_names {
-            let rel = job.rel.join(&name);
-            let a_path = self.anchor.join(&rel);
+            let rel = job.rel.child(&name);
+            let a_path = rel.under(self.anchor);
             let (a_st, _) =
-                stat_entry(&a_dir, &name).map_err(|e| Error::sys("inspecting", &a_path, e))?;
+                stat_entry(&pair.a, &name).map_err(|e| Error::sys("inspecting", &a_path, e))?;
             if is_whiteout(&a_st) {
                 return Ok(Some(format!(
                     "the whiteout {} was removed from the tree",
-                    self.upper.join(&rel).display()
+                    rel.under(self.upper).display()
                 )));
             }
             if !job.opaque && self.lowers_have(&rel) {
                 return Ok(Some(format!(
                     "{} was removed from the tree, showing the lower layer's again",
-                    self.upper.join(&rel).display()
+                    rel.under(self.upper).display()
                 )));
             }
-            if rel.to_str().is_none() {
+            if name.to_str().is_none() || job.rel.names().iter().any(|n| n.to_str().is_none()) {
                 return Ok(Some(format!(
                     "{} was removed and its name is not UTF-8",
                     a_path.display()
@@ -563,11 +703,11 @@ impl Planner<'_> {
         u_dir: &File,
         a_dir: &File,
         name: &OsStr,
-        rel: &Path,
+        rel: &RelPath,
         in_anchor: bool,
         found: &mut Found,
     ) -> Result<Verdict> {
-        let u_path = self.upper.join(rel);
+        let u_path = rel.under(self.upper);
         let (u_st, mount_root) =
             stat_entry(u_dir, name).map_err(|e| Error::sys("inspecting", &u_path, e))?;
         if u_st.st_dev != self.dev || mount_root == Some(true) {
@@ -590,14 +730,14 @@ impl Planner<'_> {
                         &u_st,
                         &a_st,
                         &u_path,
-                        &self.anchor.join(rel),
+                        &rel.under(self.anchor),
                     )? =>
                 {
                     Some((a_st.st_ino, a_st.st_nlink))
                 }
                 _ => None,
             };
-            self.add_name(&u_st, rel, anchor, found);
+            self.add_name(&u_st, rel.clone(), anchor, found);
             return Ok(Verdict::Same);
         }
         if u_kind == SFlag::S_IFREG {
@@ -612,7 +752,7 @@ impl Planner<'_> {
         } else if !in_anchor {
             return Ok(Verdict::Whole);
         }
-        let a_path = self.anchor.join(rel);
+        let a_path = rel.under(self.anchor);
         let Ok((a_st, _)) = stat_entry(a_dir, name) else {
             if u_kind == SFlag::S_IFDIR {
                 self.count_below(u_dir, name, rel, found)?;
@@ -654,57 +794,63 @@ impl Planner<'_> {
             )));
         }
         if !self.same_dir_meta(&u_st, &a_st, &u_x, &a_x) {
-            found.pass.insert(rel.to_path_buf());
+            found.pass.push(rel.clone());
         }
-        Ok(Verdict::Descend(Job {
-            rel: rel.to_path_buf(),
-            opaque: u_opaque,
-            st: u_st,
-        }))
+        Ok(Verdict::Descend { opaque: u_opaque })
     }
 
-    /// Counts what is below a directory copied whole.
-    fn count_below(&self, u_dir: &File, name: &OsStr, rel: &Path, found: &mut Found) -> Result<()> {
-        let path = self.upper.join(rel);
+    /// Counts what is below a directory copied whole: depth first, one
+    /// descriptor and listing a level.
+    fn count_below(
+        &self,
+        u_dir: &File,
+        name: &OsStr,
+        rel: &RelPath,
+        found: &mut Found,
+    ) -> Result<()> {
+        let path = rel.under(self.upper);
         let (st, _) = stat_entry(u_dir, name).map_err(|e| Error::sys("inspecting", &path, e))?;
         let (dir, _) = open_verified(Some(u_dir), name, &st, DIR, &self.noatime)
             .map_err(|e| e.into_error(&path))?;
-        let mut stack = vec![(dir, path)];
-        while let Some((dir, path)) = stack.pop() {
-            for (name, _) in super::list_dir(&dir, &path)? {
-                let child = path.join(&name);
-                let Ok((st, _)) = stat_entry(&dir, &name) else {
-                    continue;
-                };
-                found.entries += 1;
-                match file_type(&st) {
-                    SFlag::S_IFDIR if st.st_dev == self.dev => {
-                        let (sub, _) = open_verified(Some(&dir), &name, &st, DIR, &self.noatime)
-                            .map_err(|e| e.into_error(&child))?;
-                        stack.push((sub, child));
-                    }
-                    // Copied with the directory: its other names must be too.
-                    _ if multi_name(&st) => {
-                        let rel = child.strip_prefix(self.upper).unwrap_or(&child);
-                        self.add_name(&st, rel, None, found);
-                    }
-                    SFlag::S_IFREG => found.bytes += st.st_size as u64,
-                    _ => {}
+        let todo = names_of(&dir, &path)?;
+        let mut stack = vec![(dir, rel.clone(), todo)];
+        while let Some((dir, here, todo)) = stack.last_mut() {
+            let Some(name) = todo.pop() else {
+                stack.pop();
+                continue;
+            };
+            let Ok((st, _)) = stat_entry(dir, &name) else {
+                continue;
+            };
+            found.entries += 1;
+            let child = here.child(&name);
+            match file_type(&st) {
+                SFlag::S_IFDIR if st.st_dev == self.dev => {
+                    let child_path = child.under(self.upper);
+                    let (sub, _) = open_verified(Some(dir), &name, &st, DIR, &self.noatime)
+                        .map_err(|e| e.into_error(&child_path))?;
+                    let todo = names_of(&sub, &child_path)?;
+                    raise_fd_limit(stack.len() as u64 + 1);
+                    stack.push((sub, child, todo));
                 }
+                // Copied with the directory: its other names must be too.
+                _ if multi_name(&st) => self.add_name(&st, child, None, found),
+                SFlag::S_IFREG => found.bytes += st.st_size as u64,
+                _ => {}
             }
         }
         Ok(())
     }
 
     /// Records a name of an inode with several; its bytes count once.
-    fn add_name(&self, st: &FileStat, rel: &Path, anchor: Option<(u64, u64)>, found: &mut Found) {
+    fn add_name(&self, st: &FileStat, rel: RelPath, anchor: Option<(u64, u64)>, found: &mut Found) {
         let mut groups = lock(&self.groups);
         let group = groups.entry(st.st_ino).or_default();
         if group.names.is_empty() && file_type(st) == SFlag::S_IFREG {
             found.bytes += st.st_size as u64;
         }
         group.nlink = st.st_nlink;
-        group.names.push((rel.to_path_buf(), anchor));
+        group.names.push((rel, anchor));
     }
 
     fn same_dir_meta(&self, u: &FileStat, a: &FileStat, u_x: &Xattrs, a_x: &Xattrs) -> bool {
@@ -755,21 +901,32 @@ impl Planner<'_> {
             };
             let (u_file, _) = open(u_dir, u, u_path)?;
             let (a_file, _) = open(a_dir, a, a_path)?;
-            return Ok(same_contents(&u_file, &a_file, u.st_size as u64));
+            // A read error counts as a change: the entry is copied.
+            return Ok(same_contents(&u_file, &a_file, u.st_size as u64).unwrap_or(false));
         }
         Ok(true)
     }
 
-    /// Whether any lower has an entry at `rel` (or cannot tell for sure).
-    fn lowers_have(&self, rel: &Path) -> bool {
-        self.lowers.iter().any(|lower| match lower {
-            None => true,
-            Some(lower) => match beneath(lower, rel, OFlag::O_PATH) {
-                Ok(_) => true,
+    /// Whether any lower has an entry at `rel` (or cannot tell for sure),
+    /// looked up one name at a time.
+    fn lowers_have(&self, rel: &RelPath) -> bool {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.name()) else {
+            return true;
+        };
+        let parent = parent.names();
+        self.lowers
+            .iter()
+            .any(|lower| match open_rel(lower, &parent, OFlag::O_PATH) {
+                Ok(dir) => {
+                    match stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                        Ok(_) => true,
+                        Err(Errno::ENOENT) => false,
+                        Err(_) => true,
+                    }
+                }
                 Err(Errno::ENOENT | Errno::ENOTDIR) => false,
                 Err(_) => true,
-            },
-        })
+            })
     }
 }
 
@@ -781,24 +938,4 @@ fn multi_name(st: &FileStat) -> bool {
 
 fn opaque(xattrs: &Xattrs) -> bool {
     xattrs.iter().any(|(n, v)| is_opaque_attr(n) && v == b"y")
-}
-
-/// `rel`'s parent (empty for the root's entries) and last name.
-fn split(rel: &Path) -> (&Path, &OsStr) {
-    (
-        rel.parent().unwrap_or(Path::new("")),
-        rel.file_name().unwrap_or_default(),
-    )
-}
-
-/// The directory `rel` below `root` (whose path is `root_path`), opened
-/// read-only without following any symlink or touching its atime.
-fn open_beneath(root: &File, rel: &Path, root_path: &Path) -> Result<File> {
-    let flags = OFlag::O_RDONLY | DIR;
-    beneath(root, rel, flags | OFlag::O_NOATIME)
-        .or_else(|e| match e {
-            Errno::EPERM => beneath(root, rel, flags),
-            e => Err(e),
-        })
-        .map_err(|e| Error::sys("opening directory", &root_path.join(rel), e))
 }

@@ -136,22 +136,32 @@ impl Rootfs {
     }
 }
 
-/// A file that a retargeted config refers to and that must be copied
-/// beside it: `from` in the old container directory, `to` in the new one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileToCopy {
-    pub from: PathBuf,
-    pub to: PathBuf,
-}
-
 /// What [`LxcConfig::retarget`] changes, besides the files it names.
 #[derive(Debug, Clone)]
 pub struct Retarget<'a> {
-    pub old_dir: &'a Path,
+    /// The old container directory, in every spelling the config may use.
+    pub old_dirs: &'a [&'a Path],
     pub new_dir: &'a Path,
     pub new_name: &'a str,
     pub rootfs: &'a Rootfs,
 }
+
+/// A rewritten config and the files it refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retargeted {
+    pub config: LxcConfig,
+    /// Files inside the old container directory (relative to it) that the
+    /// config now names at the same place in the new one: to be copied.
+    pub copy: Vec<PathBuf>,
+    /// Files outside it that root reads or runs on the host when the new
+    /// container starts (fstab, hook programs), with their keys, kept as
+    /// they are.
+    pub outside: Vec<(String, PathBuf)>,
+}
+
+/// Hooks that run inside the container (their program is the
+/// container's), and the key that only sets the hooks' calling convention.
+const NOT_HOST_HOOKS: [&str; 2] = ["lxc.hook.start", "lxc.hook.version"];
 
 impl LxcConfig {
     pub fn parse(text: &str) -> LxcConfig {
@@ -266,13 +276,10 @@ impl LxcConfig {
     /// host name (both spellings), new MACs, fstab and hook scripts that
     /// lived in the old directory (returned, to be copied), overlay paths in
     /// mount entries, and `lxc.ephemeral` cleared.
-    pub fn retarget(
-        &self,
-        t: &Retarget<'_>,
-        mut random_mac: impl FnMut() -> String,
-    ) -> (LxcConfig, Vec<FileToCopy>) {
+    pub fn retarget(&self, t: &Retarget<'_>, mut random_mac: impl FnMut() -> String) -> Retargeted {
         let mut c = self.clone();
         let mut files = Vec::new();
+        let mut outside = Vec::new();
         let rootfs_value = t.rootfs.to_value();
 
         if c.map_values(
@@ -303,26 +310,27 @@ impl LxcConfig {
         c.map_values(is_hwaddr_key, |_, _| Some(random_mac()));
         c.map_values(|k| k == "lxc.ephemeral", |_, _| Some("0".to_string()));
 
-        let mut relocate = |value: &str| -> Option<String> {
+        let mut relocate = |key: &str, value: &str| -> Option<String> {
             let path = Path::new(value);
-            let rel = inside(path, t.old_dir)?;
-            let to = t.new_dir.join(rel);
-            files.push(FileToCopy {
-                from: path.to_path_buf(),
-                to: to.clone(),
-            });
-            Some(to.to_string_lossy().into_owned())
+            let Some(rel) = t.old_dirs.iter().find_map(|d| inside(path, d)) else {
+                if path.is_absolute() {
+                    outside.push((key.to_string(), path.to_path_buf()));
+                }
+                return None;
+            };
+            files.push(rel.to_path_buf());
+            Some(t.new_dir.join(rel).to_string_lossy().into_owned())
         };
-        c.map_values(|k| FSTAB_KEYS.contains(&k), |_, v| relocate(v));
+        c.map_values(|k| FSTAB_KEYS.contains(&k), &mut relocate);
         c.map_values(
-            |k| k.starts_with("lxc.hook."),
-            |_, v| {
+            |k| k.starts_with("lxc.hook.") && !NOT_HOST_HOOKS.contains(&k),
+            |key, v| {
                 // A hook is a command line; only its program is a file.
                 let (program, args) = match v.split_once(char::is_whitespace) {
                     Some((p, a)) => (p, Some(a)),
                     None => (v, None),
                 };
-                let program = relocate(program)?;
+                let program = relocate(key, program)?;
                 Some(match args {
                     Some(a) => format!("{program} {a}"),
                     None => program,
@@ -330,17 +338,23 @@ impl LxcConfig {
             },
         );
 
-        let old_prefix = format!("{}/", t.old_dir.display());
         let new_prefix = format!("{}/", t.new_dir.display());
-        c.map_values(
-            |k| k == "lxc.mount.entry",
-            |_, v| {
-                let opts_overlay = v.contains("upperdir=") || v.contains("workdir=");
-                (opts_overlay && v.contains(&old_prefix))
-                    .then(|| v.replace(&old_prefix, &new_prefix))
-            },
-        );
-        (c, files)
+        for old_dir in t.old_dirs {
+            let old_prefix = format!("{}/", old_dir.display());
+            c.map_values(
+                |k| k == "lxc.mount.entry",
+                |_, v| {
+                    let opts_overlay = v.contains("upperdir=") || v.contains("workdir=");
+                    (opts_overlay && v.contains(&old_prefix))
+                        .then(|| v.replace(&old_prefix, &new_prefix))
+                },
+            );
+        }
+        Retargeted {
+            config: c,
+            copy: files,
+            outside,
+        }
     }
 }
 
@@ -385,15 +399,7 @@ fn is_hwaddr_key(key: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && index_ok(n))
 }
 
-/// `path` relative to `dir` when `path` lies inside it (lexically, with no
-/// `..` that could climb back out).
-fn inside<'p>(path: &'p Path, dir: &Path) -> Option<&'p Path> {
-    let rel = path.strip_prefix(dir).ok()?;
-    let plain = rel
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    (plain && !rel.as_os_str().is_empty()).then_some(rel)
-}
+use crate::dir::inside;
 
 /// A random locally administered MAC with LXC's prefix `10:66:6a`.
 pub fn random_mac() -> String {
@@ -555,13 +561,14 @@ lxc.ephemeral = 1
             "/s/c1_0/private/scratch/upper",
         );
         let t = Retarget {
-            old_dir: Path::new("/var/lib/lxc/c1"),
+            old_dirs: &[Path::new("/var/lib/lxc/c1")],
             new_dir: Path::new("/s/c1_0"),
             new_name: "c1_0",
             rootfs: &rootfs,
         };
         let mut macs = ["10:66:6a:00:00:01", "10:66:6a:00:00:02"].into_iter();
-        let (out, files) = cfg.retarget(&t, || macs.next().expect("two MACs").to_string());
+        let r = cfg.retarget(&t, || macs.next().expect("two MACs").to_string());
+        let (out, files) = (r.config, r.copy);
         assert_eq!(out.get("lxc.rootfs.path"), Some("overlay:/s/c1_0/private/delta:/var/lib/lxc/base/rootfs:/s/c1_0/private/scratch/upper"));
         assert_eq!(
             out.get("lxc.rootfs.mount"),
@@ -588,18 +595,13 @@ lxc.ephemeral = 1
         assert!(text.contains("lxc.mount.entry = /lib lib none ro,bind 0 0\n"));
         assert!(text.starts_with("# Template used to create this container\nlxc.include = /usr/share/lxc/config/common.conf\n"));
         assert!(!text.contains("/var/lib/lxc/c1/"), "{text}");
+        assert_eq!(files, [PathBuf::from("fstab"), PathBuf::from("pre.sh")]);
         assert_eq!(
-            files,
-            [
-                FileToCopy {
-                    from: "/var/lib/lxc/c1/fstab".into(),
-                    to: "/s/c1_0/fstab".into()
-                },
-                FileToCopy {
-                    from: "/var/lib/lxc/c1/pre.sh".into(),
-                    to: "/s/c1_0/pre.sh".into()
-                },
-            ]
+            r.outside,
+            [(
+                "lxc.hook.post-stop".to_string(),
+                PathBuf::from("/usr/share/lxc/hooks/shared")
+            )]
         );
     }
 
@@ -613,12 +615,13 @@ lxc.ephemeral = 1
             "/var/lib/lxc/new/overlay/delta",
         );
         let t = Retarget {
-            old_dir: Path::new("/var/lib/lxc/old"),
+            old_dirs: &[Path::new("/var/lib/lxc/old")],
             new_dir: Path::new("/var/lib/lxc/new"),
             new_name: "new",
             rootfs: &rootfs,
         };
-        let (out, files) = cfg.retarget(&t, random_mac);
+        let r = cfg.retarget(&t, random_mac);
+        let (out, files) = (r.config, r.copy);
         assert_eq!(
             out.get("lxc.rootfs"),
             Some("overlayfs:/var/lib/lxc/base/rootfs:/var/lib/lxc/new/overlay/delta")
@@ -645,34 +648,53 @@ lxc.ephemeral = 1
             path: "/l/n/rootfs".into(),
         };
         let t = Retarget {
-            old_dir: Path::new("/l/o"),
+            old_dirs: &[Path::new("/l/o")],
             new_dir: Path::new("/l/n"),
             new_name: "n",
             rootfs: &rootfs,
         };
-        let (new, _) =
-            LxcConfig::parse("lxc.rootfs.path = dir:/l/o/rootfs\n").retarget(&t, random_mac);
+        let new = LxcConfig::parse("lxc.rootfs.path = dir:/l/o/rootfs\n")
+            .retarget(&t, random_mac)
+            .config;
         assert_eq!(new.get("lxc.uts.name"), Some("n"));
-        let (old, _) = LxcConfig::parse("lxc.rootfs = /l/o/rootfs\n").retarget(&t, random_mac);
+        let old = LxcConfig::parse("lxc.rootfs = /l/o/rootfs\n")
+            .retarget(&t, random_mac)
+            .config;
         assert_eq!(old.get("lxc.utsname"), Some("n"));
         assert_eq!(old.get("lxc.rootfs"), Some("dir:/l/n/rootfs"));
     }
 
     #[test]
     fn files_outside_the_old_directory_are_not_copied() {
-        let text = "lxc.rootfs.path = dir:/l/o/rootfs\nlxc.mount.fstab = /l/o/../../etc/shadow\nlxc.hook.start = /l/other/hook\n";
+        let text = "lxc.rootfs.path = dir:/l/o/rootfs\nlxc.mount.fstab = /l/o/../../etc/shadow\nlxc.hook.start = /l/other/hook\nlxc.hook.pre-start = /l/other/pre\nlxc.hook.version = 1\n";
         let rootfs = Rootfs::Dir {
             prefix: "dir".into(),
             path: "/l/n/rootfs".into(),
         };
         let t = Retarget {
-            old_dir: Path::new("/l/o"),
+            old_dirs: &[Path::new("/l/o")],
             new_dir: Path::new("/l/n"),
             new_name: "n",
             rootfs: &rootfs,
         };
-        let (out, files) = LxcConfig::parse(text).retarget(&t, random_mac);
+        let r = LxcConfig::parse(text).retarget(&t, random_mac);
+        let (out, files) = (r.config, r.copy);
         assert!(files.is_empty(), "{files:?}");
+        // Root reads the fstab and runs the host hook: the caller must
+        // check them; the in-container hook and the version are no files.
+        assert_eq!(
+            r.outside,
+            [
+                (
+                    "lxc.mount.fstab".to_string(),
+                    PathBuf::from("/l/o/../../etc/shadow")
+                ),
+                (
+                    "lxc.hook.pre-start".to_string(),
+                    PathBuf::from("/l/other/pre")
+                ),
+            ]
+        );
         assert_eq!(out.get("lxc.mount.fstab"), Some("/l/o/../../etc/shadow"));
     }
 

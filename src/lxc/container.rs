@@ -1,29 +1,109 @@
-//! A container on disk: `<lxcpath>/<name>/config`, its state, and the
-//! `lxc_rdepends` / `lxc_snapshots` files that make `lxc-destroy` refuse to
-//! remove a base that others still need.
+//! A container on disk: `<lxcpath>/<name>/config`, its state, where its
+//! root filesystem is, and the `lxc_rdepends` / `lxc_snapshots` files that
+//! make `lxc-destroy` refuse to remove a base that others still need.
+//!
+//! The lxcpath is a trusted directory ([`crate::dir`]) held open, and so is
+//! each container's directory in it. A path read from a config or a
+//! dependency file is data: it is used only when it names a place inside
+//! a directory lxc-snap holds (the container's own directory for its
+//! tree, the lxcpath or the snapdir for dependency files), and then only
+//! through that directory's descriptor.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::config::LxcConfig;
-use crate::durable;
+use super::config::{LxcConfig, Rootfs};
+use crate::dir::{self, Below, Dir};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::ContainerName;
 
-/// Largest config file read; real ones are a few KiB.
+/// Largest config or dependency file read; real ones are a few KiB.
 const MAX_CONFIG: u64 = 1 << 20;
 
+/// An lxcpath, held open, with the path it was given as (configs spell
+/// paths in it that way).
+#[derive(Debug)]
+pub struct Lxcpath {
+    dir: Dir,
+    given: PathBuf,
+}
+
+impl Lxcpath {
+    /// Opens (as root: checks, see [`crate::dir`]) the lxcpath `given`.
+    pub fn open(given: &Path) -> Result<Lxcpath> {
+        let dir = Dir::open_trusted(given, None, "lxcpath").map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                e.with_hint("-P selects another lxcpath")
+            } else {
+                e
+            }
+        })?;
+        Ok(Lxcpath {
+            dir,
+            given: given.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// The lxcpath as resolved.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `path` relative to the container directory of `name`, whichever of
+    /// the lxcpath's spellings it uses; `None` if it is not inside.
+    pub fn inside_container(&self, name: &ContainerName, path: &Path) -> Option<PathBuf> {
+        [self.given.as_path(), self.dir.path()]
+            .iter()
+            .find_map(|lxcpath| dir::inside(path, &lxcpath.join(name.as_str())))
+            .map(Path::to_path_buf)
+    }
+
+    /// `path` relative to the lxcpath, in either spelling.
+    pub fn inside(&self, path: &Path) -> Option<PathBuf> {
+        [self.given.as_path(), self.dir.path()]
+            .iter()
+            .find_map(|lxcpath| dir::inside(path, lxcpath))
+            .map(Path::to_path_buf)
+    }
+
+    /// Whether anything at all exists at `<lxcpath>/<name>`.
+    pub fn has(&self, name: &ContainerName) -> Result<bool> {
+        Ok(self.dir.stat_at(name.as_str())?.is_some())
+    }
+}
+
 /// A container that exists in an lxcpath.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Container {
+    /// The lxcpath, as resolved.
     pub lxcpath: PathBuf,
     pub name: ContainerName,
     pub config: LxcConfig,
+    dir: Dir,
+    /// The container directory as the lxcpath was given, for configs.
+    given_dir: PathBuf,
+}
+
+/// Where a container's tree is: what [`Container::tree`] found.
+#[derive(Debug)]
+pub struct Tree {
+    pub rootfs: Rootfs,
+    /// The tree (an overlay's upper, or a whole root filesystem).
+    pub dir: Dir,
+    /// The directory that holds it, and its name there.
+    pub parent: Dir,
+    pub name: std::ffi::OsString,
+    /// Its path below the container's directory.
+    pub rel: PathBuf,
 }
 
 /// What `lxc-info -s` reports.
@@ -48,24 +128,27 @@ impl Container {
         lxcpath.join(name.as_str())
     }
 
-    /// Whether anything at all exists at `<lxcpath>/<name>`.
-    pub fn exists(lxcpath: &Path, name: &ContainerName) -> bool {
-        fs::symlink_metadata(Self::dir_of(lxcpath, name)).is_ok()
-    }
-
-    pub fn open(lxcpath: &Path, name: &ContainerName) -> Result<Container> {
-        let path = Self::dir_of(lxcpath, name).join("config");
-        let bytes = durable::read_untrusted(&path, MAX_CONFIG, "config").map_err(|e| {
+    pub fn open(lxcpath: &Lxcpath, name: &ContainerName) -> Result<Container> {
+        let not_found = || {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("container {name} not found in {}", lxcpath.path().display()),
+            )
+            .with_hint("lxc-ls -P LXCPATH lists containers; -P selects another lxcpath")
+        };
+        let dir = match lxcpath.dir.open_below(Path::new(name.as_str()), Below::All) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(e),
+        };
+        let bytes = dir.read_file("config", MAX_CONFIG, "config").map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!("container {name} not found in {}", lxcpath.display()),
-                )
-                .with_hint("lxc-ls -P LXCPATH lists containers; -P selects another lxcpath")
+                not_found()
             } else {
                 e
             }
         })?;
+        let path = dir.join("config");
         let text = String::from_utf8(bytes).map_err(|_| {
             Error::new(
                 ErrorKind::Other,
@@ -73,14 +156,106 @@ impl Container {
             )
         })?;
         Ok(Container {
-            lxcpath: lxcpath.to_path_buf(),
+            lxcpath: lxcpath.path().to_path_buf(),
             name: name.clone(),
             config: LxcConfig::parse(&text),
+            given_dir: lxcpath.given.join(name.as_str()),
+            dir,
         })
     }
 
-    pub fn dir(&self) -> PathBuf {
-        Self::dir_of(&self.lxcpath, &self.name)
+    /// The container's directory.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Both spellings of the container's directory: as resolved, and as
+    /// the lxcpath was given (which configs use).
+    pub fn dir_spellings(&self) -> [&Path; 2] {
+        [self.dir.path(), &self.given_dir]
+    }
+
+    /// `path` (from the config) relative to the container's directory, if
+    /// it lies inside it.
+    pub fn inside(&self, path: &Path) -> Option<PathBuf> {
+        self.dir_spellings()
+            .iter()
+            .find_map(|d| dir::inside(path, d))
+            .map(Path::to_path_buf)
+    }
+
+    /// The container's tree as its config names it: an overlay's upper or a
+    /// directory root filesystem, which must be inside the container's own
+    /// directory (anything else is refused: the config would choose what
+    /// lxc-snap reads, replaces or deletes as root). Opened without
+    /// following any symlink, every directory on the way checked.
+    pub fn tree(&self) -> Result<Tree> {
+        let rootfs = self.config.rootfs()?;
+        let path = match &rootfs {
+            Rootfs::Overlay { upper, .. } => upper.clone(),
+            Rootfs::Dir { path, .. } => path.clone(),
+            Rootfs::Unsupported { kind } => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{}: its rootfs backend is {kind}", self.name),
+                )
+                .with_hint(
+                    "lxc-snap supports overlay (overlay: or overlayfs:) and directory-backed containers",
+                ))
+            }
+        };
+        let Some(rel) = self.inside(&path) else {
+            return Err(Error::new(
+                ErrorKind::Unsafe,
+                format!(
+                    "refusing {}: its config puts its root filesystem at {}, outside {}",
+                    self.name,
+                    path.display(),
+                    self.dir.path().display()
+                ),
+            )
+            .with_hint(format!(
+                "lxc-snap works only on trees inside the container's own directory; move it under {}",
+                self.dir.path().display()
+            )));
+        };
+        let name = rel.file_name().unwrap_or_default().to_os_string();
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let parent = if parent_rel.as_os_str().is_empty() {
+            self.dir.try_clone()?
+        } else {
+            self.dir.open_below(parent_rel, Below::All)?
+        };
+        let dir = match parent.stat_at(&name)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => parent.open_dir(&name)?,
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{}: {} is not a directory (a block device or image)",
+                        self.name,
+                        parent.join(&name).display()
+                    ),
+                ))
+            }
+            None => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{}: {} does not exist",
+                        self.name,
+                        parent.join(&name).display()
+                    ),
+                ))
+            }
+        };
+        Ok(Tree {
+            rootfs,
+            dir,
+            parent,
+            name,
+            rel,
+        })
     }
 
     /// Asks LXC whether the container runs (see [`state_of`]).
@@ -95,7 +270,7 @@ impl Container {
 
     /// The containers this one's rootfs depends on (its `lxc_rdepends`).
     pub fn rdepends(&self) -> Result<Vec<DependencyEntry>> {
-        read_dependency_file(&self.dir().join("lxc_rdepends"))
+        read_dependency_file(&self.dir, "lxc_rdepends")
     }
 }
 
@@ -151,9 +326,9 @@ pub fn ensure_stopped(lxcpath: &Path, name: &str) -> Result<()> {
     )
 }
 
-/// Reads a file of `LXCPATH\nNAME\n` pairs; a missing file is empty.
-pub fn read_dependency_file(path: &Path) -> Result<Vec<DependencyEntry>> {
-    let bytes = match durable::read_untrusted(path, MAX_CONFIG, "dependency file") {
+/// Reads a file of `LXCPATH\nNAME\n` pairs in `dir`; a missing file is empty.
+pub fn read_dependency_file(dir: &Dir, name: &str) -> Result<Vec<DependencyEntry>> {
+    let bytes = match dir.read_file(name, MAX_CONFIG, "dependency file") {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -180,32 +355,68 @@ fn render_pairs(entries: &[DependencyEntry]) -> String {
 }
 
 /// Writes `<dir>/lxc_rdepends` naming `bases`.
-pub fn write_rdepends(dir: &Path, bases: &[DependencyEntry]) -> Result<()> {
+pub fn write_rdepends(dir: &Dir, bases: &[DependencyEntry]) -> Result<()> {
     if bases.is_empty() {
         return Ok(());
     }
-    durable::write_atomic(
-        &dir.join("lxc_rdepends"),
-        render_pairs(bases).as_bytes(),
-        0o644,
-    )
+    dir.write_file("lxc_rdepends", render_pairs(bases).as_bytes(), 0o644)
+}
+
+/// The directory of the container `entry` names, if it is in one of the
+/// lxcpaths lxc-snap holds (`places`: the lxcpath and the snapdir). A
+/// dependency file is data: a pair naming any other place is not followed.
+/// `Ok(None)`: no such place, or no such container there.
+fn dependency_dir(places: &[&Dir], entry: &DependencyEntry) -> Result<Option<Dir>> {
+    let Ok(name) = ContainerName::parse(&entry.name) else {
+        return Ok(None);
+    };
+    let known = |d: &&&Dir| {
+        d.path() == entry.lxcpath || fs::canonicalize(&entry.lxcpath).is_ok_and(|p| p == d.path())
+    };
+    let Some(place) = places.iter().find(known) else {
+        return Ok(None);
+    };
+    match place.open_below(Path::new(name.as_str()), Below::All) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Adds (`add`) or removes `dependent` in the `lxc_snapshots` file of
 /// `base`, under an flock on that file so that concurrent runs do not lose
 /// each other's entries. The file is rewritten in place with one write: it
-/// is the inode LXC itself reads.
+/// is the inode LXC itself reads. `base` must be a container in one of
+/// `places` (see [`dependency_dir`]); adding elsewhere is refused, and
+/// removing elsewhere leaves the entry (a stale entry only makes
+/// lxc-destroy more careful).
 pub fn update_dependents(
+    places: &[&Dir],
     base: &DependencyEntry,
     dependent: &DependencyEntry,
     add: bool,
 ) -> Result<()> {
-    let base_dir = base.lxcpath.join(&base.name);
-    let path = base_dir.join("lxc_snapshots");
-    if !add && fs::symlink_metadata(&path).is_err() {
-        return Ok(());
-    }
-    if fs::symlink_metadata(base_dir.join("config")).is_err() {
+    let base_path = base.lxcpath.join(&base.name);
+    let Some(dir) = dependency_dir(places, base)? else {
+        if !add {
+            return Ok(());
+        }
+        let known = places
+            .iter()
+            .map(|d| d.path().display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        return Err(Error::new(
+            ErrorKind::Unsafe,
+            format!(
+                "refusing to register with {}: a dependency file names it, but it is no container in {known}",
+                base_path.display()
+            ),
+        )
+        .with_hint("check the container's lxc_rdepends, and -P"));
+    };
+    let path = dir.join("lxc_snapshots");
+    if dir.stat_at("config")?.is_none() {
         if !add {
             // No container any more: nothing for the entry to protect.
             return Ok(());
@@ -214,25 +425,52 @@ pub fn update_dependents(
             ErrorKind::NotFound,
             format!(
                 "registering a dependent of {}: the base container is gone",
-                base_dir.display()
+                dir.path().display()
             ),
         ));
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| Error::io("opening", &path, e))?;
+    if !add && dir.stat_at("lxc_snapshots")?.is_none() {
+        return Ok(());
+    }
+    let c_name = c"lxc_snapshots";
+    let flags = libc::O_RDWR
+        | libc::O_CREAT
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | libc::O_NOCTTY
+        | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated name relative to a directory we hold.
+    let fd = unsafe { libc::openat(dir.file().as_raw_fd(), c_name.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return Err(Error::io("opening", &path, std::io::Error::last_os_error()));
+    }
+    // SAFETY: openat just returned this descriptor and nothing else owns it.
+    let file = unsafe { fs::File::from_raw_fd(fd) };
+    let st =
+        nix::sys::stat::fstat(file.as_raw_fd()).map_err(|e| Error::sys("inspecting", &path, e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > MAX_CONFIG {
+        return Err(Error::new(
+            ErrorKind::Unsafe,
+            format!(
+                "refusing {}: not a regular file of at most 1 MiB",
+                path.display()
+            ),
+        ));
+    }
     let mut file = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::sys("locking", &path, e))?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)
+    let mut bytes = Vec::new();
+    (&*file)
+        .take(MAX_CONFIG + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| Error::io("reading", &path, e))?;
-    let mut entries = parse_pairs(&text);
+    if bytes.len() as u64 > MAX_CONFIG {
+        return Err(Error::new(
+            ErrorKind::Unsafe,
+            format!("refusing {}: longer than 1 MiB", path.display()),
+        ));
+    }
+    let mut entries = parse_pairs(&String::from_utf8_lossy(&bytes));
     let present = entries.contains(dependent);
     if add == present {
         return Ok(());
@@ -253,16 +491,28 @@ pub fn update_dependents(
 /// The containers whose rootfs directories are `lowers`, when a lower is
 /// `<lxcpath>/<name>/rootfs` of a container with a config (what `lxc-copy`
 /// clones from).
-pub fn bases_of_lowers(lowers: &[PathBuf]) -> Vec<DependencyEntry> {
+pub fn bases_of_lowers(lowers: &[PathBuf], lxcpath: &Lxcpath) -> Vec<DependencyEntry> {
     lowers
         .iter()
-        .filter(|l| l.file_name().is_some_and(|n| n == "rootfs"))
         .filter_map(|l| {
-            let dir = l.parent()?;
-            let name = dir.file_name()?.to_str()?.to_string();
-            let lxcpath = dir.parent()?.to_path_buf();
-            fs::symlink_metadata(dir.join("config")).ok()?;
-            Some(DependencyEntry { lxcpath, name })
+            let rel = lxcpath.inside(l)?;
+            let parts = dir::plain_components(&rel)?;
+            let [name, rootfs] = parts.as_slice() else {
+                return None;
+            };
+            if *rootfs != "rootfs" {
+                return None;
+            }
+            let name = ContainerName::parse(name.to_str()?).ok()?;
+            let dir = lxcpath
+                .dir
+                .open_below(Path::new(name.as_str()), Below::All)
+                .ok()?;
+            dir.stat_at("config").ok()??;
+            Some(DependencyEntry {
+                lxcpath: lxcpath.path().to_path_buf(),
+                name: name.to_string(),
+            })
         })
         .collect()
 }
@@ -303,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn update_dependents_adds_once_and_removes() {
+    fn update_dependents_adds_once_removes_and_stays_in_its_places() {
         let lxc = tempfile::tempdir().expect("tempdir");
         fs::create_dir(lxc.path().join("base")).expect("mkdir");
         fs::write(lxc.path().join("base/config"), "").expect("config");
@@ -312,6 +562,8 @@ mod tests {
             format!("{}\nc1\n", lxc.path().display()),
         )
         .expect("seed");
+        let lxcpath = Lxcpath::open(lxc.path()).expect("lxcpath");
+        let places = [lxcpath.dir()];
         let base = DependencyEntry {
             lxcpath: lxc.path().into(),
             name: "base".into(),
@@ -320,19 +572,34 @@ mod tests {
             lxcpath: "/snaps".into(),
             name: "c1_0".into(),
         };
-        update_dependents(&base, &dep, true).expect("add");
-        update_dependents(&base, &dep, true).expect("add again");
+        update_dependents(&places, &base, &dep, true).expect("add");
+        update_dependents(&places, &base, &dep, true).expect("add again");
         let text = fs::read_to_string(lxc.path().join("base/lxc_snapshots")).expect("read");
         assert_eq!(
             text,
             format!("{}\nc1\n/snaps\nc1_0\n", lxc.path().display())
         );
-        update_dependents(&base, &dep, false).expect("remove");
+        update_dependents(&places, &base, &dep, false).expect("remove");
         let text = fs::read_to_string(lxc.path().join("base/lxc_snapshots")).expect("read");
         assert_eq!(text, format!("{}\nc1\n", lxc.path().display()));
         assert_eq!(
-            bases_of_lowers(&[lxc.path().join("base/rootfs"), "/nowhere/x/rootfs".into()]),
+            bases_of_lowers(
+                &[lxc.path().join("base/rootfs"), "/nowhere/x/rootfs".into()],
+                &lxcpath
+            ),
             [base]
         );
+        // Anywhere else with a config: not written to.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(elsewhere.path().join("victim")).expect("mkdir");
+        fs::write(elsewhere.path().join("victim/config"), "").expect("config");
+        let victim = DependencyEntry {
+            lxcpath: elsewhere.path().into(),
+            name: "victim".into(),
+        };
+        let err = update_dependents(&places, &victim, &dep, true).expect_err("elsewhere");
+        assert_eq!(err.kind(), ErrorKind::Unsafe);
+        update_dependents(&places, &victim, &dep, false).expect("removing elsewhere does nothing");
+        assert!(!elsewhere.path().join("victim/lxc_snapshots").exists());
     }
 }

@@ -16,6 +16,7 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, write, Gid, Uid};
 
+use crate::dir::Dir;
 use crate::error::{Error, Result};
 
 const ETC: &CStr = c"etc";
@@ -34,8 +35,9 @@ enum Found {
 /// Sets `/etc/hostname` in `layer` (the top layer, written to) to `name`,
 /// looking through `lowers` (top first) when the layer lacks it. Returns
 /// whether a file was written.
-pub fn set_hostname(layer: &Path, lowers: &[&Path], name: &str) -> Result<bool> {
-    let top = open_dir_at(None, layer)?.ok_or_else(|| not_dir(layer))?;
+pub fn set_hostname(layer_dir: &Dir, lowers: &[&Dir], name: &str) -> Result<bool> {
+    let layer = layer_dir.path();
+    let top = held(layer_dir)?;
     let (etc_in_layer, file_in_layer) = match lookup(&top, layer)? {
         Lookup::Dir {
             etc,
@@ -106,11 +108,10 @@ fn lookup(root: &OwnedFd, root_path: &Path) -> Result<Lookup> {
 
 /// The owner/mode templates (etc, hostname) from the highest lower that has
 /// the file, unless a whiteout or opaque directory above hides it.
-fn find_in_lowers(lowers: &[&Path]) -> Result<Option<(Option<FileStat>, FileStat)>> {
-    for lower in lowers {
-        let Some(root) = open_dir_at(None, lower)? else {
-            continue;
-        };
+fn find_in_lowers(lowers: &[&Dir]) -> Result<Option<(Option<FileStat>, FileStat)>> {
+    for lower_dir in lowers {
+        let lower = lower_dir.path();
+        let root = held(lower_dir)?;
         match lookup(&root, lower)? {
             Lookup::Absent => continue,
             Lookup::Hidden => return Ok(None),
@@ -202,6 +203,14 @@ fn write_file(etc: &OwnedFd, path: &Path, template: &FileStat, contents: &[u8]) 
         .map_err(|e| Error::sys("replacing", path, e))
 }
 
+/// A descriptor of its own for a held directory.
+fn held(dir: &Dir) -> Result<OwnedFd> {
+    dir.file()
+        .try_clone()
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("opening", dir.path(), e))
+}
+
 fn open_dir_at(dir: Option<&OwnedFd>, path: &Path) -> Result<Option<OwnedFd>> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let result = match dir {
@@ -264,6 +273,10 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+    fn dir(p: &Path) -> Dir {
+        Dir::open_given(p, "opening").expect("open")
+    }
+
     #[test]
     fn replaces_a_file_in_the_layer() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -274,7 +287,7 @@ mod tests {
             fs::Permissions::from_mode(0o640),
         )
         .expect("chmod");
-        assert!(set_hostname(d.path(), &[], "new").expect("set"));
+        assert!(set_hostname(&dir(d.path()), &[], "new").expect("set"));
         assert_eq!(
             fs::read_to_string(d.path().join("etc/hostname")).expect("read"),
             "new\n"
@@ -298,7 +311,7 @@ mod tests {
         let layer = d.path().join("layer");
         fs::create_dir(&layer).expect("mkdir");
         std::os::unix::fs::symlink(outside.join("etc"), layer.join("etc")).expect("symlink");
-        assert!(!set_hostname(&layer, &[], "new").expect("set"));
+        assert!(!set_hostname(&dir(&layer), &[], "new").expect("set"));
         assert_eq!(
             fs::read_to_string(outside.join("etc/hostname")).expect("read"),
             "host\n"
@@ -308,7 +321,7 @@ mod tests {
         fs::create_dir(layer.join("etc")).expect("mkdir");
         std::os::unix::fs::symlink(outside.join("target"), layer.join("etc/hostname"))
             .expect("symlink");
-        assert!(!set_hostname(&layer, &[], "new").expect("set"));
+        assert!(!set_hostname(&dir(&layer), &[], "new").expect("set"));
         assert_eq!(
             fs::read_to_string(outside.join("target")).expect("read"),
             "keep\n"
@@ -329,7 +342,7 @@ mod tests {
         .expect("chmod");
         let layer = d.path().join("layer");
         fs::create_dir(&layer).expect("mkdir");
-        assert!(set_hostname(&layer, &[&lower], "new").expect("set"));
+        assert!(set_hostname(&dir(&layer), &[&dir(&lower)], "new").expect("set"));
         assert_eq!(
             fs::read_to_string(layer.join("etc/hostname")).expect("read"),
             "new\n"
@@ -352,7 +365,7 @@ mod tests {
 
         let absent = d.path().join("absent");
         fs::create_dir(&absent).expect("mkdir");
-        assert!(!set_hostname(&absent, &[&absent], "new").expect("set"));
+        assert!(!set_hostname(&dir(&absent), &[&dir(&absent)], "new").expect("set"));
         assert!(!absent.join("etc").exists());
     }
 }

@@ -138,3 +138,9 @@ pub fn kill_when_staging_appears(
     child.wait().expect("reap");
     found
 }
+
+/// A directory held open, for the library calls that take one.
+pub fn held(path: &Path) -> lxc_snap::dir::Dir {
+    lxc_snap::dir::Dir::open_given(path, "opening")
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
