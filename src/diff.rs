@@ -61,7 +61,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -291,43 +290,10 @@ pub fn format_line(c: &Change) -> String {
 }
 
 /// A path made safe to print on one line of a terminal, reversibly:
-/// `\\` for a backslash, `\n`, `\t`, `\r`, and `\xNN` for every byte of
-/// invalid UTF-8, of a control character (C0, DEL, C1) and of the invisible
-/// characters that reorder or hide text (bidirectional controls, zero-width
-/// characters, line and paragraph separators, BOM).
+/// `\\` for a backslash, the rest as [`crate::printable::escape_bytes`]
+/// does.
 pub fn escape_path(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    let hex = |out: &mut String, b: u8| {
-        let _ = write!(out, "\\x{b:02x}");
-    };
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                '\r' => out.push_str("\\r"),
-                c if c.is_control() || is_invisible(c) => {
-                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
-                        hex(&mut out, b);
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        for &b in chunk.invalid() {
-            hex(&mut out, b);
-        }
-    }
-    out
-}
-
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
-            | '\u{feff}'
-    )
+    crate::printable::escape_bytes(bytes, true)
 }
 
 /// Compares `old` with `new`, calling `each` for every change in tree order,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod lxc;
 pub mod mounts;
 pub mod names;
+pub mod printable;
 pub mod prune;
 pub mod store;
 pub mod ui;
@@ -47,9 +48,10 @@ pub fn main_with_exit_code() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lxc-snap: {e}");
+            // What failed often names what a container or a user chose.
+            eprintln!("lxc-snap: {}", printable::escape(e.message()));
             if let Some(hint) = e.hint() {
-                eprintln!("lxc-snap: hint: {hint}");
+                eprintln!("lxc-snap: hint: {}", printable::escape(hint));
             }
             e.kind().exit_code()
         }

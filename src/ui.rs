@@ -1,8 +1,10 @@
 //! Messages to the person at the terminal that are not errors: progress
-//! lines and warnings on stderr. Errors are printed in one place only,
-//! [`crate::main_with_exit_code`].
+//! lines and warnings on stderr, escaped ([`crate::printable`]). Errors are
+//! printed in one place only, [`crate::main_with_exit_code`].
 
 use std::io::IsTerminal;
+
+use crate::printable::escape;
 
 /// Verbosity chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -14,20 +16,20 @@ impl Ui {
     /// A line about what happened (`created snapshot mysql_0`), on stdout.
     pub fn done(&self, msg: &str) {
         if !self.quiet {
-            println!("{msg}");
+            println!("{}", escape(msg));
         }
     }
 
     /// A note on stderr that the user may want to act on; `--quiet` hides it.
     pub fn note(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("lxc-snap: {msg}");
+            eprintln!("lxc-snap: {}", escape(msg));
         }
     }
 
     /// Something went wrong that did not stop the command; always shown.
     pub fn warn(&self, msg: &str) {
-        eprintln!("lxc-snap: warning: {msg}");
+        eprintln!("lxc-snap: warning: {}", escape(msg));
     }
 }
 

@@ -1,6 +1,6 @@
 //! `lxc-snap comment SNAP [TEXT | -c FILE]`: print or replace a comment.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use super::{read_comment, require_root, Context};
 use crate::cli::CommentSource;
@@ -11,6 +11,17 @@ pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> R
     let Some(source) = set else {
         let snapshot = ctx.store.get(name)?;
         if let Some(text) = ctx.store.comment(&snapshot)? {
+            // As it is to a pipe or a file; on a terminal, each line escaped.
+            let text = if std::io::stdout().is_terminal() {
+                text.split_inclusive('\n')
+                    .map(|l| match l.strip_suffix('\n') {
+                        Some(l) => format!("{}\n", crate::printable::escape(l)),
+                        None => crate::printable::escape(l),
+                    })
+                    .collect()
+            } else {
+                text
+            };
             std::io::stdout()
                 .write_all(text.as_bytes())
                 .map_err(|e| Error::io("writing", std::path::Path::new("standard output"), e))?;

@@ -165,6 +165,14 @@ fn disk_usage(root: &crate::dir::Dir) -> Option<u64> {
     Some(total)
 }
 
+/// One line of the report, escaped: paths and comments come from
+/// containers and users.
+macro_rules! line {
+    ($($arg:tt)*) => {
+        println!("{}", crate::printable::escape(&format!($($arg)*)))
+    };
+}
+
 fn print_text(i: &Info) {
     let created = chrono::DateTime::parse_from_rfc3339(&i.created)
         .map(|t| {
@@ -183,29 +191,29 @@ fn print_text(i: &Info) {
                 .join(", ")
         }
     };
-    println!("snapshot:      {}", i.name);
-    println!(
+    line!("snapshot:      {}", i.name);
+    line!(
         "container:     {} (in {})",
         i.container,
         i.lxcpath.display()
     );
-    println!("number:        {}", i.number);
-    println!("created:       {created}");
-    println!("pinned:        {}", if i.pinned { "yes" } else { "no" });
-    println!(
+    line!("number:        {}", i.number);
+    line!("created:       {created}");
+    line!("pinned:        {}", if i.pinned { "yes" } else { "no" });
+    line!(
         "backing:       {}",
         match i.backing {
             Backing::Overlay => "overlay",
             Backing::Dir => "dir",
         }
     );
-    println!("path:          {}", i.path.display());
-    println!(
+    line!("path:          {}", i.path.display());
+    line!(
         "tree:          {}",
         if i.tree_present { "present" } else { "MISSING" }
     );
     match (&i.layer_over, i.layer_entries) {
-        (Some(anchor), Some(n)) => println!(
+        (Some(anchor), Some(n)) => line!(
             "stored as:     changes to {anchor}{} ({n} entries)",
             if i.layer_over_held {
                 ", deleted but kept for its layers"
@@ -213,35 +221,35 @@ fn print_text(i: &Info) {
                 ""
             }
         ),
-        _ => println!("stored as:     a whole tree"),
+        _ => line!("stored as:     a whole tree"),
     }
     for l in &i.lowers {
-        println!("lower:         {} ({})", l.path.display(), l.state);
+        line!("lower:         {} ({})", l.path.display(), l.state);
     }
-    println!("files:         {}", i.files);
-    println!(
+    line!("files:         {}", i.files);
+    line!(
         "refers to:     {} bytes ({})",
         i.bytes,
         human_bytes(i.bytes)
     );
-    println!(
+    line!(
         "frees:         {} bytes ({}; what deleting it frees now)",
         i.used_bytes,
         human_bytes(i.used_bytes)
     );
     match i.bytes_on_disk {
-        Some(b) => println!("bytes on disk: {b} ({})", human_bytes(b)),
-        None => println!("bytes on disk: unknown"),
+        Some(b) => line!("bytes on disk: {b} ({})", human_bytes(b)),
+        None => line!("bytes on disk: unknown"),
     }
-    println!("base:          {}", dep_list(&i.base));
-    println!("dependents:    {}", dep_list(&i.dependents));
+    line!("base:          {}", dep_list(&i.base));
+    line!("dependents:    {}", dep_list(&i.dependents));
     match &i.comment {
         Some(c) => {
-            println!("comment:");
+            line!("comment:");
             for line in c.lines() {
-                println!("  {line}");
+                line!("  {line}");
             }
         }
-        None => println!("comment:       none"),
+        None => line!("comment:       none"),
     }
 }

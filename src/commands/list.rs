@@ -122,7 +122,7 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
             human_bytes(r.bytes),
             human_bytes(r.used_bytes),
             pinned.to_string(),
-            first_line.to_string(),
+            crate::printable::escape(first_line),
         ]);
     }
     print_table(b, Some(5));
