@@ -221,9 +221,15 @@ fn mount_and_umount_refuse_a_path_through_a_symlink() {
     // A real mount, and an unmount asked for through the symlink.
     let direct = roots.join("etc");
     env.ok(&["-q", "mount", "c_0", direct.to_str().expect("utf-8")]);
-    assert_eq!(common::lxc::mounts_under(&roots), std::slice::from_ref(&direct));
+    assert_eq!(
+        common::lxc::mounts_under(&roots),
+        std::slice::from_ref(&direct)
+    );
     unsafe_refusal(&env, &["umount", through]);
-    assert_eq!(common::lxc::mounts_under(&roots), std::slice::from_ref(&direct));
+    assert_eq!(
+        common::lxc::mounts_under(&roots),
+        std::slice::from_ref(&direct)
+    );
     // Read-only, nosuid, nodev.
     let opts = fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
@@ -848,4 +854,232 @@ fn a_directory_of_200000_entries_snapshots_in_little_memory() {
             run.max_rss_kib
         );
     }
+}
+
+#[test]
+fn comment_and_config_files_of_every_odd_kind_are_refused_without_hanging() {
+    if !common::system_tests_enabled(
+        "comment_and_config_files_of_every_odd_kind_are_refused_without_hanging",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    overlay_clone(&env, "c");
+    let odd = env.path().join("odd");
+    fs::create_dir(&odd).expect("mkdir");
+    nix::unistd::mkfifo(
+        &odd.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .expect("fifo");
+    nix::sys::stat::mknod(
+        &odd.join("zero"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .expect("mknod");
+    fs::write(odd.join("real"), "text\n").expect("write");
+    std::os::unix::fs::symlink(odd.join("real"), odd.join("link")).expect("symlink");
+    fs::write(odd.join("huge"), vec![b'x'; 65 * 1024]).expect("write");
+    fs::write(odd.join("binary"), b"\xff\xfe\x00bin").expect("write");
+    let with_limit = |args: Vec<String>| {
+        let mut c = env.cmd();
+        c.args(&args);
+        let run = common::run_measured(c, 1 << 26, Duration::from_secs(60));
+        assert_eq!(run.killed, None, "{args:?}: {run:?}");
+        run
+    };
+    for name in ["fifo", "zero", "link", "huge", "binary"] {
+        let path = odd.join(name).display().to_string();
+        let run = with_limit(vec!["-c".into(), path, "c".into()]);
+        assert_eq!(run.code, Some(2), "comment from {name}: {run:?}");
+    }
+    assert!(!env.snapdir.join("c_0").exists());
+
+    // The container's own config, each odd kind in its place.
+    let config = env.lxcpath.join("c/config");
+    let good = fs::read(&config).expect("config");
+    for name in ["fifo", "zero", "link", "binary"] {
+        fs::remove_file(&config).expect("rm");
+        match name {
+            "link" => std::os::unix::fs::symlink(odd.join("real"), &config).expect("symlink"),
+            "binary" => fs::write(&config, b"lxc.rootfs.path = \xff\n").expect("write"),
+            other => {
+                if other == "fifo" {
+                    nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                        .expect("fifo");
+                } else {
+                    nix::sys::stat::mknod(
+                        &config,
+                        nix::sys::stat::SFlag::S_IFCHR,
+                        nix::sys::stat::Mode::from_bits_truncate(0o644),
+                        nix::sys::stat::makedev(1, 5),
+                    )
+                    .expect("mknod");
+                }
+            }
+        }
+        let run = with_limit(vec!["c".into()]);
+        assert_ne!(run.code, Some(0), "config as {name}: {run:?}");
+    }
+    fs::remove_file(&config).expect("rm");
+    let mut huge = good.clone();
+    huge.extend(std::iter::repeat_n(b'#', 2 << 20));
+    fs::write(&config, huge).expect("write");
+    let run = with_limit(vec!["c".into()]);
+    assert_ne!(run.code, Some(0), "a 2 MiB config: {run:?}");
+    assert!(!env.snapdir.join("c_0").exists());
+}
+
+#[test]
+fn diff_content_never_opens_fifos_devices_or_sockets() {
+    if !common::system_tests_enabled("diff_content_never_opens_fifos_devices_or_sockets", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = overlay_clone(&env, "c");
+    nix::unistd::mkfifo(
+        &delta.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .expect("fifo");
+    nix::sys::stat::mknod(
+        &delta.join("zero"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .expect("mknod");
+    let _socket = std::os::unix::net::UnixListener::bind(delta.join("sock")).expect("socket");
+    env.ok(&["-q", "c"]);
+    let mut c = env.cmd();
+    c.args(["diff", "--content", "c_0"]);
+    let run = common::run_measured(c, 1 << 26, Duration::from_secs(60));
+    assert_eq!(run.killed, None, "{run:?}");
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.starts_with("0 added, 0 modified"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn hostile_names_survive_snapshot_and_restore_exactly() {
+    if !common::system_tests_enabled("hostile_names_survive_snapshot_and_restore_exactly", true) {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new();
+    let delta = overlay_clone(&env, "c");
+    let names: Vec<&[u8]> = vec![
+        b"-rf",
+        b"new\nline",
+        b"tab\tand space ",
+        b"\xff\xfenot utf-8",
+        b"\x1b]0;title\x07",
+        b"..dots",
+        &[b'n'; 255],
+        b"\\back\\slash",
+    ];
+    for name in &names {
+        fs::write(delta.join(std::ffi::OsStr::from_bytes(name)), *name).expect("write");
+    }
+    env.ok(&["-q", "c"]);
+    env.ok(&["-q", "restore", "c_0", "back"]);
+    let restored = env.lxcpath.join("back/overlay/delta");
+    for name in &names {
+        let path = restored.join(std::ffi::OsStr::from_bytes(name));
+        assert_eq!(fs::read(&path).expect("restored"), *name, "{path:?}");
+    }
+    fs::remove_file(delta.join(std::ffi::OsStr::from_bytes(b"new\nline"))).expect("rm");
+    let diff = env.ok(&["diff", "c_0"]);
+    assert!(diff.starts_with("D /new\\nline\n"), "{diff}");
+    assert!(!diff.as_bytes().contains(&0x1b));
+}
+
+/// Swaps a real directory of the delta with a symlink to `outside`, over
+/// and over, until told to stop: the race `docker cp` lost
+/// (CVE-2018-15664).
+fn race_symlink_exchange(
+    delta: PathBuf,
+    outside: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let (real, link) = (delta.join("swap"), delta.join("swap-link"));
+        fs::create_dir_all(&real).expect("mkdir");
+        fs::write(real.join("file"), "inside\n").expect("write");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+        let mut swaps = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            nix::fcntl::renameat2(
+                None,
+                &real,
+                None,
+                &link,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .expect("exchange");
+            swaps += 1;
+        }
+        swaps
+    })
+}
+
+#[test]
+fn a_symlink_exchange_racer_never_reaches_the_host() {
+    if !common::system_tests_enabled("a_symlink_exchange_racer_never_reaches_the_host", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = overlay_clone(&env, "c");
+    let outside = env.path().join("host-secrets");
+    fs::create_dir(&outside).expect("mkdir");
+    fs::write(outside.join("file"), "HOST SECRET\n").expect("write");
+    let before = listing(&outside);
+    env.ok(&["-q", "c"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = race_symlink_exchange(delta.clone(), outside.clone(), stop.clone());
+    for round in 0..20 {
+        let args: &[&str] = match round % 5 {
+            0 => &["-q", "c"],
+            1 => &["-q", "snap", "--full", "c"],
+            2 => &["-q", "snap", "--checksum", "c"],
+            3 => &["diff", "--content", "c_0"],
+            _ => &["-q", "snap", "--whole", "c"],
+        };
+        // A run may fail ("changed while being copied"); it must never
+        // read or write through the symlink.
+        let out = env.run(args);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("HOST SECRET"),
+            "{out:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(racer.join().expect("racer") > 0);
+    for name in common::fixtures::names_of(&env, "c") {
+        let tree = common::fixtures::captured(&env, &name);
+        for entry in walkdir::WalkDir::new(&tree) {
+            let entry = entry.expect("walk");
+            if entry.file_type().is_file() {
+                let data = fs::read(entry.path()).expect("read");
+                assert!(
+                    !String::from_utf8_lossy(&data).contains("HOST SECRET"),
+                    "{name} captured a host file at {:?}",
+                    entry.path()
+                );
+            }
+        }
+        env.ok(&["-q", "restore", &name, &format!("r-{name}")]);
+    }
+    assert_eq!(listing(&outside), before);
+    assert_eq!(
+        fs::read_to_string(outside.join("file")).expect("read"),
+        "HOST SECRET\n"
+    );
 }
