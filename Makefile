@@ -14,6 +14,8 @@
 #                   busybox container (root)
 #   make bench      benchmarks against lxc-snapshot, cp -a and rsync; writes
 #                   BENCHMARKS.md (root; BENCH_QUICK=1 for a small tree)
+#   make fuzz       runs each fuzz target (fuzz/) for FUZZ_SECONDS (600)
+#                   with cargo fuzz; not part of make test
 #
 # The system tests need root and LXC. LXC_SNAP_SKIP_SYSTEM_TESTS=1 skips them
 # (each skipped test says so), the package test and the package installation.
@@ -50,7 +52,7 @@ fishcompdir := $(datadir)/fish/vendor_completions.d
 
 .PHONY: all build completions install install-bin install-man \
 	install-completions install-doc uninstall deb deb-deps test-package \
-	deps lint check-man check-root test demo bench bench-deps clean
+	deps lint check-man check-root test demo bench bench-deps fuzz clean
 
 all: build completions
 
@@ -91,6 +93,7 @@ install-completions: completions
 install-doc:
 	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md
 	install -D -m 0644 CHANGELOG.md $(DESTDIR)$(docdir)/CHANGELOG.md
+	install -D -m 0644 SECURITY.md $(DESTDIR)$(docdir)/SECURITY.md
 
 # Removes exactly what install installed, and the doc directory if empty.
 uninstall:
@@ -100,7 +103,8 @@ uninstall:
 	    $(DESTDIR)$(zshcompdir)/_lxc-snap \
 	    $(DESTDIR)$(fishcompdir)/lxc-snap.fish \
 	    $(DESTDIR)$(docdir)/README.md \
-	    $(DESTDIR)$(docdir)/CHANGELOG.md
+	    $(DESTDIR)$(docdir)/CHANGELOG.md \
+	    $(DESTDIR)$(docdir)/SECURITY.md
 	if [ -d $(DESTDIR)$(docdir) ]; then rmdir --ignore-fail-on-non-empty $(DESTDIR)$(docdir); fi
 
 # Debian's build tools, installed only when missing (and only as root).
@@ -252,6 +256,21 @@ bench-deps:
 	    apt-get update; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkgs; \
 	fi
+
+# Coverage-guided fuzzing of the parsers that read what users and
+# containers write: config reader/rewriter, names, prune durations,
+# metadata. cargo fuzz needs nightly features; RUSTC_BOOTSTRAP=1 lets the
+# one stable toolchain build them. New inputs go to fuzz/corpus/ (not
+# kept); a crash stops the run and is left in fuzz/artifacts/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := config names durations metadata
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	    mkdir -p corpus/$$t; \
+	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t seeds/$$t -- \
+	        -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -71,7 +71,8 @@ for f in /usr/bin/lxc-snap /usr/share/man/man1/lxc-snap.1.gz \
     /usr/share/bash-completion/completions/lxc-snap \
     /usr/share/zsh/vendor-completions/_lxc-snap \
     /usr/share/fish/vendor_completions.d/lxc-snap.fish \
-    /usr/share/doc/lxc-snap/README.md /usr/share/doc/lxc-snap/CHANGELOG.md; do
+    /usr/share/doc/lxc-snap/README.md /usr/share/doc/lxc-snap/CHANGELOG.md \
+    /usr/share/doc/lxc-snap/SECURITY.md; do
     grep -qx "$f" <<<"$installed_files" || fail "make install did not install $f"
 done
 # The man page make install compresses is the one dh compresses.

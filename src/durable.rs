@@ -217,7 +217,7 @@ pub fn remove_leftovers(
         drop(dir);
         parent
             .remove_tree(&name)
-            .map_err(|e| Error::new(e.kind(), format!("removing a leftover: {}", e.message())))?;
+            .map_err(|e| e.prefixed("removing a leftover"))?;
         drop(lock);
         removed.push(parent.join(&name));
     }

@@ -91,6 +91,13 @@ impl Error {
         )
     }
 
+    /// The same failure, its message prefixed with what was being done
+    /// (`reading /x/lxc-snap.json: ...`), its kind and hint kept.
+    pub fn prefixed(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self

@@ -515,30 +515,8 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let meta: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(ErrorKind::Other, format!("reading {}: {e}", path.display()))
-        })?;
-        if meta.container != name.container().as_str() {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "reading {}: it names container {:?}",
-                    path.display(),
-                    meta.container
-                ),
-            ));
-        }
-        if meta.format_version > FORMAT_VERSION {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "reading {}: format version {} is newer than this lxc-snap understands ({FORMAT_VERSION})",
-                    path.display(),
-                    meta.format_version
-                ),
-            )
-            .with_hint("upgrade lxc-snap"));
-        }
+        let meta = parse_metadata(&bytes, name)
+            .map_err(|e| e.prefixed(&format!("reading {}", path.display())))?;
         Ok(Some(Snapshot {
             name: name.clone(),
             dir,
@@ -648,12 +626,7 @@ impl Store {
             std::process::id()
         );
         root.rename_new(snapshot.name.to_string(), root, &hidden)
-            .map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!("moving aside {}: {}", snapshot.dir.display(), e.message()),
-                )
-            })?;
+            .map_err(|e| e.prefixed(&format!("moving aside {}", snapshot.dir.display())))?;
         unregister()?;
         root.remove_tree(&hidden)
     }
@@ -773,6 +746,31 @@ pub fn exclusive_bytes(tree: &Dir) -> Result<u64> {
         .filter(|(seen, nlink, _)| seen >= nlink)
         .map(|(_, _, bytes)| bytes)
         .sum())
+}
+
+/// Reads the metadata of the snapshot `name` from the bytes of its
+/// `lxc-snap.json`: refused when it is no JSON of ours, names another
+/// container, or was written by a newer format.
+pub fn parse_metadata(bytes: &[u8], name: &SnapshotName) -> Result<Metadata> {
+    let meta: Metadata =
+        serde_json::from_slice(bytes).map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
+    if meta.container != name.container().as_str() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("it names container {:?}", meta.container),
+        ));
+    }
+    if meta.format_version > FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "format version {} is newer than this lxc-snap understands ({FORMAT_VERSION})",
+                meta.format_version
+            ),
+        )
+        .with_hint("upgrade lxc-snap"));
+    }
+    Ok(meta)
 }
 
 /// Writes `lxc-snap.json` into a snapshot directory.

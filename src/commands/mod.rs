@@ -423,13 +423,7 @@ fn check_root_file(st: &nix::sys::stat::FileStat, path: &Path) -> Result<()> {
 /// read (fstab) or run (a host hook): kept in the new config only if it and
 /// every directory above it are root's alone.
 fn check_outside_file(key: &str, path: &Path) -> Result<()> {
-    let in_context = |e: Error| {
-        Error::new(
-            e.kind(),
-            format!("refusing {key} = {}: {}", path.display(), e.message()),
-        )
-        .with_hint(e.hint().unwrap_or("").to_string())
-    };
+    let in_context = |e: Error| e.prefixed(&format!("refusing {key} = {}", path.display()));
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(());
     };
