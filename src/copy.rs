@@ -107,7 +107,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
@@ -124,7 +124,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, Whence};
 use xattr::FileExt as _;
 
-use crate::dir::{open_rel, Dir, RelPath};
+use crate::dir::{open_at, open_rel, Dir, RelPath};
 use crate::{Error, ErrorKind, Result};
 
 mod layer;
@@ -1523,17 +1523,6 @@ fn make_dir(parent: &File, name: &OsStr, dst_path: &Path) -> Result<File> {
 /// An overlay whiteout: a 0/0 character device.
 fn is_whiteout(st: &FileStat) -> bool {
     file_type(st) == SFlag::S_IFCHR && st.st_rdev == 0
-}
-
-fn open_at(dir: Option<&File>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<File> {
-    let fd = fcntl::openat(
-        dir.map(|d| d.as_raw_fd()),
-        name,
-        flags | OFlag::O_CLOEXEC,
-        mode,
-    )?;
-    // SAFETY: openat just returned this descriptor and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Why a source entry could not be opened.

@@ -757,7 +757,9 @@ fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_NOATIME
 }
 
-fn open_at(dir: Option<&File>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<File> {
+/// `openat(2)` with `O_CLOEXEC`, as a `File`. With `O_NOATIME` in `flags`,
+/// asked without it where the kernel refuses it.
+pub fn open_at(dir: Option<&File>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<File> {
     // O_NOATIME (so that listing a directory does not move the atime a
     // snapshot captured) is refused on what we do not own without
     // CAP_FOWNER.

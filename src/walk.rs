@@ -11,13 +11,13 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
-use crate::dir::{list_names, raise_fd_limit, Dir};
+use crate::dir::{list_names, open_at, raise_fd_limit, Dir};
 use crate::error::{Error, Result};
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
@@ -88,24 +88,7 @@ pub fn for_each_entry(root: &Dir, mut f: impl FnMut(&FileStat)) -> Result<()> {
 }
 
 fn open_dir(parent: &File, name: &OsString) -> nix::Result<File> {
-    let opened = openat(
-        Some(parent.as_raw_fd()),
-        name.as_os_str(),
-        DIR_FLAGS,
-        Mode::empty(),
-    );
-    // O_NOATIME is refused (EPERM) for files the caller does not own unless root.
-    let fd = match opened {
-        Err(nix::errno::Errno::EPERM) => openat(
-            Some(parent.as_raw_fd()),
-            name.as_os_str(),
-            DIR_FLAGS.difference(OFlag::O_NOATIME),
-            Mode::empty(),
-        ),
-        other => other,
-    }?;
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    open_at(Some(parent), name.as_os_str(), DIR_FLAGS, Mode::empty())
 }
 
 #[cfg(test)]
