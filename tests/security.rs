@@ -445,26 +445,33 @@ fn copied_hooks_get_explicit_modes_whatever_the_umask() {
         "lxc.hook.pre-start",
         &hooks.join("pre").display().to_string(),
     );
-    let bin = common::bin();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("umask 000 && exec \"$@\"")
-        .arg("sh")
-        .arg(&bin)
-        .arg("-P")
-        .arg(&env.lxcpath)
-        .arg("--snapdir")
-        .arg(&env.snapdir)
-        .args(["-q", "c"])
-        .status()
-        .expect("run");
-    assert!(status.success());
     let mode = |p: &Path| fs::symlink_metadata(p).expect("stat").mode() & 0o7777;
-    assert_eq!(mode(&env.snapdir.join("c_0/hooks")), 0o755);
-    assert_eq!(mode(&env.snapdir.join("c_0/hooks/pre")), 0o755);
-    assert_eq!(mode(&env.snapdir.join("c_0/config")), 0o640);
-    assert_eq!(mode(&env.snapdir.join("c_0/lxc-snap.json")), 0o644);
-    assert_eq!(mode(&env.snapdir.join("c_0/private")), 0o700);
+    // A umask that would close everything, then one that would open it.
+    for (umask, snap) in [("077", "c_0"), ("000", "c_1")] {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$@\""))
+            .arg("sh")
+            .arg(common::bin())
+            .arg("-P")
+            .arg(&env.lxcpath)
+            .arg("--snapdir")
+            .arg(&env.snapdir)
+            .args(["-q", "c"])
+            .status()
+            .expect("run");
+        assert!(status.success());
+        let s = env.snapdir.join(snap);
+        assert_eq!(mode(&s), 0o755, "umask {umask}");
+        assert_eq!(mode(&s.join("hooks")), 0o755, "umask {umask}");
+        assert_eq!(mode(&s.join("hooks/pre")), 0o755, "umask {umask}");
+        assert_eq!(mode(&s.join("config")), 0o640, "umask {umask}");
+        assert_eq!(mode(&s.join("lxc-snap.json")), 0o644, "umask {umask}");
+        assert_eq!(mode(&s.join("private")), 0o700, "umask {umask}");
+        assert_eq!(mode(&env.snapdir.join(".lxc-snap")), 0o755, "umask {umask}");
+        // Created by the first run, under umask 077: still readable.
+        assert_eq!(mode(&env.lxcpath.join("base/lxc_snapshots")), 0o644, "umask {umask}");
+    }
 }
 
 // 12, 13: deep trees.
