@@ -470,7 +470,11 @@ fn copied_hooks_get_explicit_modes_whatever_the_umask() {
         assert_eq!(mode(&s.join("private")), 0o700, "umask {umask}");
         assert_eq!(mode(&env.snapdir.join(".lxc-snap")), 0o755, "umask {umask}");
         // Created by the first run, under umask 077: still readable.
-        assert_eq!(mode(&env.lxcpath.join("base/lxc_snapshots")), 0o644, "umask {umask}");
+        assert_eq!(
+            mode(&env.lxcpath.join("base/lxc_snapshots")),
+            0o644,
+            "umask {umask}"
+        );
     }
 }
 

@@ -549,7 +549,7 @@ struct Group {
 enum Verdict {
     Same,
     Whole,
-    Descend { opaque: bool },
+    Descend { opaque: bool, st: FileStat },
     Full(String),
 }
 
@@ -634,8 +634,10 @@ impl Planner<'_> {
     /// Compares one directory's entries; returns why a layer cannot do, if so.
     fn visit(&self, job: Job, found: &mut Found, more: &mut Vec<Job>) -> Result<Option<String>> {
         let pair = self.open(&job)?;
+        // This directory's paths, once: each entry's is one join away.
         let u_path = job.rel.under(self.upper);
-        let mut a_names: HashSet<OsString> = super::list_dir(&pair.a, &job.rel.under(self.anchor))?
+        let a_dir_path = job.rel.under(self.anchor);
+        let mut a_names: HashSet<OsString> = super::list_dir(&pair.a, &a_dir_path)?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
@@ -646,12 +648,11 @@ impl Planner<'_> {
             }
             let rel = job.rel.child(&name);
             let in_anchor = a_names.remove(&name);
-            match self.compare_entry(&pair.u, &pair.a, &name, &rel, in_anchor, found)? {
+            let paths = (u_path.join(&name), a_dir_path.join(&name));
+            match self.compare_entry(&pair.u, &pair.a, &name, &rel, &paths, in_anchor, found)? {
                 Verdict::Same => {}
                 Verdict::Whole => found.whole.push(rel),
-                Verdict::Descend { opaque } => {
-                    let (st, _) = stat_entry(&pair.u, &name)
-                        .map_err(|e| Error::sys("inspecting", &rel.under(self.upper), e))?;
+                Verdict::Descend { opaque, st } => {
                     more.push(Job {
                         pair: Some(Arc::clone(&pair)),
                         roots: None,
@@ -698,18 +699,19 @@ impl Planner<'_> {
         Ok(None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn compare_entry(
         &self,
         u_dir: &File,
         a_dir: &File,
         name: &OsStr,
         rel: &RelPath,
+        (u_path, a_path): &(PathBuf, PathBuf),
         in_anchor: bool,
         found: &mut Found,
     ) -> Result<Verdict> {
-        let u_path = rel.under(self.upper);
         let (u_st, mount_root) =
-            stat_entry(u_dir, name).map_err(|e| Error::sys("inspecting", &u_path, e))?;
+            stat_entry(u_dir, name).map_err(|e| Error::sys("inspecting", u_path, e))?;
         if u_st.st_dev != self.dev || mount_root == Some(true) {
             return Ok(Verdict::Full(format!(
                 "{} is a mount point",
@@ -723,15 +725,7 @@ impl Planner<'_> {
             // Decided once every name is seen (see `plan`).
             let anchor = match (in_anchor, stat_entry(a_dir, name)) {
                 (true, Ok((a_st, _)))
-                    if self.same_non_dir(
-                        u_dir,
-                        a_dir,
-                        name,
-                        &u_st,
-                        &a_st,
-                        &u_path,
-                        &rel.under(self.anchor),
-                    )? =>
+                    if self.same_non_dir(u_dir, a_dir, name, &u_st, &a_st, u_path, a_path)? =>
                 {
                     Some((a_st.st_ino, a_st.st_nlink))
                 }
@@ -752,7 +746,6 @@ impl Planner<'_> {
         } else if !in_anchor {
             return Ok(Verdict::Whole);
         }
-        let a_path = rel.under(self.anchor);
         let Ok((a_st, _)) = stat_entry(a_dir, name) else {
             if u_kind == SFlag::S_IFDIR {
                 self.count_below(u_dir, name, rel, found)?;
@@ -762,14 +755,14 @@ impl Planner<'_> {
         let a_kind = file_type(&a_st);
         if u_kind != SFlag::S_IFDIR {
             return Ok(
-                if self.same_non_dir(u_dir, a_dir, name, &u_st, &a_st, &u_path, &a_path)? {
+                if self.same_non_dir(u_dir, a_dir, name, &u_st, &a_st, u_path, a_path)? {
                     Verdict::Same
                 } else {
                     Verdict::Whole
                 },
             );
         }
-        let u_x = read_xattrs(Node::At(u_dir, name), &u_path)?;
+        let u_x = read_xattrs(Node::At(u_dir, name), u_path)?;
         let u_opaque = opaque(&u_x);
         if a_kind != SFlag::S_IFDIR {
             self.count_below(u_dir, name, rel, found)?;
@@ -781,7 +774,7 @@ impl Planner<'_> {
             }
             return Ok(Verdict::Whole);
         }
-        let a_x = read_xattrs(Node::At(a_dir, name), &a_path)?;
+        let a_x = read_xattrs(Node::At(a_dir, name), a_path)?;
         let a_opaque = opaque(&a_x);
         if u_opaque && !a_opaque {
             self.count_below(u_dir, name, rel, found)?;
@@ -796,7 +789,10 @@ impl Planner<'_> {
         if !self.same_dir_meta(&u_st, &a_st, &u_x, &a_x) {
             found.pass.push(rel.clone());
         }
-        Ok(Verdict::Descend { opaque: u_opaque })
+        Ok(Verdict::Descend {
+            opaque: u_opaque,
+            st: u_st,
+        })
     }
 
     /// Counts what is below a directory copied whole: depth first, one
