@@ -863,7 +863,10 @@ mod tests {
         let name = SnapshotName::parse("web_3").expect("name");
         let meta = parse_metadata(bytes, &name).expect("reads");
         let text = serde_json::to_string(&meta).expect("encodes");
-        assert_eq!(parse_metadata(text.as_bytes(), &name).expect("reads back"), meta);
+        assert_eq!(
+            parse_metadata(text.as_bytes(), &name).expect("reads back"),
+            meta
+        );
     }
 
     #[test]

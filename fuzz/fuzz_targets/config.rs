@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let config = LxcConfig::parse(text);
-    assert_eq!(config.render(), text, "an untouched config renders as it was");
+    assert_eq!(
+        config.render(),
+        text,
+        "an untouched config renders as it was"
+    );
     if let Ok(rootfs) = config.rootfs() {
         if !matches!(rootfs, Rootfs::Unsupported { .. }) {
             assert_eq!(Rootfs::parse(&rootfs.to_value()).ok(), Some(rootfs.clone()));
@@ -22,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let rootfs = Rootfs::Overlay {
         prefix: "overlay".into(),
-        lowers: vec![PathBuf::from("/s/c_0/private/delta"), PathBuf::from("/l/base/rootfs")],
+        lowers: vec![
+            PathBuf::from("/s/c_0/private/delta"),
+            PathBuf::from("/l/base/rootfs"),
+        ],
         upper: PathBuf::from("/s/c_0/private/scratch/upper"),
     };
     let t = Retarget {
@@ -33,7 +40,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let out = config.retarget(&t, || "10:66:6a:00:00:01".to_string());
     for rel in &out.copy {
-        assert!(rel.is_relative() && !rel.components().any(|c| matches!(c, std::path::Component::ParentDir)), "{rel:?}");
+        assert!(
+            rel.is_relative()
+                && !rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)),
+            "{rel:?}"
+        );
     }
     let again = LxcConfig::parse(&out.config.render());
     if let Some((_, value)) = again.rootfs_entry() {

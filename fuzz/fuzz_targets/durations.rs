@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(within) = Within::parse(text) {
         assert_eq!(Within::parse(&within.to_string()).ok(), Some(within));
-        for t in ["2026-12-03T10:00:00+01:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-12:00"] {
+        for t in [
+            "2026-12-03T10:00:00+01:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-12:00",
+        ] {
             let t = chrono::DateTime::parse_from_rfc3339(t).expect("date");
             if let Some(before) = within.before(&t) {
                 assert!(before <= t);
