@@ -757,6 +757,18 @@ fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_NOATIME
 }
 
+/// Opens `path` (relative to the working directory if relative) with
+/// `flags` and `O_NOFOLLOW | O_CLOEXEC`, following no symlink anywhere on
+/// the way (`openat2` with `RESOLVE_NO_SYMLINKS`): ELOOP if one is there.
+pub fn open_without_symlinks(path: &Path, flags: OFlag) -> nix::Result<File> {
+    let how = fcntl::OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = fcntl::openat2(libc::AT_FDCWD, path, how)?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
 /// `openat(2)` with `O_CLOEXEC`, as a `File`. With `O_NOATIME` in `flags`,
 /// asked without it where the kernel refuses it.
 pub fn open_at(dir: Option<&File>, name: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<File> {

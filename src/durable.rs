@@ -15,11 +15,10 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{self, Flock, FlockArg, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::dir::{self, Dir, TEMP_PREFIX};
 use crate::error::{Error, ErrorKind, Result};
@@ -46,16 +45,8 @@ pub fn read_untrusted(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
         }
         return Ok(data);
     }
-    let how = OpenHow::new()
-        .flags(
-            OFlag::O_RDONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_NONBLOCK
-                | OFlag::O_NOCTTY
-                | OFlag::O_CLOEXEC,
-        )
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let fd = fcntl::openat2(libc::AT_FDCWD, path, how).map_err(|e| match e {
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let file = dir::open_without_symlinks(path, flags).map_err(|e| match e {
         Errno::ELOOP => Error::new(
             ErrorKind::Usage,
             format!(
@@ -69,8 +60,6 @@ pub fn read_untrusted(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
         ),
         e => Error::sys("reading", path, e),
     })?;
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    let file = unsafe { File::from_raw_fd(fd) };
     dir::read_bounded(file, limit, what, path)
 }
 

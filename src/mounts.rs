@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 
 use crate::dir::Dir;
 use crate::error::{Error, ErrorKind, Result};
@@ -85,10 +85,7 @@ pub fn mounts_below(dir: &Path) -> Result<Vec<PathBuf>> {
 /// remove): the whole path resolved without following any symlink, so no
 /// one who can write a directory on the way can point it elsewhere.
 pub fn open_target(path: &Path) -> Result<File> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let fd = fcntl::openat2(libc::AT_FDCWD, path, how).map_err(|e| match e {
+    crate::dir::open_without_symlinks(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|e| match e {
         Errno::ELOOP => Error::new(
             ErrorKind::Unsafe,
             format!(
@@ -105,9 +102,7 @@ pub fn open_target(path: &Path) -> Result<File> {
             format!("cannot use {}: not a directory", path.display()),
         ),
         e => Error::sys("opening", path, e),
-    })?;
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    })
 }
 
 /// Mounts a read-only overlay of `layers` (top first, no upper) on the
