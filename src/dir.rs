@@ -392,94 +392,46 @@ impl Dir {
         if kind(&st) != SFlag::S_IFDIR {
             return self.remove_file(name);
         }
-        let here = mount_id(&self.file).map_err(|e| Error::sys("inspecting", &self.path, e))?;
-        // Each level: the directory, its name, the names still to remove.
-        let mut stack: Vec<(File, OsString, Vec<OsString>)> = Vec::new();
-        let path_of = |stack: &[(File, OsString, Vec<OsString>)], last: Option<&OsStr>| {
-            let mut p = self.path.clone();
-            p.extend(stack.iter().map(|(_, n, _)| n));
-            p.extend(last);
-            p
+        let mut removal = Removal {
+            top: self,
+            dev: self.stat()?.st_dev,
+            mount: mount_id(&self.file).map_err(|e| Error::sys("inspecting", &self.path, e))?,
+            levels: Vec::new(),
         };
-        let opened = open_at(Some(&self.file), name, dir_flags(), Mode::empty())
-            .map_err(|e| Error::sys("opening", &self.join(name), e))?;
-        self.enter(opened, name, here, &st, &mut stack, &path_of)?;
-        while let Some((dir, _, names)) = stack.last_mut() {
-            let Some(entry) = names.pop() else {
-                let Some((done, done_name, _)) = stack.pop() else {
+        removal.enter(name, &st)?;
+        while let Some(level) = removal.levels.last_mut() {
+            let Some(entry) = level.todo.pop() else {
+                let Some(done) = removal.levels.pop() else {
                     break;
                 };
-                drop(done);
-                let parent = stack.last().map_or(&self.file, |(f, _, _)| f);
+                let parent = removal.levels.last().map_or(&self.file, |l| &l.dir);
                 unistd::unlinkat(
                     Some(parent.as_raw_fd()),
-                    done_name.as_os_str(),
+                    done.name.as_os_str(),
                     UnlinkatFlags::RemoveDir,
                 )
-                .map_err(|e| Error::sys("removing", &path_of(&stack, Some(&done_name)), e))?;
+                .map_err(|e| Error::sys("removing", &removal.path(&done.name), e))?;
                 continue;
             };
-            let st = match stat::fstatat(
-                Some(dir.as_raw_fd()),
-                entry.as_os_str(),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
+            let dir = level.dir.as_raw_fd();
+            let st = match stat::fstatat(Some(dir), entry.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue,
-                Err(e) => return Err(Error::sys("inspecting", &path_of(&stack, Some(&entry)), e)),
+                Err(e) => return Err(Error::sys("inspecting", &removal.path(&entry), e)),
             };
             if kind(&st) == SFlag::S_IFDIR {
-                let opened = open_at(Some(dir), &entry, dir_flags(), Mode::empty())
-                    .map_err(|e| Error::sys("opening", &path_of(&stack, Some(&entry)), e))?;
-                self.enter(opened, &entry, here, &st, &mut stack, &path_of)?;
-            } else {
-                match unistd::unlinkat(
-                    Some(dir.as_raw_fd()),
-                    entry.as_os_str(),
-                    UnlinkatFlags::NoRemoveDir,
-                ) {
-                    Ok(()) | Err(Errno::ENOENT) => {}
-                    // A file mounted on (a bind mount): not ours to touch.
-                    Err(Errno::EBUSY) => {
-                        return Err(mounted_inside(&path_of(&stack, Some(&entry))))
-                    }
-                    Err(e) => {
-                        return Err(Error::sys("removing", &path_of(&stack, Some(&entry)), e))
-                    }
-                }
+                removal.enter(&entry, &st)?;
+                continue;
+            }
+            match unistd::unlinkat(Some(dir), entry.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                // A file mounted on (a bind mount): not ours to touch.
+                Err(Errno::EBUSY) => return Err(mounted_inside(&removal.path(&entry))),
+                Err(e) => return Err(Error::sys("removing", &removal.path(&entry), e)),
             }
         }
         self.sync()
-    }
-
-    /// Pushes a directory `remove_tree` is about to empty, after checking
-    /// it is the inode inspected and on the same mount.
-    #[allow(clippy::type_complexity)]
-    fn enter(
-        &self,
-        dir: File,
-        name: &OsStr,
-        mount: Option<u64>,
-        st: &FileStat,
-        stack: &mut Vec<(File, OsString, Vec<OsString>)>,
-        path_of: &dyn Fn(&[(File, OsString, Vec<OsString>)], Option<&OsStr>) -> PathBuf,
-    ) -> Result<()> {
-        let path = || path_of(stack, Some(name));
-        let now = stat::fstat(dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", &path(), e))?;
-        let same_mount = mount_id(&dir).map_err(|e| Error::sys("inspecting", &path(), e))?;
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-            // Something is mounted on it (or it was swapped): never descend.
-            return Err(mounted_inside(&path()));
-        }
-        if same_mount != mount || now.st_dev != self.stat()?.st_dev {
-            return Err(mounted_inside(&path()));
-        }
-        raise_fd_limit(stack.len() as u64 + 1);
-        let mut names =
-            list_names(&dir).map_err(|e| Error::sys("reading directory", &path(), e))?;
-        names.reverse();
-        stack.push((dir, name.to_os_string(), names));
-        Ok(())
     }
 
     /// `name` as one component of a path in this directory.
@@ -496,6 +448,61 @@ impl Dir {
             ));
         }
         Ok(name)
+    }
+}
+
+/// A [`Dir::remove_tree`] under way: the directories being emptied, from
+/// the top one down.
+struct Removal<'a> {
+    top: &'a Dir,
+    /// The device and mount everything removed must be on.
+    dev: u64,
+    mount: Option<u64>,
+    levels: Vec<RemovalLevel>,
+}
+
+/// A directory being emptied: it, its name, the names left in it.
+struct RemovalLevel {
+    dir: File,
+    name: OsString,
+    todo: Vec<OsString>,
+}
+
+impl Removal<'_> {
+    /// The path of `last` in the deepest directory, for messages.
+    fn path(&self, last: &OsStr) -> PathBuf {
+        let mut p = self.top.path.clone();
+        p.extend(self.levels.iter().map(|l| &l.name));
+        p.push(last);
+        p
+    }
+
+    /// Opens the directory `name` in the deepest one (inspected as `st`)
+    /// to empty it next, after checking it is that inode and on the same
+    /// mount.
+    fn enter(&mut self, name: &OsStr, st: &FileStat) -> Result<()> {
+        let path = self.path(name);
+        let parent = self.levels.last().map_or(&self.top.file, |l| &l.dir);
+        let dir = open_at(Some(parent), name, dir_flags(), Mode::empty())
+            .map_err(|e| Error::sys("opening", &path, e))?;
+        let now = stat::fstat(dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", &path, e))?;
+        let mount = mount_id(&dir).map_err(|e| Error::sys("inspecting", &path, e))?;
+        // Something mounted on it (or swapped in): never descend.
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+            || now.st_dev != self.dev
+            || mount != self.mount
+        {
+            return Err(mounted_inside(&path));
+        }
+        raise_fd_limit(self.levels.len() as u64 + 1);
+        let mut todo = list_names(&dir).map_err(|e| Error::sys("reading directory", &path, e))?;
+        todo.reverse();
+        self.levels.push(RemovalLevel {
+            dir,
+            name: name.to_os_string(),
+            todo,
+        });
+        Ok(())
     }
 }
 
