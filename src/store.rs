@@ -225,15 +225,6 @@ impl Snapshot {
             )),
         }
     }
-
-    /// Every read-only layer of the snapshot's root filesystem, top first:
-    /// its tree, the anchor's for a layer, then the lowers.
-    pub fn stack(&self) -> Vec<PathBuf> {
-        let mut layers = vec![self.tree()];
-        layers.extend(self.anchor_tree());
-        layers.extend(self.meta.lowers.iter().cloned());
-        layers
-    }
 }
 
 /// `<snapshot>/private/delta` or `<snapshot>/private/rootfs`.
@@ -375,6 +366,15 @@ impl Store {
     pub fn tree_dir(&self, snapshot: &Snapshot) -> Result<Dir> {
         let rel = Path::new(&snapshot.name.to_string()).join(tree_rel(snapshot.meta.backing));
         self.root()?.open_below(&rel, Below::Nothing)
+    }
+
+    /// The captured tree of the snapshot a layer is over (held or not);
+    /// `None` for a whole snapshot.
+    pub fn anchor_tree_dir(&self, snapshot: &Snapshot) -> Result<Option<Dir>> {
+        snapshot
+            .anchor()
+            .map(|anchor| self.tree_dir(&self.get_with_held(&anchor)?))
+            .transpose()
     }
 
     /// The comment of a snapshot, if it has one.

@@ -103,13 +103,5 @@ pub fn run(
 /// What a snapshot's container saw: its tree, its anchor's for a layer,
 /// and its lowers (the ones lxc-snap accepts), held open.
 fn snapshot_view(ctx: &Context, s: &Snapshot) -> Result<View> {
-    s.ensure_complete()?;
-    let mut layers = vec![ctx.store.tree_dir(s)?];
-    if let Some(anchor) = s.anchor() {
-        layers.push(ctx.store.tree_dir(&ctx.store.get_with_held(&anchor)?)?);
-    }
-    for lower in &s.meta.lowers {
-        layers.push(ctx.open_lower(lower)?);
-    }
-    Ok(View::of_dirs(layers))
+    Ok(View::of_dirs(ctx.snapshot_layers(s)?))
 }

@@ -128,6 +128,19 @@ impl Context {
         )))
     }
 
+    /// Every read-only layer of what `snapshot` captured, top first and
+    /// held open: its tree, the anchor's for a layer, then its lowers (the
+    /// ones lxc-snap accepts, see [`Context::open_lower`]).
+    fn snapshot_layers(&self, snapshot: &store::Snapshot) -> Result<Vec<Dir>> {
+        snapshot.ensure_complete()?;
+        let mut layers = vec![self.store.tree_dir(snapshot)?];
+        layers.extend(self.store.anchor_tree_dir(snapshot)?);
+        for lower in &snapshot.meta.lowers {
+            layers.push(self.open_lower(lower)?);
+        }
+        Ok(layers)
+    }
+
     /// The rootfs of the container `rel` (below the lxcpath) names, if it
     /// is one: `NAME/rootfs`, or the directory NAME's config names inside
     /// its own directory.
@@ -243,7 +256,8 @@ fn copy_snapshot_tree(
 ) -> Result<crate::copy::CopyStats> {
     snapshot.ensure_complete()?;
     let tree = ctx.store.tree_dir(snapshot)?;
-    let (Some(layer), Some(anchor)) = (&snapshot.meta.layer, snapshot.anchor()) else {
+    let (Some(layer), Some(anchor)) = (&snapshot.meta.layer, ctx.store.anchor_tree_dir(snapshot)?)
+    else {
         return copy_tree(
             ctx,
             &tree,
@@ -253,7 +267,6 @@ fn copy_snapshot_tree(
             crate::copy::Compare::QuickCheck,
         );
     };
-    let anchor = ctx.store.tree_dir(&ctx.store.get_with_held(&anchor)?)?;
     copying(ctx, None, crate::copy::Compare::QuickCheck, |opts| {
         crate::copy::flatten_at(
             &tree,

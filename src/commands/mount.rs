@@ -40,13 +40,7 @@ pub fn mount_snapshot(ctx: &Context, name: &SnapshotName, dir: &Path) -> Result<
         )
         .with_hint("give an empty directory"));
     }
-    let mut layers: Vec<Dir> = vec![ctx.store.tree_dir(&snapshot)?];
-    if let Some(anchor) = snapshot.anchor() {
-        layers.push(ctx.store.tree_dir(&ctx.store.get_with_held(&anchor)?)?);
-    }
-    for lower in &snapshot.meta.lowers {
-        layers.push(ctx.open_lower(lower)?);
-    }
+    let layers = ctx.snapshot_layers(&snapshot)?;
     let layers: Vec<&Dir> = layers.iter().collect();
     if layers.len() >= 2 {
         mounts::mount_overlay(&layers, &target, dir, SOURCE)?;

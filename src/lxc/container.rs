@@ -58,15 +58,6 @@ impl Lxcpath {
         self.dir.path()
     }
 
-    /// `path` relative to the container directory of `name`, whichever of
-    /// the lxcpath's spellings it uses; `None` if it is not inside.
-    pub fn inside_container(&self, name: &ContainerName, path: &Path) -> Option<PathBuf> {
-        [self.given.as_path(), self.dir.path()]
-            .iter()
-            .find_map(|lxcpath| dir::inside(path, &lxcpath.join(name.as_str())))
-            .map(Path::to_path_buf)
-    }
-
     /// `path` relative to the lxcpath, in either spelling.
     pub fn inside(&self, path: &Path) -> Option<PathBuf> {
         [self.given.as_path(), self.dir.path()]
