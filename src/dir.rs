@@ -917,15 +917,28 @@ pub fn raise_fd_limit(needed: u64) {
 
 /// Twelve random hex digits for temporary names.
 pub fn random_suffix() -> String {
-    let mut b = [0u8; 6];
+    random_bytes::<6>()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// `N` random bytes. getrandom only fails when the kernel has no entropy
+/// source at all; then bytes of the clock's nanoseconds still make names
+/// (and MACs) made at different moments differ.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
     if getrandom::fill(&mut b).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        b[..4].copy_from_slice(&nanos.to_le_bytes());
+            .unwrap_or(0)
+            .to_le_bytes();
+        for (byte, n) in b.iter_mut().zip(nanos.iter().cycle()) {
+            *byte = *n;
+        }
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    b
 }
 
 /// A path below some root as a chain of names, each level sharing its

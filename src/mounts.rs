@@ -113,28 +113,30 @@ pub fn mount_overlay(
     target_path: &Path,
     source: &str,
 ) -> Result<()> {
-    let err = |op: &str, e: Errno| Error::sys(op, target_path, e);
-    let fs = fsopen("overlay").map_err(|e| err("preparing an overlay for", e))?;
-    fsconfig_string(&fs, "source", source).map_err(|e| err("preparing an overlay for", e))?;
+    let overlay = || {
+        let fs = fsopen("overlay")?;
+        fsconfig_string(&fs, "source", source)?;
+        Ok(fs)
+    };
+    let preparing = |e| Error::sys("preparing an overlay for", target_path, e);
     // Each layer by descriptor where the kernel takes them so (6.13 on);
-    // else by the descriptor's /proc path, which resolves to the same
-    // directory whatever happens to the path it was opened by.
+    // else, on a fresh one, by the descriptor's /proc path, which resolves
+    // to the same directory whatever happens to the path it was opened by.
+    let fs = overlay().map_err(preparing)?;
     let by_fd = layers
         .iter()
         .try_for_each(|l| fsconfig_fd(&fs, "lowerdir+", l.file().as_raw_fd()));
-    if by_fd.is_err() {
-        let fs_again = fsopen("overlay").map_err(|e| err("preparing an overlay for", e))?;
-        fsconfig_string(&fs_again, "source", source)
-            .map_err(|e| err("preparing an overlay for", e))?;
-        let lowerdir = layers
-            .iter()
-            .map(|l| format!("/proc/self/fd/{}", l.file().as_raw_fd()))
-            .collect::<Vec<_>>()
-            .join(":");
-        fsconfig_string(&fs_again, "lowerdir", &lowerdir)
-            .map_err(|e| err("mounting an overlay on", e))?;
-        return attach(&fs_again, target, target_path);
+    if by_fd.is_ok() {
+        return attach(&fs, target, target_path);
     }
+    let fs = overlay().map_err(preparing)?;
+    let lowerdir = layers
+        .iter()
+        .map(|l| format!("/proc/self/fd/{}", l.file().as_raw_fd()))
+        .collect::<Vec<_>>()
+        .join(":");
+    fsconfig_string(&fs, "lowerdir", &lowerdir)
+        .map_err(|e| Error::sys("mounting an overlay on", target_path, e))?;
     attach(&fs, target, target_path)
 }
 

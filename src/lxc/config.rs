@@ -403,16 +403,7 @@ use crate::dir::inside;
 
 /// A random locally administered MAC with LXC's prefix `10:66:6a`.
 pub fn random_mac() -> String {
-    let mut b = [0u8; 3];
-    // getrandom only fails when the kernel has no entropy source at all;
-    // then a time-derived value still gives distinct containers distinct MACs.
-    if getrandom::fill(&mut b).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        b = [(nanos >> 16) as u8, (nanos >> 8) as u8, nanos as u8];
-    }
+    let b = crate::dir::random_bytes::<3>();
     format!("10:66:6a:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
