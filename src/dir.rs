@@ -228,6 +228,34 @@ impl Dir {
         Ok(dir)
     }
 
+    /// Opens the file `name` here with `flags` (never following a symlink,
+    /// never waiting on a fifo), creating it with exactly `mode` if it is
+    /// not there; says whether it was created.
+    pub fn open_or_create(
+        &self,
+        name: impl AsRef<OsStr>,
+        flags: OFlag,
+        mode: u32,
+    ) -> Result<(File, bool)> {
+        let name = self.component(name.as_ref())?;
+        let path = self.join(name);
+        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let mode = Mode::from_bits_truncate(mode);
+        let create = flags | OFlag::O_CREAT | OFlag::O_EXCL;
+        match open_at(Some(&self.file), name, create, mode) {
+            Ok(file) => {
+                // Its mode, not what the umask left of it.
+                stat::fchmod(file.as_raw_fd(), mode)
+                    .map_err(|e| Error::sys("setting the mode of", &path, e))?;
+                Ok((file, true))
+            }
+            Err(Errno::EEXIST) => open_at(Some(&self.file), name, flags, Mode::empty())
+                .map(|file| (file, false))
+                .map_err(|e| Error::sys("opening", &path, e)),
+            Err(e) => Err(Error::sys("creating", &path, e)),
+        }
+    }
+
     /// Reads at most `limit` bytes of the regular file `name`, refusing a
     /// symlink and anything but a regular file (a fifo is not waited on).
     /// A missing file is [`ErrorKind::NotFound`].

@@ -17,7 +17,7 @@
 //! (such as `lxc-snapshot`'s `<c>/snapN` trees) is ignored and never touched.
 
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -390,20 +390,7 @@ impl Store {
         let state = self.state_dir()?;
         let lock_name = format!("{name}.lock");
         let path = state.join(&lock_name);
-        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        let c_name = std::ffi::CString::new(lock_name)
-            .map_err(|_| Error::new(ErrorKind::Usage, format!("bad lock name {name}")))?;
-        // SAFETY: a NUL-terminated name relative to a directory we hold.
-        let fd = unsafe { libc::openat(state.file().as_raw_fd(), c_name.as_ptr(), flags, 0o600) };
-        if fd < 0 {
-            return Err(Error::io(
-                "opening lock file",
-                &path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: openat just returned this descriptor and nothing else owns it.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let (file, _) = state.open_or_create(&lock_name, nix::fcntl::OFlag::O_RDWR, 0o600)?;
         let st = nix::sys::stat::fstat(file.as_raw_fd())
             .map_err(|e| Error::sys("inspecting", &path, e))?;
         let foreign = st.st_uid != nix::unistd::geteuid().as_raw()

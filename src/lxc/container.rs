@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -423,37 +423,7 @@ pub fn update_dependents(
     if !add && dir.stat_at("lxc_snapshots")?.is_none() {
         return Ok(());
     }
-    let c_name = c"lxc_snapshots";
-    let flags =
-        libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-    let at = dir.file().as_raw_fd();
-    // SAFETY: NUL-terminated names relative to a directory we hold.
-    let mut fd = unsafe {
-        libc::openat(
-            at,
-            c_name.as_ptr(),
-            flags | libc::O_CREAT | libc::O_EXCL,
-            0o644,
-        )
-    };
-    let created = fd >= 0;
-    if !created && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-        // SAFETY: as above.
-        fd = unsafe { libc::openat(at, c_name.as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return Err(Error::io("opening", &path, std::io::Error::last_os_error()));
-    }
-    // SAFETY: openat just returned this descriptor and nothing else owns it.
-    let file = unsafe { fs::File::from_raw_fd(fd) };
-    if created {
-        // Its mode, not what the umask left of it.
-        nix::sys::stat::fchmod(
-            file.as_raw_fd(),
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
-        )
-        .map_err(|e| Error::sys("setting the mode of", &path, e))?;
-    }
+    let (file, _) = dir.open_or_create("lxc_snapshots", nix::fcntl::OFlag::O_RDWR, 0o644)?;
     let st =
         nix::sys::stat::fstat(file.as_raw_fd()).map_err(|e| Error::sys("inspecting", &path, e))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > MAX_CONFIG {
