@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// as root: a directory others can change, a path from a config that
     /// leads outside the container, a symlink where a directory must be.
     Unsafe,
+    /// The operation stopped because it was asked to (SIGINT, SIGTERM, a
+    /// cancel request), after removing what it had begun.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -40,6 +43,9 @@ impl ErrorKind {
             ErrorKind::Running => 5,
             ErrorKind::Unsupported => 6,
             ErrorKind::Unsafe => 7,
+            // As a shell reports a command SIGINT ended; `main` gives
+            // 143 when it was SIGTERM.
+            ErrorKind::Cancelled => 130,
         }
     }
 }
@@ -161,6 +167,7 @@ mod tests {
             ErrorKind::Running,
             ErrorKind::Unsupported,
             ErrorKind::Unsafe,
+            ErrorKind::Cancelled,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();

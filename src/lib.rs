@@ -17,6 +17,7 @@ pub mod lxc;
 pub mod mounts;
 pub mod names;
 pub mod printable;
+pub mod progress;
 pub mod prune;
 pub mod store;
 pub mod ui;
