@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
+pub use crate::ops::{Increment, Selection};
 use crate::prune::{Count, Policy, Within};
 
 /// Where a comment comes from.
@@ -94,54 +95,14 @@ pub enum Shell {
     Fish,
 }
 
-/// How a snapshot relates to the previous snapshots of the same container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Increment {
-    /// Stored as a layer: only what changed (type, size, mtime, mode,
-    /// owner, xattrs) since an older snapshot, whose tree goes below it;
-    /// where a layer cannot do, as `Whole`.
-    #[default]
-    QuickCheck,
-    /// Like `QuickCheck`, comparing file contents instead of size and mtime.
-    Checksum,
-    /// `QuickCheck`, but a whole tree: files unchanged since the previous
-    /// snapshot are hard links to its copies.
-    Whole,
-    /// `Whole`, comparing file contents.
-    WholeChecksum,
-    /// A whole tree; every file is copied.
-    Full,
-}
-
-impl Increment {
-    fn from_flags(full: bool, whole: bool, checksum: bool) -> Increment {
-        match (full, whole, checksum) {
-            (true, _, _) => Increment::Full,
-            (false, true, false) => Increment::Whole,
-            (false, true, true) => Increment::WholeChecksum,
-            (false, false, true) => Increment::Checksum,
-            (false, false, false) => Increment::QuickCheck,
-        }
+fn increment_from_flags(full: bool, whole: bool, checksum: bool) -> Increment {
+    match (full, whole, checksum) {
+        (true, _, _) => Increment::Full,
+        (false, true, false) => Increment::Whole,
+        (false, true, true) => Increment::WholeChecksum,
+        (false, false, true) => Increment::Checksum,
+        (false, false, false) => Increment::QuickCheck,
     }
-
-    /// Whether the snapshot may be stored as a layer.
-    pub fn layered(self) -> bool {
-        matches!(self, Increment::QuickCheck | Increment::Checksum)
-    }
-
-    /// Whether unchanged files are found by their contents.
-    pub fn by_contents(self) -> bool {
-        matches!(self, Increment::Checksum | Increment::WholeChecksum)
-    }
-}
-
-/// Which snapshots a delete names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    One(SnapshotName),
-    /// `NAME_A..NAME_B`, both ends included.
-    Range(ContainerName, u64, u64),
-    All(ContainerName),
 }
 
 /// The options every command shares.
@@ -483,7 +444,7 @@ where
             cli.restore,
             cli.comment_file,
             cli.json,
-            Increment::from_flags(cli.full, cli.whole, cli.checksum),
+            increment_from_flags(cli.full, cli.whole, cli.checksum),
             cli.name,
         )?,
     };
@@ -527,7 +488,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             comment: comment_file
                 .map(CommentSource::File)
                 .or(message.map(CommentSource::Text)),
-            increment: Increment::from_flags(full, whole, checksum),
+            increment: increment_from_flags(full, whole, checksum),
         },
         Sub::List { json, name } => Command::List {
             container: name.as_deref().map(ContainerName::parse).transpose()?,

@@ -1,10 +1,18 @@
 //! lxc-snap: numbered, immutable snapshots of LXC containers.
 //!
-//! Layers, top to bottom; each calls only the ones below it:
-//! [`cli`] (both spellings into one [`cli::Command`]) -> `commands` (one
-//! file per command) -> [`store`] (snapshot layout, names, metadata, locks)
-//! -> [`copy`] (the tree copier) and [`lxc`] (configs, container state,
-//! dependency files) -> [`durable`] (atomic writes, staging) and syscalls.
+//! Layers, top to bottom; each calls only the ones below it (ARCHITECTURE.md
+//! draws them):
+//! - front ends: [`cli`] (both spellings into one [`cli::Command`]) and
+//!   `commands` (one file per command: one operation, then rendering), with
+//!   [`ui`] for what the terminal shows;
+//! - [`ops`]: the operations, typed options in, typed records out, never
+//!   printing; over [`store`] (the snapshot family: layout, metadata,
+//!   locks, anchors, holds, dependents, sizes), [`prune`] and [`diff`];
+//! - [`copy`] (the tree copier) and [`lxc`] (configs, container state,
+//!   dependency files);
+//! - the ground floor: [`dir`], [`durable`], [`walk`], [`mounts`],
+//!   [`names`], [`error`], [`printable`], [`progress`], [`notice`], and
+//!   syscalls.
 
 pub mod cli;
 mod commands;
@@ -16,6 +24,8 @@ pub mod error;
 pub mod lxc;
 pub mod mounts;
 pub mod names;
+pub mod notice;
+pub mod ops;
 pub mod printable;
 pub mod progress;
 pub mod prune;
@@ -25,9 +35,13 @@ pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 /// Runs lxc-snap with the process arguments; prints any error (this is the
 /// one place that does) and returns the exit status.
 pub fn main_with_exit_code() -> i32 {
+    let signals = Signals::catch();
     let result = cli::parse(std::env::args_os()).and_then(|parsed| match parsed {
         cli::Parsed::Print {
             text,
@@ -42,7 +56,19 @@ pub fn main_with_exit_code() -> i32 {
             Ok(code)
         }
         cli::Parsed::Run(inv) => {
-            let ctx = commands::Context::new(inv.globals);
+            let ui = ui::Ui {
+                quiet: inv.globals.quiet,
+            };
+            let store = store::Store::open(
+                store::Settings {
+                    snapdir: inv.globals.snapdir,
+                    lxcpath: inv.globals.lxcpath,
+                    allow_lowers: inv.globals.allow_lowers,
+                },
+                Arc::new(ui::Terminal::new(ui)),
+                signals.cancel.clone(),
+            );
+            let ctx = commands::Context { store: &store, ui };
             commands::run(inv.command, &ctx).map(|()| 0)
         }
     });
@@ -54,7 +80,38 @@ pub fn main_with_exit_code() -> i32 {
             if let Some(hint) = e.hint() {
                 eprintln!("lxc-snap: hint: {}", printable::escape(hint));
             }
-            e.kind().exit_code()
+            match e.kind() {
+                ErrorKind::Cancelled if signals.terminated.load(Ordering::Relaxed) => 143,
+                kind => kind.exit_code(),
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM set the cancel flag operations check: a copy stops
+/// between entries and the operation removes what it began. A second one
+/// ends the process at once (a later run removes what it left).
+struct Signals {
+    cancel: progress::Cancel,
+    /// Set by SIGTERM, for the exit status.
+    terminated: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn catch() -> Signals {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        let terminated = Arc::new(AtomicBool::new(false));
+        for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
+            // Registered first, so a second signal exits before the first
+            // handler would set the flag again.
+            let _ = signal_hook::flag::register_conditional_shutdown(signal, status, flag.clone());
+            let _ = signal_hook::flag::register(signal, flag.clone());
+        }
+        let _ = signal_hook::flag::register(SIGTERM, terminated.clone());
+        Signals {
+            cancel: progress::Cancel::from_flag(flag),
+            terminated,
         }
     }
 }

@@ -81,9 +81,6 @@ mod tests {
         assert!(a.check().is_ok());
         b.cancel();
         assert!(a.is_cancelled());
-        assert_eq!(
-            a.check().map_err(|e| e.kind()),
-            Err(ErrorKind::Cancelled)
-        );
+        assert_eq!(a.check().map_err(|e| e.kind()), Err(ErrorKind::Cancelled));
     }
 }

@@ -1,10 +1,22 @@
-//! Messages to the person at the terminal that are not errors: progress
-//! lines and warnings on stderr, escaped ([`crate::printable`]). Errors are
-//! printed in one place only, [`crate::main_with_exit_code`].
+//! What the command line shows besides errors: results (tables, JSON,
+//! messages) on stdout; the notices and copy progress operations report
+//! ([`Terminal`], the command line's [`Observer`]) on stderr; all of it
+//! escaped ([`crate::printable`]). Errors are printed in one place only,
+//! [`crate::main_with_exit_code`].
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
+use tabled::builder::Builder;
+use tabled::settings::object::Columns;
+use tabled::settings::{Modify, Style, Width};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::notice::{Level, Notice, Observer};
 use crate::printable::escape;
+use crate::progress::{Counts, Progress};
 
 /// Verbosity chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +43,111 @@ impl Ui {
     pub fn warn(&self, msg: &str) {
         eprintln!("lxc-snap: warning: {}", escape(msg));
     }
+}
+
+/// The command line's observer: notices as lines on stderr (or stdout for
+/// steps done), and a byte counter while a copy runs, shown only when
+/// stderr is a terminal, `--quiet` is off and the copy has run for more
+/// than a second.
+pub struct Terminal {
+    ui: Ui,
+    bar: Mutex<Option<Bar>>,
+}
+
+struct Bar {
+    bar: indicatif::ProgressBar,
+    start: Instant,
+}
+
+impl Terminal {
+    pub fn new(ui: Ui) -> Terminal {
+        Terminal {
+            ui,
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn bar(&self) -> std::sync::MutexGuard<'_, Option<Bar>> {
+        self.bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Progress for Terminal {
+    fn advance(&self, done: Counts, _total: Option<Counts>) {
+        if let Some(b) = self.bar().as_ref() {
+            if b.bar.is_hidden() && b.start.elapsed() > Duration::from_secs(1) {
+                b.bar
+                    .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            b.bar.set_position(done.bytes);
+        }
+    }
+}
+
+impl Observer for Terminal {
+    fn notice(&self, notice: Notice) {
+        let text = notice.to_string();
+        match notice.level() {
+            Level::Done => self.ui.done(&text),
+            Level::Note => self.ui.note(&text),
+            Level::Warning => self.ui.warn(&text),
+        }
+    }
+
+    fn copy_started(&self) {
+        if self.ui.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} copied {bytes} ({bytes_per_sec}) {elapsed}",
+        ) {
+            bar.set_style(style);
+        }
+        *self.bar() = Some(Bar {
+            bar,
+            start: Instant::now(),
+        });
+    }
+
+    fn copy_ended(&self) {
+        if let Some(b) = self.bar().take() {
+            b.bar.finish_and_clear();
+        }
+    }
+}
+
+/// Prints `rows` as pretty JSON.
+pub fn print_json<T: Serialize>(rows: &[T]) -> Result<()> {
+    print_json_value(rows)
+}
+
+/// Prints one record as pretty JSON.
+pub fn print_json_value<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::new(ErrorKind::Other, format!("encoding JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints the table; when the terminal is narrower than the table, the
+/// column `cut` (the comment) is truncated to fit.
+pub fn print_table(builder: Builder, cut: Option<usize>) {
+    let mut table = builder.build();
+    table.with(Style::blank());
+    if let (Some(col), Some(width)) = (cut, terminal_width()) {
+        let total = table.total_width();
+        if total > width {
+            let mut others = table.clone();
+            others.with(Modify::new(Columns::single(col)).with(Width::truncate(0)));
+            let room = width.saturating_sub(others.total_width()).max(1);
+            table.with(Modify::new(Columns::single(col)).with(Width::truncate(room)));
+        }
+    }
+    println!("{table}");
 }
 
 /// Columns of the terminal on stdout, else `$COLUMNS`, else none (no cut).

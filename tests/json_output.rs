@@ -116,7 +116,11 @@ fn json_outputs_are_pinned() {
         "prune-web.json",
         &["prune", "web", "--keep-last", "1", "--dry-run", "--json"],
     );
-    check(&env, "diff-web_0-web_2.json", &["diff", "web_0", "web_2", "--json"]);
+    check(
+        &env,
+        "diff-web_0-web_2.json",
+        &["diff", "web_0", "web_2", "--json"],
+    );
     check(
         &env,
         "diff-web_0-content.json",

@@ -2,15 +2,15 @@
 
 use std::io::{IsTerminal, Write};
 
-use super::{read_comment, require_root, Context};
+use super::{read_comment, Context};
 use crate::cli::CommentSource;
 use crate::error::{Error, Result};
 use crate::names::SnapshotName;
+use crate::ops;
 
 pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> Result<()> {
     let Some(source) = set else {
-        let snapshot = ctx.store.get(name)?;
-        if let Some(text) = ctx.store.comment(&snapshot)? {
+        if let Some(text) = ops::comment(ctx.store, name)? {
             // As it is to a pipe or a file; on a terminal, each line escaped.
             let text = if std::io::stdout().is_terminal() {
                 text.split_inclusive('\n')
@@ -29,11 +29,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> R
         return Ok(());
     };
     let text = read_comment(source)?;
-    require_root("setting a comment")?;
-    let _lock = ctx.store.lock(name.container(), ctx.ui)?;
-    let snapshot = ctx.store.get(name)?;
-    ctx.store
-        .set_comment(&snapshot, (!text.is_empty()).then_some(text.as_str()))?;
+    ops::set_comment(ctx.store, name, &text)?;
     ctx.ui.done(&format!("set the comment of {name}"));
     Ok(())
 }

@@ -20,7 +20,7 @@ use clap::Arg;
 use super::Context;
 use crate::cli::{self, Shell};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lxc::container;
+use crate::ops;
 use crate::store::Store;
 
 const BIN: &str = "lxc-snap";
@@ -367,20 +367,11 @@ pub fn names(ctx: &Context, words: &[String]) -> Result<()> {
             other = Store::new(dir);
             &other
         }
-        None => &ctx.store,
+        None => ctx.store,
     };
-    // Unreadable entries are skipped; completion is no place for warnings.
-    let snapshots = store.snapshots(ctx.ui).unwrap_or_default();
     let names: BTreeSet<String> = match kind {
-        NameKind::Snapshot => snapshots.iter().map(|s| s.name.to_string()).collect(),
-        NameKind::Container => {
-            let lxcpath = next.lxcpath.unwrap_or_else(|| ctx.lxcpath_path());
-            container::names_in(&lxcpath)
-                .iter()
-                .map(|n| n.to_string())
-                .chain(snapshots.iter().map(|s| s.meta.container.clone()))
-                .collect()
-        }
+        NameKind::Snapshot => ops::list::snapshot_names(store),
+        NameKind::Container => ops::list::container_names(store, next.lxcpath.as_deref()),
     };
     for name in names {
         println!("{name}");

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod container;
+pub mod files;
 pub mod hostname;
 
 pub use config::{LxcConfig, Rootfs};

@@ -1,0 +1,140 @@
+//! What an operation tells the one who runs it while it runs, besides its
+//! result: [`Notice`]s (a leftover removed, a wait for a lock, a snapshot
+//! kept) and copy progress, through an [`Observer`] the front end supplies.
+//! The command line prints notices on the terminal; a server would keep
+//! them with the operation. The library itself never prints.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::progress::{Counts, Progress};
+
+/// How much a notice matters to the person at the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// A step of the operation is done (`deleted web_3`): stdout.
+    Done,
+    /// Something worth knowing; `--quiet` hides it.
+    Note,
+    /// Something went wrong that did not stop the operation.
+    Warning,
+}
+
+/// What an interrupted run left that a later one removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    Snapshot,
+    Restore,
+    Rollback,
+}
+
+/// One thing an operation reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Another run holds the lock of `container`; this one waits.
+    Waiting { container: String },
+    /// A leftover of an interrupted run was removed.
+    RemovedLeftover { path: PathBuf, of: Leftover },
+    /// The snapshot is taken whole, not as a layer, for this reason.
+    WholeSnapshot { why: String },
+    /// A directory-backed container is copied whole every time.
+    DirectoryBacked { container: String },
+    /// Another filesystem mounted inside the tree was not copied.
+    SkippedMount { path: PathBuf },
+    /// A snapshot directory whose metadata cannot be read was passed over.
+    SkippedEntry { path: PathBuf, error: String },
+    /// A snapshot was deleted.
+    Deleted { snapshot: String },
+    /// A deleted snapshot's files stay for the layers stored over it.
+    KeptFiles {
+        snapshot: String,
+        layers: Vec<String>,
+    },
+    /// A snapshot no rule keeps stays, because deleting it failed.
+    NotDeleted { snapshot: String, error: String },
+    /// The tree a rollback replaced was not all removed.
+    OldTreeLeft { error: String },
+}
+
+impl Notice {
+    pub fn level(&self) -> Level {
+        match self {
+            Notice::Deleted { .. } => Level::Done,
+            Notice::SkippedMount { .. }
+            | Notice::SkippedEntry { .. }
+            | Notice::NotDeleted { .. }
+            | Notice::OldTreeLeft { .. } => Level::Warning,
+            _ => Level::Note,
+        }
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Waiting { container } => {
+                write!(f, "waiting for another lxc-snap run on {container}")
+            }
+            Notice::RemovedLeftover { path, of } => write!(
+                f,
+                "removed {}: {}",
+                path.display(),
+                match of {
+                    Leftover::Snapshot => "an incomplete snapshot left by an interrupted run",
+                    Leftover::Restore => "an incomplete restore left by an interrupted run",
+                    Leftover::Rollback => "left by an interrupted rollback",
+                }
+            ),
+            Notice::WholeSnapshot { why } => write!(f, "taking a whole snapshot: {why}"),
+            Notice::DirectoryBacked { container } => write!(
+                f,
+                "{container} is directory-backed: copying its whole rootfs; an overlay clone \
+                 (lxc-copy -s -B overlayfs -n {container} -N {container}-ov) snapshots only its changes"
+            ),
+            Notice::SkippedMount { path } => write!(
+                f,
+                "left out what is mounted at {}: another filesystem, not part of the container's tree",
+                path.display()
+            ),
+            Notice::SkippedEntry { path, error } => {
+                write!(f, "skipping {}: {error}", path.display())
+            }
+            Notice::Deleted { snapshot } => write!(f, "deleted {snapshot}"),
+            Notice::KeptFiles { snapshot, layers } => write!(
+                f,
+                "kept the files of {snapshot}: {} stored as changes to it",
+                match layers.as_slice() {
+                    [one] => format!("{one} is"),
+                    many => format!("{} are", many.join(", ")),
+                }
+            ),
+            Notice::NotDeleted { snapshot, error } => write!(f, "kept {snapshot}: {error}"),
+            Notice::OldTreeLeft { error } => {
+                write!(f, "the old tree was not all removed: {error}")
+            }
+        }
+    }
+}
+
+/// Receives what operations report while they run. Calls may come from
+/// several threads.
+pub trait Observer: Progress {
+    fn notice(&self, notice: Notice);
+
+    /// A copy of a tree begins; progress reports follow until
+    /// [`Observer::copy_ended`].
+    fn copy_started(&self) {}
+
+    fn copy_ended(&self) {}
+}
+
+/// An observer that drops everything: for callers that only want results.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn advance(&self, _: Counts, _: Option<Counts>) {}
+}
+
+impl Observer for Quiet {
+    fn notice(&self, _: Notice) {}
+}

@@ -1,0 +1,137 @@
+//! Everything known about one snapshot (what `info --json` prints), and
+//! what is broken about it (its tree or a base layer gone).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::require_root;
+use crate::error::{ErrorKind, Result};
+use crate::lxc::container::{read_dependency_file, DependencyEntry};
+use crate::names::SnapshotName;
+use crate::store::sizes::disk_usage;
+use crate::store::{Backing, Store, TreeFingerprint, Usage};
+
+/// A lower layer and how it compares with what the snapshot recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lower {
+    pub path: PathBuf,
+    /// `unchanged`, `changed`, `missing`, `unknown` (no fingerprint
+    /// recorded), or `refused` (not a lower lxc-snap accepts; see
+    /// `--allow-lower`).
+    pub state: &'static str,
+}
+
+/// A container in a dependency file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub lxcpath: PathBuf,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub container: String,
+    pub number: u64,
+    pub path: PathBuf,
+    pub created: String,
+    pub comment: Option<String>,
+    pub pinned: bool,
+    pub backing: Backing,
+    pub lxcpath: PathBuf,
+    pub tree_present: bool,
+    pub lowers: Vec<Lower>,
+    pub files: u64,
+    pub bytes: u64,
+    /// Allocated bytes deleting this snapshot frees (recorded).
+    pub used_bytes: u64,
+    /// The snapshot this one is stored as changes to, if any.
+    pub layer_over: Option<String>,
+    /// Entries in the layer itself, for a layer.
+    pub layer_entries: Option<u64>,
+    /// The snapshot it is stored as changes to was deleted and is kept for
+    /// its layers.
+    pub layer_over_held: bool,
+    /// Allocated bytes of the captured tree, each inode once; `None` when
+    /// the tree cannot be read.
+    pub bytes_on_disk: Option<u64>,
+    pub base: Vec<Dependency>,
+    pub dependents: Vec<Dependency>,
+    /// What is wrong with the snapshot; empty when nothing is.
+    #[serde(skip)]
+    pub broken: Vec<String>,
+}
+
+pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
+    // The captured tree is in a 0700 directory: without root it would look
+    // missing.
+    require_root("showing everything about a snapshot")?;
+    let snapshot = store.get(name)?;
+    let meta = &snapshot.meta;
+    let tree_present = snapshot.ensure_complete().is_ok();
+    let family = store.snapshots_of_with_held(name.container())?;
+    let lowers = meta
+        .lowers
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Lower {
+            path: path.clone(),
+            state: lower_state(store, path, meta.lower_fingerprints.get(i)),
+        })
+        .collect::<Vec<_>>();
+    let snapshot_dir = store.snapshot_dir(&snapshot)?;
+    let deps = |file: &str| -> Result<Vec<Dependency>> {
+        Ok(read_dependency_file(&snapshot_dir, file)?
+            .into_iter()
+            .map(|DependencyEntry { lxcpath, name }| Dependency { lxcpath, name })
+            .collect())
+    };
+    let mut broken = Vec::new();
+    broken.extend(snapshot.missing());
+    for l in lowers.iter().filter(|l| l.state == "missing") {
+        broken.push(format!("its base layer {} is missing", l.path.display()));
+    }
+    Ok(SnapshotInfo {
+        name: name.to_string(),
+        container: meta.container.clone(),
+        number: name.number(),
+        path: snapshot.dir.clone(),
+        created: meta.created_time()?.to_rfc3339(),
+        comment: store.comment(&snapshot)?,
+        pinned: meta.pinned,
+        backing: meta.backing,
+        lxcpath: meta.lxcpath.clone(),
+        tree_present,
+        lowers,
+        files: meta.files,
+        bytes: meta.bytes,
+        used_bytes: Usage::new(&family).frees(&snapshot),
+        layer_over: meta.layer.as_ref().map(|l| l.anchor.clone()),
+        layer_entries: meta.layer.as_ref().map(|l| l.entries),
+        layer_over_held: snapshot
+            .anchor()
+            .is_some_and(|a| family.iter().any(|s| s.name == a && s.meta.held)),
+        bytes_on_disk: if tree_present {
+            store.tree_dir(&snapshot).ok().as_ref().and_then(disk_usage)
+        } else {
+            None
+        },
+        base: deps("lxc_rdepends")?,
+        dependents: deps("lxc_snapshots")?,
+        broken,
+    })
+}
+
+fn lower_state(store: &Store, path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str {
+    let dir = match store.open_lower(path) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == ErrorKind::NotFound => return "missing",
+        Err(_) => return "refused",
+    };
+    match (recorded, TreeFingerprint::of(&dir)) {
+        (Some(r), Ok(now)) if *r == now => "unchanged",
+        (Some(_), Ok(_)) => "changed",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,120 @@
+//! Listing: the containers that have snapshots, and the snapshots of one
+//! container, as the records `list --json` prints. Reads only metadata and
+//! comment files, never a captured tree, so it stays fast with many
+//! snapshots.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::ContainerName;
+use crate::store::{Backing, Snapshot, Store, Usage};
+
+/// A container that has snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerRecord {
+    pub container: String,
+    pub snapshots: usize,
+    /// The newest snapshot's creation time (RFC 3339).
+    pub newest: String,
+}
+
+/// One snapshot, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRecord {
+    pub name: String,
+    pub container: String,
+    pub number: u64,
+    pub created: String,
+    pub comment: Option<String>,
+    pub pinned: bool,
+    pub backing: Backing,
+    pub lxcpath: PathBuf,
+    pub lowers: Vec<PathBuf>,
+    pub files: u64,
+    pub bytes: u64,
+    pub used_bytes: u64,
+    /// The snapshot this one is stored as changes to, if any.
+    pub layer_over: Option<String>,
+    pub path: PathBuf,
+}
+
+/// Every container with snapshots, by name.
+pub fn containers(store: &Store) -> Result<Vec<ContainerRecord>> {
+    let mut groups: BTreeMap<String, (usize, Option<DateTime<FixedOffset>>)> = BTreeMap::new();
+    for s in store.snapshots()? {
+        let created = s.meta.created_time()?;
+        let entry = groups.entry(s.meta.container.clone()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(Some(created));
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(container, (snapshots, newest))| ContainerRecord {
+            container,
+            snapshots,
+            newest: newest.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The snapshots of `container`, by number; an error when it has none and
+/// is no container either.
+pub fn snapshots(store: &Store, container: &ContainerName) -> Result<Vec<SnapshotRecord>> {
+    let family = store.snapshots_of_with_held(container)?;
+    let listed: Vec<&Snapshot> = family.iter().filter(|s| !s.meta.held).collect();
+    if listed.is_empty() && !store.container_exists(container) {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "container {container} not found in {} and it has no snapshots in {}",
+                store.lxcpath_path().display(),
+                store.dir().display()
+            ),
+        ));
+    }
+    let usage = Usage::new(&family);
+    listed.iter().map(|s| record(store, s, &usage)).collect()
+}
+
+/// The record of one snapshot; `usage` is of its whole family.
+pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotRecord> {
+    Ok(SnapshotRecord {
+        name: s.name.to_string(),
+        container: s.meta.container.clone(),
+        number: s.name.number(),
+        created: s.meta.created_time()?.to_rfc3339(),
+        comment: store.comment(s)?,
+        pinned: s.meta.pinned,
+        backing: s.meta.backing,
+        lxcpath: s.meta.lxcpath.clone(),
+        lowers: s.meta.lowers.clone(),
+        files: s.meta.files,
+        bytes: s.meta.bytes,
+        used_bytes: usage.frees(s),
+        layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
+        path: s.dir.clone(),
+    })
+}
+
+/// The names of every snapshot, for completion; unreadable entries are
+/// left out.
+pub fn snapshot_names(store: &Store) -> BTreeSet<String> {
+    let snapshots = store.snapshots().unwrap_or_default();
+    snapshots.iter().map(|s| s.name.to_string()).collect()
+}
+
+/// The names of the containers in `lxcpath` (the store's when `None`) and
+/// of those with snapshots, for completion.
+pub fn container_names(store: &Store, lxcpath: Option<&Path>) -> BTreeSet<String> {
+    let lxcpath = lxcpath.map_or_else(|| store.lxcpath_path(), Path::to_path_buf);
+    let snapshots = store.snapshots().unwrap_or_default();
+    crate::lxc::container::names_in(&lxcpath)
+        .iter()
+        .map(|n| n.to_string())
+        .chain(snapshots.iter().map(|s| s.meta.container.clone()))
+        .collect()
+}

@@ -1,0 +1,133 @@
+//! Pruning: deletes the snapshots no retention rule keeps (see
+//! [`crate::prune`] for the rules). Pinned snapshots are always kept; a
+//! snapshot that something depends on is kept with a warning.
+
+use serde::Serialize;
+
+use super::delete::after_deleting;
+use super::require_root;
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::{ContainerName, SnapshotName};
+use crate::notice::Notice;
+use crate::prune::{decide, Candidate, Policy};
+use crate::store::{NameLock, Snapshot, Store};
+
+/// What to prune.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// `None`: every container with snapshots.
+    pub container: Option<ContainerName>,
+    pub policy: Policy,
+    /// Decide only; delete nothing (needs no root).
+    pub dry_run: bool,
+}
+
+/// The decision about one snapshot (what `prune --dry-run --json` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneRow {
+    pub container: String,
+    pub snapshot: String,
+    /// As recorded (RFC 3339); periods are counted in this offset.
+    pub created: String,
+    /// `keep` or `remove`.
+    pub action: &'static str,
+    pub reason: String,
+}
+
+/// What a prune decided and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Every snapshot considered, by container and number.
+    pub plan: Vec<PruneRow>,
+    /// Those deleted (none in a dry run).
+    pub deleted: Vec<SnapshotName>,
+}
+
+pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
+    if !opts.dry_run {
+        require_root("pruning snapshots")?;
+    }
+    let containers = match &opts.container {
+        Some(c) => {
+            if store.snapshots_of(c)?.is_empty() && !store.container_exists(c) {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{c} has no snapshots and is no container"),
+                ));
+            }
+            vec![c.clone()]
+        }
+        None => {
+            let mut all: Vec<ContainerName> = store
+                .snapshots()?
+                .into_iter()
+                .map(|s| s.name.container().clone())
+                .collect();
+            all.dedup();
+            all
+        }
+    };
+    let mut pruned = Pruned::default();
+    for c in &containers {
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(store.lock(c)?)
+        };
+        let snapshots = store.snapshots_of(c)?;
+        let names: Vec<String> = snapshots.iter().map(|s| s.name.to_string()).collect();
+        let candidates = snapshots
+            .iter()
+            .zip(&names)
+            .map(|(s, name)| {
+                Ok(Candidate {
+                    name,
+                    created: s.meta.created_time()?,
+                    pinned: s.meta.pinned,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let decisions = decide(&opts.policy, &candidates)?;
+        let mut deleted = Vec::new();
+        for (snapshot, decision) in snapshots.iter().zip(&decisions) {
+            pruned.plan.push(PruneRow {
+                container: c.to_string(),
+                snapshot: decision.name.to_string(),
+                created: snapshot.meta.created.clone(),
+                action: decision.verdict(),
+                reason: decision.why(),
+            });
+            if let Some(lock) = &lock {
+                if !decision.keep && remove(store, snapshot, lock) {
+                    deleted.push(snapshot.clone());
+                    pruned.deleted.push(snapshot.name.clone());
+                }
+            }
+        }
+        if lock.is_some() {
+            after_deleting(store, c, &deleted)?;
+        }
+    }
+    Ok(pruned)
+}
+
+/// Deletes one snapshot no rule keeps; one that something still needs (or
+/// that runs) is kept, with a warning, and the prune goes on. Returns
+/// whether it was deleted.
+fn remove(store: &Store, snapshot: &Snapshot, lock: &NameLock) -> bool {
+    let result = store
+        .check_deletable(snapshot, false)
+        .and_then(|()| store.delete_checked(snapshot, lock));
+    let notice = match result {
+        Ok(()) => Notice::Deleted {
+            snapshot: snapshot.name.to_string(),
+        },
+        Err(e) => Notice::NotDeleted {
+            snapshot: snapshot.name.to_string(),
+            error: e.to_string(),
+        },
+    };
+    let deleted = matches!(notice, Notice::Deleted { .. });
+    store.observer().notice(notice);
+    deleted
+}

@@ -1,0 +1,171 @@
+//! Restoring a snapshot as a new container: builds `<lxcpath>/NEWNAME`
+//! under a hidden staging name (an independent copy of the captured tree,
+//! a config rewritten for the new name, the host name written into the
+//! tree, the dependency on the base recorded), then renames it into place,
+//! refusing to replace anything.
+
+use std::path::{Path, PathBuf};
+
+use super::copying::copy_snapshot_tree;
+use super::require_root;
+use crate::dir::Dir;
+use crate::durable::Staging;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::config::{random_mac, Retarget};
+use crate::lxc::container::{read_dependency_file, DependencyEntry, Lxcpath};
+use crate::lxc::files::copy_config_files;
+use crate::lxc::hostname::set_hostname;
+use crate::lxc::{Container, LxcConfig, Rootfs};
+use crate::names::{ContainerName, SnapshotName};
+use crate::store::{Backing, Store};
+
+/// The container a restore created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub container: ContainerName,
+    /// Its directory in the lxcpath.
+    pub path: PathBuf,
+}
+
+/// Restores `name` as the new container `new_name`.
+pub fn restore(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
+    require_root("restoring a snapshot")?;
+    restore_as(store, name, new_name)
+        .map_err(|e| super::when_cancelled(e, &format!("{new_name} was not created")))
+}
+
+fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
+    let lxcpath = store.lxcpath()?;
+    let snapshot = store.get(name)?;
+    ensure_free(lxcpath, new_name)?;
+    let lower_dirs = snapshot
+        .meta
+        .lowers
+        .iter()
+        .map(|lower| {
+            store.open_lower(lower).map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "restoring {name}: its base layer {} is gone",
+                            lower.display()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })
+        })
+        .collect::<Result<Vec<Dir>>>()?;
+
+    // Lock the snapshot's container (so the snapshot stays) and the new
+    // name (so no other run creates it), in name order to avoid deadlock.
+    let mut names = vec![name.container().clone(), new_name.clone()];
+    names.sort();
+    names.dedup();
+    let _locks = names
+        .iter()
+        .map(|n| store.lock(n))
+        .collect::<Result<Vec<_>>>()?;
+    store.remove_restore_leftovers(lxcpath.dir(), new_name)?;
+    ensure_free(lxcpath, new_name)?;
+
+    let staging = Staging::create(lxcpath.dir(), new_name.as_str(), 0o770)?;
+    let final_dir = staging.final_path();
+    let meta = &snapshot.meta;
+    let lowers: Vec<&Dir> = lower_dirs.iter().collect();
+    let rootfs = match meta.backing {
+        Backing::Overlay => {
+            let overlay = staging.dir().mkdir("overlay", 0o755)?;
+            copy_snapshot_tree(store, &snapshot, &overlay, "delta")?;
+            staging.dir().mkdir("rootfs", 0o755)?;
+            set_hostname(&overlay.open_dir("delta")?, &lowers, new_name.as_str())?;
+            Rootfs::Overlay {
+                prefix: meta.rootfs_prefix.clone(),
+                lowers: lower_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+                upper: final_dir.join("overlay/delta"),
+            }
+        }
+        Backing::Dir => {
+            copy_snapshot_tree(store, &snapshot, staging.dir(), "rootfs")?;
+            set_hostname(&staging.dir().open_dir("rootfs")?, &[], new_name.as_str())?;
+            Rootfs::Dir {
+                prefix: meta.rootfs_prefix.clone(),
+                path: final_dir.join("rootfs"),
+            }
+        }
+    };
+
+    let snapshot_dir = store.snapshot_dir(&snapshot)?;
+    let config_path = snapshot_dir.join("config");
+    let text = snapshot_dir.read_file("config", 1 << 20, "config")?;
+    let text = String::from_utf8(text).map_err(|_| {
+        Error::new(
+            ErrorKind::Other,
+            format!("reading {}: not UTF-8 text", config_path.display()),
+        )
+    })?;
+    let retarget = Retarget {
+        old_dirs: &[snapshot_dir.path(), &snapshot.dir],
+        new_dir: &final_dir,
+        new_name: new_name.as_str(),
+        rootfs: &rootfs,
+    };
+    let retargeted = LxcConfig::parse(&text).retarget(&retarget, random_mac);
+    copy_config_files(
+        &retargeted,
+        &snapshot_dir,
+        Path::new("private"),
+        staging.dir(),
+    )?;
+
+    // The restored tree is whole: it needs the base, not a layer's anchor.
+    let anchor = snapshot.anchor().map(|a| store.entry(&a));
+    let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot_dir, "lxc_rdepends")?
+        .into_iter()
+        .filter(|b| Some(b) != anchor.as_ref())
+        .collect();
+    // The last moment a cancel still leaves nothing behind.
+    store.cancel().check()?;
+    let registered = store.finish_container_dir(
+        staging.dir(),
+        &retargeted.config,
+        &bases,
+        DependencyEntry {
+            lxcpath: lxcpath.path().to_path_buf(),
+            name: new_name.to_string(),
+        },
+    )?;
+    let path = staging.commit().map_err(|e| match e.kind() {
+        ErrorKind::Exists => exists(lxcpath, new_name),
+        _ => e,
+    })?;
+    registered.keep();
+    Ok(Restored {
+        container: new_name.clone(),
+        path,
+    })
+}
+
+fn ensure_free(lxcpath: &Lxcpath, new_name: &ContainerName) -> Result<()> {
+    if lxcpath.has(new_name)? {
+        Err(exists(lxcpath, new_name))
+    } else {
+        Ok(())
+    }
+}
+
+fn exists(lxcpath: &Lxcpath, new_name: &ContainerName) -> Error {
+    Error::new(
+        ErrorKind::Exists,
+        format!(
+            "restoring as {}: it already exists",
+            Container::dir_of(lxcpath.path(), new_name).display()
+        ),
+    )
+    .with_hint(format!(
+        "choose another name, or remove it first: lxc-destroy -P {} -n {new_name}",
+        lxcpath.path().display()
+    ))
+}

@@ -1,0 +1,417 @@
+//! A container's snapshots as a family, and the rules that bind them:
+//!
+//! - **Numbering**: `NAME_N`, one more than the highest number that exists
+//!   in any form or was ever issued, so a deleted number is never reused.
+//! - **Leftovers**: what a run that died left half-built (a staging
+//!   directory, the registrations it made) is removed by the next run
+//!   under the same lock.
+//! - **Anchors and layers**: a snapshot may be stored as the changes since
+//!   an older whole one (its anchor) while they stay small.
+//! - **Holds**: a deleted anchor keeps its tree, unlisted, until the last
+//!   layer over it goes.
+//! - **Dependents**: every snapshot is registered with the containers it
+//!   stands on (`lxc_rdepends` in it, `lxc_snapshots` in them), so that
+//!   `lxc-destroy` and `delete` refuse to pull a base from under it.
+
+use std::path::{Path, PathBuf};
+
+use super::{write_metadata, NameLock, Snapshot, Store, COMMENT_FILE, FORMAT_VERSION, TS_FILE};
+use crate::dir::Dir;
+use crate::durable::{self, Staging};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::container::{
+    ensure_stopped, read_dependency_file, update_dependents, write_rdepends, DependencyEntry,
+};
+use crate::lxc::LxcConfig;
+use crate::names::{ContainerName, SnapshotName};
+use crate::notice::{Leftover, Notice};
+
+pub struct NewSnapshot {
+    pub name: SnapshotName,
+    staging: Staging,
+}
+
+impl NewSnapshot {
+    /// Where the snapshot is being built now, for messages.
+    pub fn path(&self) -> &Path {
+        self.staging.path()
+    }
+
+    /// The directory the snapshot is being built in.
+    pub fn dir(&self) -> &Dir {
+        self.staging.dir()
+    }
+
+    /// Where it will be once committed; configs refer to this path.
+    pub fn final_path(&self) -> PathBuf {
+        self.staging.final_path()
+    }
+}
+
+/// Entries added to base containers' `lxc_snapshots`, taken back on drop
+/// unless kept, so that a failed run leaves the bases as they were.
+pub struct Registrations<'s> {
+    store: &'s Store,
+    done: Vec<(DependencyEntry, DependencyEntry)>,
+    keep: bool,
+}
+
+impl Registrations<'_> {
+    /// The registrations are for good.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Registrations<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let Ok(places) = self.store.places() else {
+            return;
+        };
+        for (base, dependent) in &self.done {
+            // Best effort: the failure that got us here is what gets reported.
+            let _ = update_dependents(&places, base, dependent, false);
+        }
+    }
+}
+
+/// The snapshots in `family` stored as changes to `name`.
+pub fn layers_over(family: &[Snapshot], name: &SnapshotName) -> Vec<String> {
+    family
+        .iter()
+        .filter(|s| !s.meta.held && s.anchor().as_ref() == Some(name))
+        .map(|s| s.name.to_string())
+        .collect()
+}
+
+impl Store {
+    /// Picks the next number for the locked container and creates the
+    /// staging directory for it. The number is one more than the highest
+    /// that exists (in any form) or was ever issued, so a deleted number
+    /// is never reused.
+    pub fn begin(&self, lock: &NameLock) -> Result<NewSnapshot> {
+        let container = lock.name();
+        let mut highest: Option<u64> = self.read_seq(container)?;
+        let root = self.root()?;
+        for entry in root.names()? {
+            if let Some(s) = entry.to_str().and_then(SnapshotName::try_parse) {
+                if s.container() == container {
+                    highest = highest.max(Some(s.number()));
+                }
+            }
+        }
+        let number = match highest {
+            None => 0,
+            Some(n) => n.checked_add(1).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("no snapshot numbers left for {container}"),
+                )
+            })?,
+        };
+        let name = SnapshotName::new(container.clone(), number);
+        let staging = Staging::create(root, &name.to_string(), 0o755)?;
+        Ok(NewSnapshot { name, staging })
+    }
+
+    /// Moves a finished snapshot into place and records its number.
+    pub fn commit(&self, new: NewSnapshot, lock: &NameLock) -> Result<Snapshot> {
+        let name = new.name.clone();
+        new.staging.commit()?;
+        self.state_dir()?.write_file(
+            format!("{}.seq", lock.name()),
+            format!("{}\n", name.number()).as_bytes(),
+            0o644,
+        )?;
+        self.get(&name)
+    }
+
+    fn read_seq(&self, container: &ContainerName) -> Result<Option<u64>> {
+        match self
+            .state_dir()?
+            .read_file(format!("{container}.seq"), 64, "sequence file")
+        {
+            Ok(b) => Ok(String::from_utf8_lossy(&b).trim().parse().ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes snapshots of the locked container left half-built by runs
+    /// that died, and takes back what they registered with base containers;
+    /// tells the observer of each.
+    pub fn remove_leftovers(&self, lock: &NameLock) -> Result<()> {
+        let root = self.root()?;
+        let removed = durable::remove_leftovers(
+            root,
+            |n| SnapshotName::try_parse(n).is_some_and(|s| s.container() == lock.name()),
+            |dir, n| self.forget_registrations(dir, root, n),
+        )?;
+        self.tell_removed(removed, Leftover::Snapshot);
+        Ok(())
+    }
+
+    /// Removes, in `parent` (the lxcpath), what a restore as `name` that
+    /// died left, and takes back its registrations.
+    pub fn remove_restore_leftovers(&self, parent: &Dir, name: &ContainerName) -> Result<()> {
+        let removed = durable::remove_leftovers(
+            parent,
+            |n| n == name.as_str(),
+            |dir, n| self.forget_registrations(dir, parent, n),
+        )?;
+        self.tell_removed(removed, Leftover::Restore);
+        Ok(())
+    }
+
+    pub(crate) fn tell_removed(&self, paths: Vec<PathBuf>, of: Leftover) {
+        for path in paths {
+            self.observer().notice(Notice::RemovedLeftover { path, of });
+        }
+    }
+
+    /// Takes back what a run that died registered with base containers for
+    /// `<parent>/<name>` (it registers just before its final rename), unless a
+    /// complete `<parent>/<name>` exists after all. Best effort: a base that
+    /// cannot be updated keeps a stale entry, which only makes lxc-destroy
+    /// more careful.
+    fn forget_registrations(&self, leftover: &Dir, parent: &Dir, name: &str) {
+        if parent.stat_at(name).ok().flatten().is_some() {
+            return;
+        }
+        let Ok(bases) = read_dependency_file(leftover, "lxc_rdepends") else {
+            return;
+        };
+        let Ok(places) = self.places() else {
+            return;
+        };
+        let dependent = DependencyEntry {
+            lxcpath: parent.path().to_path_buf(),
+            name: name.to_string(),
+        };
+        for base in &bases {
+            let _ = update_dependents(&places, base, &dependent, false);
+        }
+    }
+
+    /// The last steps before a new container directory (a snapshot or a
+    /// restored container, still under its staging name) is renamed into
+    /// place: its `lxc_rdepends` and config, then its registration with its
+    /// bases as `dependent`, taken back if the caller fails before keeping it.
+    pub fn finish_container_dir(
+        &self,
+        dir: &Dir,
+        config: &LxcConfig,
+        bases: &[DependencyEntry],
+        dependent: DependencyEntry,
+    ) -> Result<Registrations<'_>> {
+        write_rdepends(dir, bases)?;
+        dir.write_file("config", config.render().as_bytes(), 0o640)?;
+        let mut r = Registrations {
+            store: self,
+            done: Vec::new(),
+            keep: false,
+        };
+        let places = self.places()?;
+        for base in bases {
+            update_dependents(&places, base, &dependent, true)?;
+            r.done.push((base.clone(), dependent.clone()));
+        }
+        Ok(r)
+    }
+
+    /// This store's entry for `name` in a dependency file.
+    pub fn entry(&self, name: &SnapshotName) -> DependencyEntry {
+        DependencyEntry {
+            lxcpath: self.dir().to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The newest complete snapshot of `container` on the same base
+    /// (backing and lowers) as a new one would be.
+    pub fn previous(
+        &self,
+        container: &ContainerName,
+        backing: super::Backing,
+        lowers: &[PathBuf],
+    ) -> Result<Option<Snapshot>> {
+        Ok(self.snapshots_of(container)?.into_iter().rev().find(|s| {
+            s.meta.backing == backing && s.meta.lowers == lowers && s.ensure_complete().is_ok()
+        }))
+    }
+
+    /// The snapshot a new one may be stored as changes to, given the latest
+    /// one on the same base: that one if it is whole, or the one it is a layer
+    /// over, while the changes since are small (an eighth of the entries and
+    /// of the bytes); then a new whole snapshot starts afresh.
+    pub fn anchor_for(&self, previous: &Snapshot) -> Option<Snapshot> {
+        let Some(layer) = &previous.meta.layer else {
+            return Some(previous.clone());
+        };
+        if layer.entries.saturating_mul(8) > previous.meta.files
+            || layer.bytes.saturating_mul(8) > previous.meta.bytes
+        {
+            return None;
+        }
+        self.anchor_of(previous)
+    }
+
+    /// The whole snapshot on the same base that `layer` is stored as changes
+    /// to, held or not, if it is complete.
+    pub fn anchor_of(&self, layer: &Snapshot) -> Option<Snapshot> {
+        let anchor = self.get_with_held(&layer.anchor()?).ok()?;
+        (anchor.meta.layer.is_none()
+            && anchor.meta.backing == layer.meta.backing
+            && anchor.meta.lowers == layer.meta.lowers
+            && anchor.ensure_complete().is_ok())
+        .then_some(anchor)
+    }
+
+    /// The snapshots stored as changes to `snapshot`.
+    pub fn layers_of(&self, snapshot: &Snapshot) -> Result<Vec<String>> {
+        let family = self.snapshots_of_with_held(snapshot.name.container())?;
+        Ok(layers_over(&family, &snapshot.name))
+    }
+
+    /// What would stop `snapshot` from being deleted: a pin (without
+    /// `force`), a running snapshot container, or containers built on it.
+    pub fn check_deletable(&self, snapshot: &Snapshot, force: bool) -> Result<()> {
+        if snapshot.meta.pinned && !force {
+            return Err(
+                Error::new(ErrorKind::Other, format!("{} is pinned", snapshot.name)).with_hint(
+                    format!(
+                        "unpin it (lxc-snap unpin {}) or delete with --force",
+                        snapshot.name
+                    ),
+                ),
+            );
+        }
+        ensure_stopped(self.dir(), &snapshot.name.to_string())?;
+        // Its own layers are no obstacle: it is held for them.
+        let layers = self.layers_of(snapshot)?;
+        let dependents = read_dependency_file(&self.snapshot_dir(snapshot)?, "lxc_snapshots")?;
+        if let Some(d) = dependents
+            .iter()
+            .find(|d| d.lxcpath != self.dir() || !layers.contains(&d.name))
+        {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "{} is needed by container {} in {}",
+                    snapshot.name,
+                    d.name,
+                    d.lxcpath.display()
+                ),
+            )
+            .with_hint(format!(
+                "destroy it first: lxc-destroy -P {} -n {}",
+                d.lxcpath.display(),
+                d.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes a snapshot that passed [`Store::check_deletable`] (its
+    /// container's lock is held) and takes it out of its bases'
+    /// `lxc_snapshots`. If layers are stored as changes to it, its tree
+    /// stays for them (held, no longer listed) until the last of them is
+    /// deleted.
+    pub fn delete_checked(&self, snapshot: &Snapshot, lock: &NameLock) -> Result<()> {
+        let unregister = self.unregistration(snapshot)?;
+        if !self.layers_of(snapshot)?.is_empty() {
+            return self.hold(snapshot, unregister);
+        }
+        self.remove(snapshot, lock, unregister)?;
+        self.remove_unneeded_held(lock)
+    }
+
+    /// What takes `snapshot` out of its bases' `lxc_snapshots`; read before
+    /// the snapshot is moved aside, run after.
+    fn unregistration(&self, snapshot: &Snapshot) -> Result<impl FnOnce() -> Result<()> + '_> {
+        let bases = read_dependency_file(&self.snapshot_dir(snapshot)?, "lxc_rdepends")?;
+        let me = self.entry(&snapshot.name);
+        Ok(move || {
+            let places = self.places()?;
+            for base in &bases {
+                update_dependents(&places, base, &me, false)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Of the `deleted` snapshots of `container`, those whose files stay
+    /// for layers stored as changes to them, with those layers.
+    pub fn held_for_layers(
+        &self,
+        container: &ContainerName,
+        deleted: &[Snapshot],
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        let family = self.snapshots_of_with_held(container)?;
+        Ok(family
+            .iter()
+            .filter(|s| s.meta.held && deleted.iter().any(|d| d.name == s.name))
+            .map(|held| (held.name.to_string(), layers_over(&family, &held.name)))
+            .collect())
+    }
+
+    /// Removes the held snapshots of the locked container that no layer needs
+    /// any more (the last one was deleted, perhaps by a run that died), and
+    /// finishes holding those a run that died left with their config.
+    pub fn remove_unneeded_held(&self, lock: &NameLock) -> Result<()> {
+        let family = self.snapshots_of_with_held(lock.name())?;
+        for held in family.iter().filter(|s| s.meta.held) {
+            let unregister = self.unregistration(held)?;
+            if layers_over(&family, &held.name).is_empty() {
+                self.remove(held, lock, unregister)?;
+            } else if held.dir.join("config").exists() {
+                self.hold(held, unregister)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `snapshot` (of the locked container): first renames it out
+    /// of sight, so that a crash never leaves a half-deleted snapshot that
+    /// lists; `unregister` runs between the rename and the removal. What a
+    /// crash leaves is a leftover that the next run removes.
+    fn remove(
+        &self,
+        snapshot: &Snapshot,
+        lock: &NameLock,
+        unregister: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        debug_assert_eq!(snapshot.name.container(), lock.name());
+        let root = self.root()?;
+        let hidden = format!(
+            "{}{}.deleted{}",
+            durable::STAGING_PREFIX,
+            snapshot.name,
+            std::process::id()
+        );
+        root.rename_new(snapshot.name.to_string(), root, &hidden)
+            .map_err(|e| e.prefixed(&format!("moving aside {}", snapshot.dir.display())))?;
+        unregister()?;
+        root.remove_tree(&hidden)
+    }
+
+    /// Keeps a deleted snapshot's tree for the layers over it: marks it
+    /// held (it no longer lists), runs `unregister`, then removes its
+    /// config, so it cannot be started, and its comment and time stamp.
+    fn hold(&self, snapshot: &Snapshot, unregister: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut meta = snapshot.meta.clone();
+        meta.held = true;
+        meta.pinned = false;
+        meta.format_version = FORMAT_VERSION;
+        let dir = self.snapshot_dir(snapshot)?;
+        write_metadata(&dir, &meta)?;
+        unregister()?;
+        for name in ["config", TS_FILE, COMMENT_FILE] {
+            dir.remove_file(name)?;
+        }
+        dir.sync()
+    }
+}
