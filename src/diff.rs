@@ -74,7 +74,7 @@ use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use serde::{Serialize, Serializer};
 
 use crate::dir::RelPath;
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// What a container sees: layer directories, top first. For an overlay
 /// snapshot `[<snapshot>/private/delta, lowers...]`, for a running or

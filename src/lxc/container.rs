@@ -378,7 +378,7 @@ fn dependency_dir(places: &[&Dir], entry: &DependencyEntry) -> Result<Option<Dir
 /// `base`, under an flock on that file so that concurrent runs do not lose
 /// each other's entries. The file is rewritten in place with one write: it
 /// is the inode LXC itself reads. `base` must be a container in one of
-/// `places` (see [`dependency_dir`]); adding elsewhere is refused, and
+/// `places` (the lxcpath and the snapdir); adding elsewhere is refused, and
 /// removing elsewhere leaves the entry (a stale entry only makes
 /// lxc-destroy more careful).
 pub fn update_dependents(

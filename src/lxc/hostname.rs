@@ -262,7 +262,7 @@ fn is_opaque(dir: &OwnedFd) -> bool {
 
 fn not_dir(path: &Path) -> Error {
     Error::new(
-        crate::ErrorKind::Other,
+        crate::error::ErrorKind::Other,
         format!("opening {}: not a directory", path.display()),
     )
 }
