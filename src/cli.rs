@@ -130,7 +130,8 @@ Legacy forms (as the original lxc-snap):
   lxc-snap -r SNAP NEWNAME      restore snapshot SNAP as new container NEWNAME
 
 Exit status: 0 ok, 1 error, 2 usage, 3 not found, 4 already exists,
-5 container running, 6 unsupported backend, 7 refused as unsafe.";
+5 container running, 6 unsupported backend, 7 refused as unsafe,
+130 cancelled (SIGINT; 143 SIGTERM).";
 
 #[derive(Debug, Parser)]
 #[command(
