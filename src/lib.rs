@@ -41,7 +41,7 @@ use std::sync::Arc;
 /// Runs lxc-snap with the process arguments; prints any error (this is the
 /// one place that does) and returns the exit status.
 pub fn main_with_exit_code() -> i32 {
-    let signals = Signals::catch();
+    let signals = Signals::default();
     let result = cli::parse(std::env::args_os()).and_then(|parsed| match parsed {
         cli::Parsed::Print {
             text,
@@ -59,6 +59,9 @@ pub fn main_with_exit_code() -> i32 {
             let ui = ui::Ui {
                 quiet: inv.globals.quiet,
             };
+            if cancellable(&inv.command) {
+                signals.catch();
+            }
             let store = store::Store::open(
                 store::Settings {
                     snapdir: inv.globals.snapdir,
@@ -88,9 +91,27 @@ pub fn main_with_exit_code() -> i32 {
     }
 }
 
+/// Whether SIGINT and SIGTERM cancel `command` rather than end the process:
+/// the commands that copy trees or wait for a lock. (The others only read,
+/// and a signal ends them as it always does.)
+fn cancellable(command: &cli::Command) -> bool {
+    use cli::Command::*;
+    matches!(
+        command,
+        Snap { .. }
+            | Restore { .. }
+            | Rollback { .. }
+            | Delete { .. }
+            | Prune { .. }
+            | Comment { .. }
+            | Pin { .. }
+    )
+}
+
 /// SIGINT and SIGTERM set the cancel flag operations check: a copy stops
 /// between entries and the operation removes what it began. A second one
 /// ends the process at once (a later run removes what it left).
+#[derive(Default)]
 struct Signals {
     cancel: progress::Cancel,
     /// Set by SIGTERM, for the exit status.
@@ -98,20 +119,16 @@ struct Signals {
 }
 
 impl Signals {
-    fn catch() -> Signals {
+    /// From now on the signals set the flag instead of ending the process.
+    fn catch(&self) {
         use signal_hook::consts::{SIGINT, SIGTERM};
-        let flag = Arc::new(AtomicBool::new(false));
-        let terminated = Arc::new(AtomicBool::new(false));
+        let flag = self.cancel.flag();
         for (signal, status) in [(SIGINT, 130), (SIGTERM, 143)] {
             // Registered first, so a second signal exits before the first
             // handler would set the flag again.
             let _ = signal_hook::flag::register_conditional_shutdown(signal, status, flag.clone());
             let _ = signal_hook::flag::register(signal, flag.clone());
         }
-        let _ = signal_hook::flag::register(SIGTERM, terminated.clone());
-        Signals {
-            cancel: progress::Cancel::from_flag(flag),
-            terminated,
-        }
+        let _ = signal_hook::flag::register(SIGTERM, self.terminated.clone());
     }
 }

@@ -46,6 +46,11 @@ impl Cancel {
         Cancel(flag)
     }
 
+    /// The flag itself, for a signal handler to set.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+
     /// Asks every operation that checks this flag to stop.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::Relaxed);
