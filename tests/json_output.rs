@@ -12,19 +12,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::fixtures::overlay_clone;
+use common::fixtures::{overlay_clone, set_created};
 use common::TestEnv;
-
-/// Rewrites a snapshot's recorded creation time.
-fn set_created(env: &TestEnv, snap: &str, created: &str) {
-    let path = env.snapdir.join(snap).join("lxc-snap.json");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
-    meta["created"] = serde_json::Value::String(created.to_string());
-    let mut text = serde_json::to_string_pretty(&meta).expect("encode");
-    text.push('\n');
-    fs::write(&path, text).expect("write");
-}
 
 /// Gives every entry below `root` the same times, so that what a diff
 /// reports of them does not depend on when the test ran.

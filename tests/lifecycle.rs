@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::fidelity::assert_trees_identical;
-use common::fixtures::{captured, json, make_base, names_of, overlay_clone};
+use common::fixtures::{captured, json, make_base, names_of, overlay_clone, set_created};
 use common::TestEnv;
 
 fn base_dependents(env: &TestEnv) -> String {
@@ -408,15 +408,6 @@ fn mount_of_a_dir_backed_snapshot_is_a_read_only_bind() {
     assert!(!is_mountpoint(&dir));
 }
 
-/// Rewrites a snapshot's recorded creation time (what prune reads).
-fn fake_created(env: &TestEnv, snap: &str, created: &str) {
-    let path = env.snapdir.join(snap).join("lxc-snap.json");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
-    meta["created"] = serde_json::Value::String(created.to_string());
-    fs::write(&path, serde_json::to_vec_pretty(&meta).expect("encode")).expect("write");
-}
-
 fn decisions(env: &TestEnv, args: &[&str]) -> Vec<(String, String, String)> {
     json(env, args)
         .as_array()
@@ -452,7 +443,7 @@ fn prune_follows_the_rules_on_recorded_times_and_keeps_pins() {
     ];
     for (n, t) in times.iter().enumerate() {
         env.ok(&["-q", "c"]);
-        fake_created(&env, &format!("c_{n}"), t);
+        set_created(&env, &format!("c_{n}"), t);
     }
     env.ok(&["pin", "c_0"]);
     env.fails_with(2, &["prune", "c"]);

@@ -127,3 +127,14 @@ pub fn overlay_clone(env: &TestEnv, name: &str) -> PathBuf {
         "overlay/delta",
     )
 }
+
+/// Rewrites a snapshot's recorded creation time (what prune and list read).
+pub fn set_created(env: &TestEnv, snap: &str, created: &str) {
+    let path = env.snapdir.join(snap).join("lxc-snap.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+    meta["created"] = serde_json::Value::String(created.to_string());
+    let mut text = serde_json::to_string_pretty(&meta).expect("encode");
+    text.push('\n');
+    fs::write(&path, text).expect("write");
+}
