@@ -5,21 +5,25 @@
 //! upper, records metadata, registers the snapshot with its bases, and
 //! renames the whole into place.
 
-use chrono::Local;
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset, Local};
 
 use super::copying::{copy_tree, copying};
 use super::require_root;
-use crate::copy::{Compare, Plan};
+use crate::copy::{Compare, CopyStats, LayerPlan, Plan};
+use crate::dir::Dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
 use crate::lxc::container::bases_of_lowers;
+use crate::lxc::container::Tree;
 use crate::lxc::files::copy_config_files;
-use crate::lxc::{Container, Rootfs};
+use crate::lxc::{Container, LxcConfig, Rootfs};
 use crate::names::ContainerName;
 use crate::notice::Notice;
 use crate::store::{
-    self, Backing, Layer, Metadata, NameLock, Snapshot, Store, TreeFingerprint, FORMAT_VERSION,
-    WHOLE_FORMAT_VERSION,
+    self, Backing, Layer, Metadata, NameLock, NewSnapshot, Snapshot, Store, TreeFingerprint,
+    FORMAT_VERSION, WHOLE_FORMAT_VERSION,
 };
 
 /// How a snapshot relates to the previous snapshots of the same container.
@@ -77,7 +81,9 @@ pub fn take(store: &Store, opts: &TakeOptions) -> Result<Snapshot> {
     .map_err(|e| super::when_cancelled(e, "no snapshot was taken"))
 }
 
-/// Snapshots `source`, whose lock the caller holds.
+/// Snapshots `source`, whose lock the caller holds: finds what to
+/// capture, tidies up after runs that died, chooses how to store the new
+/// snapshot, copies, writes its config and metadata, and publishes it.
 pub(super) fn take_locked(
     store: &Store,
     source: &Container,
@@ -85,205 +91,276 @@ pub(super) fn take_locked(
     comment: Option<&str>,
     increment: Increment,
 ) -> Result<Snapshot> {
-    let name = &source.name;
-    let lxcpath = source.lxcpath.clone();
-    let comment = comment.filter(|c| !c.is_empty());
-    let (rootfs_key, _) = source
-        .config
-        .rootfs_entry()
-        .unwrap_or(("lxc.rootfs.path", ""));
-    let rootfs_key = rootfs_key.to_string();
-    let tree = source.tree().map_err(|e| {
-        if e.kind() == ErrorKind::Unsupported {
-            Error::new(e.kind(), format!("cannot snapshot {}", e.message())).with_hint(
-                "lxc-snap supports overlay (overlay: or overlayfs:) and directory-backed containers",
-            )
-        } else {
-            e
-        }
-    })?;
-    let (backing, lowers, prefix) = match &tree.rootfs {
-        Rootfs::Overlay { prefix, lowers, .. } => {
-            (Backing::Overlay, lowers.clone(), prefix.clone())
-        }
-        Rootfs::Dir { prefix, .. } => (Backing::Dir, Vec::new(), prefix.clone()),
-        Rootfs::Unsupported { kind } => {
-            return Err(unsupported(name, &format!("its rootfs backend is {kind}")))
-        }
-    };
-    let lower_dirs = store.open_lowers(&lowers)?;
-    // As resolved: what the metadata records and later runs compare.
-    let lowers: Vec<std::path::PathBuf> =
-        lower_dirs.iter().map(|d| d.path().to_path_buf()).collect();
-
+    let src = Source::of(store, source)?;
     store.remove_leftovers(lock)?;
     store.remove_unneeded_held(lock)?;
     source.ensure_stopped()?;
 
     let new = store.begin(lock)?;
-    let final_dir = new.final_path();
-    let snap_name = new.name.to_string();
     let private = new.dir().mkdir("private", 0o700)?;
     private.mkdir("scratch", 0o700)?;
-    // Snapshots are immutable, so a file unchanged since the previous
-    // snapshot of this container (on the same base) can share its inode,
-    // and a snapshot can be stored as its changes since an older one.
-    let previous = match increment {
-        Increment::Full => None,
-        _ => store.previous(name, backing, &lowers)?,
-    };
-    let compare = if increment.by_contents() {
-        Compare::Checksum
-    } else {
-        Compare::QuickCheck
-    };
-    let anchor = previous
-        .as_ref()
-        .filter(|_| increment.layered())
-        .and_then(|p| store.anchor_for(p));
-    let plan = match &anchor {
-        Some(anchor) => match crate::copy::plan_layer_at(
-            &tree.dir,
-            &store.tree_dir(anchor)?,
-            &lower_dirs,
-            compare,
-            anchor
-                .meta
-                .multi_name_inodes
-                .as_ref()
-                .map(|names| names.iter().copied().collect())
-                .as_ref(),
-        )? {
-            Plan::Layer(plan) => Some(plan),
-            Plan::Full(why) => {
-                store.observer().notice(Notice::WholeSnapshot { why });
-                None
-            }
-        },
-        None => None,
-    };
-    if backing == Backing::Dir && plan.is_none() {
-        store.observer().notice(Notice::DirectoryBacked {
-            container: name.to_string(),
-        });
-    }
-    // Shares files with the previous snapshot; a whole copy after a layer
-    // shares them with the layer's anchor, which has them all.
-    let reference = match (&plan, &previous) {
-        (None, Some(p)) if p.meta.layer.is_some() => store.anchor_of(p),
-        _ => previous.clone(),
-    };
-    let reference_tree = reference.as_ref().map(|s| store.tree_dir(s)).transpose()?;
-    let tree_name = match backing {
-        Backing::Overlay => "delta",
-        Backing::Dir => "rootfs",
-    };
-    let stats = match &plan {
-        Some(plan) => copying(store, reference_tree.as_ref(), compare, |opts| {
-            crate::copy::make_layer_at(&tree.dir, &private, tree_name.as_ref(), plan, opts)
-        })?,
-        None => copy_tree(
-            store,
-            &tree.dir,
-            &private,
-            tree_name,
-            reference_tree.as_ref(),
-            compare,
-        )?,
-    };
-    let layer = plan
-        .as_ref()
-        .zip(anchor.as_ref())
-        .map(|(plan, anchor)| Layer {
-            anchor: anchor.name.to_string(),
-            entries: stats.entries,
-            bytes: stats.bytes,
-            removed: plan.removed.clone(),
-        });
-
-    let mut stacked = vec![store::tree_path(&final_dir, backing)];
-    if let (Some(_), Some(anchor)) = (&layer, &anchor) {
-        stacked.push(anchor.tree());
-    }
-    stacked.extend(lowers.iter().cloned());
-    let snap_rootfs = Rootfs::Overlay {
-        prefix: Rootfs::overlay_prefix_for(&rootfs_key, &prefix),
-        lowers: stacked,
-        upper: store::scratch_upper(&final_dir),
-    };
-    let retarget = Retarget {
-        old_dirs: &source.dir_spellings(),
-        new_dir: &final_dir,
-        new_name: &snap_name,
-        rootfs: &snap_rootfs,
-    };
-    let retargeted = source.config.retarget(&retarget, random_mac);
-    copy_config_files(&retargeted, source.dir(), &tree.rel, new.dir())?;
-
+    let how = Storage::choose(store, &src, increment)?;
+    let stats = how.copy(store, &src, &private)?;
+    let config = src.config_for(&new, &how)?;
     let created = Local::now().fixed_offset();
     new.dir()
         .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
-    store::write_comment(new.dir(), comment)?;
-    let (files, bytes) = match &plan {
-        Some(plan) => (plan.tree_entries, plan.tree_bytes),
-        None => (stats.entries, stats.bytes),
-    };
-    let meta = Metadata {
-        format_version: if layer.is_some() {
-            FORMAT_VERSION
-        } else {
-            WHOLE_FORMAT_VERSION
-        },
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        container: name.to_string(),
-        lxcpath,
-        created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        backing,
-        rootfs_key,
-        rootfs_prefix: prefix,
-        lowers: lowers.clone(),
-        files,
-        bytes,
-        // Nothing links to the inodes the copy created yet.
-        used_bytes: stats.created_bytes,
-        pinned: false,
-        lower_fingerprints: lower_dirs
-            .iter()
-            .map(TreeFingerprint::of)
-            .collect::<Result<_>>()?,
-        multi_name_inodes: Some(stats.multi_name_inodes.clone()),
-        layer,
-        held: false,
-        other: serde_json::Map::new(),
-    };
+    store::write_comment(new.dir(), comment.filter(|c| !c.is_empty()))?;
+    let meta = src.metadata(&created, &how, &stats)?;
     store::write_metadata(new.dir(), &meta)?;
 
     let mut bases = source.rdepends()?;
     if bases.is_empty() {
-        bases = bases_of_lowers(&lowers, store.lxcpath()?);
+        bases = bases_of_lowers(&src.lowers, store.lxcpath()?);
     }
     // A layer needs its anchor as a clone needs its origin: registered
     // there, lxc-destroy refuses to remove the anchor under it. (A held
     // anchor is no container LXC could destroy.)
-    if let (Some(_), Some(anchor)) = (&meta.layer, &anchor) {
+    if let (Some(_), Some(anchor)) = (&how.plan, &how.anchor) {
         if !anchor.meta.held {
             bases.push(store.entry(&anchor.name));
         }
     }
     // The last moment a cancel still leaves nothing behind.
     store.cancel().check()?;
-    let registered = store.finish_container_dir(
-        new.dir(),
-        &retargeted.config,
-        &bases,
-        store.entry(&new.name),
-    )?;
+    let registered =
+        store.finish_container_dir(new.dir(), &config, &bases, store.entry(&new.name))?;
     let snapshot = store.commit(new, lock)?;
     registered.keep();
-    if let Some(reference) = &reference {
+    if let Some(reference) = &how.reference {
         store.now_shares(reference, &stats)?;
     }
     Ok(snapshot)
+}
+
+/// What a snapshot of a container captures: its own tree, and the lowers
+/// below it, held open.
+struct Source<'c> {
+    container: &'c Container,
+    tree: Tree,
+    backing: Backing,
+    /// `lxc.rootfs.path` or `lxc.rootfs`, and its prefix, as spelled.
+    rootfs_key: String,
+    prefix: String,
+    lower_dirs: Vec<Dir>,
+    /// As resolved: what the metadata records and later runs compare.
+    lowers: Vec<PathBuf>,
+}
+
+impl<'c> Source<'c> {
+    fn of(store: &Store, container: &'c Container) -> Result<Source<'c>> {
+        let (rootfs_key, _) = container
+            .config
+            .rootfs_entry()
+            .unwrap_or(("lxc.rootfs.path", ""));
+        let rootfs_key = rootfs_key.to_string();
+        let tree = container.tree().map_err(|e| {
+            if e.kind() == ErrorKind::Unsupported {
+                Error::new(e.kind(), format!("cannot snapshot {}", e.message())).with_hint(
+                    "lxc-snap supports overlay (overlay: or overlayfs:) and directory-backed containers",
+                )
+            } else {
+                e
+            }
+        })?;
+        let (backing, lowers, prefix) = match &tree.rootfs {
+            Rootfs::Overlay { prefix, lowers, .. } => {
+                (Backing::Overlay, lowers.clone(), prefix.clone())
+            }
+            Rootfs::Dir { prefix, .. } => (Backing::Dir, Vec::new(), prefix.clone()),
+            Rootfs::Unsupported { kind } => {
+                return Err(unsupported(
+                    &container.name,
+                    &format!("its rootfs backend is {kind}"),
+                ))
+            }
+        };
+        let lower_dirs = store.open_lowers(&lowers)?;
+        let lowers = lower_dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        Ok(Source {
+            container,
+            tree,
+            backing,
+            rootfs_key,
+            prefix,
+            lower_dirs,
+            lowers,
+        })
+    }
+
+    /// The container's config rewritten for the snapshot `new`: its tree
+    /// read-only (over its anchor's, for a layer) under a scratch upper, its
+    /// own name and new MACs; the files it names copied beside it.
+    fn config_for(&self, new: &NewSnapshot, how: &Storage) -> Result<LxcConfig> {
+        let final_dir = new.final_path();
+        let mut stacked = vec![store::tree_path(&final_dir, self.backing)];
+        if let (Some(_), Some(anchor)) = (&how.plan, &how.anchor) {
+            stacked.push(anchor.tree());
+        }
+        stacked.extend(self.lowers.iter().cloned());
+        let rootfs = Rootfs::Overlay {
+            prefix: Rootfs::overlay_prefix_for(&self.rootfs_key, &self.prefix),
+            lowers: stacked,
+            upper: store::scratch_upper(&final_dir),
+        };
+        let retarget = Retarget {
+            old_dirs: &self.container.dir_spellings(),
+            new_dir: &final_dir,
+            new_name: &new.name.to_string(),
+            rootfs: &rootfs,
+        };
+        let retargeted = self.container.config.retarget(&retarget, random_mac);
+        copy_config_files(&retargeted, self.container.dir(), &self.tree.rel, new.dir())?;
+        Ok(retargeted.config)
+    }
+
+    /// The new snapshot's `lxc-snap.json`.
+    fn metadata(
+        &self,
+        created: &DateTime<FixedOffset>,
+        how: &Storage,
+        stats: &CopyStats,
+    ) -> Result<Metadata> {
+        let layer = how
+            .plan
+            .as_ref()
+            .zip(how.anchor.as_ref())
+            .map(|(plan, anchor)| Layer {
+                anchor: anchor.name.to_string(),
+                entries: stats.entries,
+                bytes: stats.bytes,
+                removed: plan.removed.clone(),
+            });
+        let (files, bytes) = match &how.plan {
+            Some(plan) => (plan.tree_entries, plan.tree_bytes),
+            None => (stats.entries, stats.bytes),
+        };
+        Ok(Metadata {
+            format_version: if layer.is_some() {
+                FORMAT_VERSION
+            } else {
+                WHOLE_FORMAT_VERSION
+            },
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            container: self.container.name.to_string(),
+            lxcpath: self.container.lxcpath.clone(),
+            created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            backing: self.backing,
+            rootfs_key: self.rootfs_key.clone(),
+            rootfs_prefix: self.prefix.clone(),
+            lowers: self.lowers.clone(),
+            files,
+            bytes,
+            // Nothing links to the inodes the copy created yet.
+            used_bytes: stats.created_bytes,
+            pinned: false,
+            lower_fingerprints: self
+                .lower_dirs
+                .iter()
+                .map(TreeFingerprint::of)
+                .collect::<Result<_>>()?,
+            multi_name_inodes: Some(stats.multi_name_inodes.clone()),
+            layer,
+            held: false,
+            other: serde_json::Map::new(),
+        })
+    }
+}
+
+/// How the new snapshot is stored: as a layer over an anchor (`plan`), or
+/// whole; sharing unchanged files with `reference`.
+struct Storage {
+    anchor: Option<Snapshot>,
+    plan: Option<LayerPlan>,
+    reference: Option<Snapshot>,
+    compare: Compare,
+}
+
+impl Storage {
+    /// Snapshots are immutable, so a file unchanged since the previous
+    /// snapshot of this container (on the same base) can share its inode,
+    /// and a snapshot can be stored as its changes since an older one
+    /// while they stay small ([`Store::anchor_for`]).
+    fn choose(store: &Store, src: &Source, increment: Increment) -> Result<Storage> {
+        let name = &src.container.name;
+        let previous = match increment {
+            Increment::Full => None,
+            _ => store.previous(name, src.backing, &src.lowers)?,
+        };
+        let compare = if increment.by_contents() {
+            Compare::Checksum
+        } else {
+            Compare::QuickCheck
+        };
+        let anchor = previous
+            .as_ref()
+            .filter(|_| increment.layered())
+            .and_then(|p| store.anchor_for(p));
+        let plan = match &anchor {
+            Some(anchor) => match crate::copy::plan_layer_at(
+                &src.tree.dir,
+                &store.tree_dir(anchor)?,
+                &src.lower_dirs,
+                compare,
+                anchor
+                    .meta
+                    .multi_name_inodes
+                    .as_ref()
+                    .map(|names| names.iter().copied().collect())
+                    .as_ref(),
+            )? {
+                Plan::Layer(plan) => Some(plan),
+                Plan::Full(why) => {
+                    store.observer().notice(Notice::WholeSnapshot { why });
+                    None
+                }
+            },
+            None => None,
+        };
+        if src.backing == Backing::Dir && plan.is_none() {
+            store.observer().notice(Notice::DirectoryBacked {
+                container: name.to_string(),
+            });
+        }
+        // A whole copy after a layer shares files with the layer's anchor,
+        // which has them all.
+        let reference = match (&plan, &previous) {
+            (None, Some(p)) if p.meta.layer.is_some() => store.anchor_of(p),
+            _ => previous,
+        };
+        Ok(Storage {
+            anchor,
+            plan,
+            reference,
+            compare,
+        })
+    }
+
+    /// Copies the source's tree into `private` as this storage says.
+    fn copy(&self, store: &Store, src: &Source, private: &Dir) -> Result<CopyStats> {
+        let reference_tree = self
+            .reference
+            .as_ref()
+            .map(|s| store.tree_dir(s))
+            .transpose()?;
+        let tree_name = store::tree_rel(src.backing)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("delta");
+        match &self.plan {
+            Some(plan) => copying(store, reference_tree.as_ref(), self.compare, |opts| {
+                crate::copy::make_layer_at(&src.tree.dir, private, tree_name.as_ref(), plan, opts)
+            }),
+            None => copy_tree(
+                store,
+                &src.tree.dir,
+                private,
+                tree_name,
+                reference_tree.as_ref(),
+                self.compare,
+            ),
+        }
+    }
 }
 
 fn unsupported(name: &ContainerName, why: &str) -> Error {
