@@ -75,6 +75,7 @@ use serde::{Serialize, Serializer};
 
 use crate::dir::RelPath;
 use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Cancel;
 
 /// What a container sees: layer directories, top first. For an overlay
 /// snapshot `[<snapshot>/private/delta, lowers...]`, for a running or
@@ -122,10 +123,13 @@ impl View {
 }
 
 /// How to compare.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Compare regular files byte for byte instead of by size and mtime.
     pub content: bool,
+    /// Checked before each entry: once set, the comparison stops with
+    /// [`ErrorKind::Cancelled`].
+    pub cancel: Option<Cancel>,
 }
 
 /// The kind of a change, printed as its letter.
@@ -312,7 +316,7 @@ pub fn diff(
         alike: a.overlay == b.overlay && a.private == b.private,
         a,
         b,
-        opts: *opts,
+        opts: opts.clone(),
         summary: Summary::default(),
         fd_limits: getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX)),
         per_level: old.layers.len() + new.layers.len(),
@@ -469,6 +473,9 @@ impl Differ<'_> {
                 }
                 continue;
             };
+            if let Some(cancel) = &self.opts.cancel {
+                cancel.check()?;
+            }
             self.make_room_for(held);
             if let Some(child) = self.entry(top, &name)? {
                 held += child.old.len() + child.new.len();
@@ -960,9 +967,17 @@ mod tests {
 
     fn run(old: &View, new: &View, content: bool) -> (Vec<String>, Summary) {
         let mut lines = Vec::new();
-        let summary = diff(old, new, &Options { content }, |c| {
-            lines.push(format!("{}\t{}", format_line(c), c.details()));
-        })
+        let summary = diff(
+            old,
+            new,
+            &Options {
+                content,
+                ..Options::default()
+            },
+            |c| {
+                lines.push(format!("{}\t{}", format_line(c), c.details()));
+            },
+        )
         .expect("diff");
         (lines, summary)
     }
@@ -1119,6 +1134,31 @@ mod tests {
         fs::set_permissions(&a, fs::Permissions::from_mode(0o755)).expect("chmod");
         let (lines, _) = run(&View::dir(&a), &View::dir(&b), false);
         assert_eq!(lines, ["M /\tmode", "M /f\txattrs"]);
+    }
+
+    #[test]
+    fn a_set_cancel_flag_stops_the_comparison() {
+        let (_tmp, a, b) = tree();
+        for i in 0..50 {
+            fs::write(b.join(format!("f{i}")), b"!").expect("write");
+        }
+        let cancel = Cancel::new();
+        let opts = Options {
+            cancel: Some(cancel.clone()),
+            ..Options::default()
+        };
+        let mut seen = 0;
+        let result = diff(&View::dir(&a), &View::dir(&b), &opts, |_| {
+            seen += 1;
+            if seen == 10 {
+                cancel.cancel();
+            }
+        });
+        assert_eq!(
+            result.map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::Cancelled)
+        );
+        assert_eq!(seen, 10);
     }
 
     #[test]

@@ -92,8 +92,8 @@ pub fn main_with_exit_code() -> i32 {
 }
 
 /// Whether SIGINT and SIGTERM cancel `command` rather than end the process:
-/// the commands that copy trees or wait for a lock. (The others only read,
-/// and a signal ends them as it always does.)
+/// the commands that copy or compare trees or wait for a lock. (The others
+/// only read a little, and a signal ends them as it always does.)
 fn cancellable(command: &cli::Command) -> bool {
     use cli::Command::*;
     matches!(
@@ -105,6 +105,7 @@ fn cancellable(command: &cli::Command) -> bool {
             | Prune { .. }
             | Comment { .. }
             | Pin { .. }
+            | Diff { .. }
     )
 }
 

@@ -64,6 +64,7 @@ pub fn diff(
         &new_view,
         &Options {
             content: opts.content,
+            cancel: Some(store.cancel().clone()),
         },
         each,
     )?;
