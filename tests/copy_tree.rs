@@ -17,6 +17,7 @@ use lxc_snap::copy::{
     copy_tree, copy_tree_by, copy_tree_with, Compare, CopyOptions, CopyStats, DataPath, Select,
     Selection,
 };
+use lxc_snap::progress::{Cancel, Counts, Progress};
 use lxc_snap::ErrorKind;
 use nix::fcntl::{self, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -687,8 +688,7 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
     );
     fidelity::build_every_kind(&src);
     let full = copy_tree(&src, &old).expect("first copy");
-    let reports = Mutex::new(Vec::new());
-    let progress = |done: u64| reports.lock().expect("lock").push(done);
+    let progress = Reports::default();
     let old_dir = common::held(&old);
     let opts = CopyOptions {
         reference: Some(&old_dir),
@@ -752,9 +752,18 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
         unshared > 0 && stats.created_bytes < full.created_bytes,
         "{stats:?}"
     );
-    let reports = reports.into_inner().expect("lock");
-    assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
-    assert_eq!(reports.last(), Some(&stats.bytes), "{reports:?}");
+    let reports = progress.0.into_inner().expect("lock");
+    assert!(
+        reports
+            .windows(2)
+            .all(|w| w[0].bytes <= w[1].bytes && w[0].entries <= w[1].entries && w[0] != w[1]),
+        "{reports:?}"
+    );
+    let last = Counts {
+        entries: stats.entries,
+        bytes: stats.bytes,
+    };
+    assert_eq!(reports.last(), Some(&last), "{reports:?}");
 
     fs::remove_dir_all(&old).expect("deleting the reference");
     fidelity::assert_trees_identical(&src, &new);
@@ -1151,4 +1160,139 @@ fn select_and_merge_copy_into_an_existing_tree() {
     let err = copy_tree_with(&p("src"), &p("dst"), &opts).expect_err("g exists");
     assert!(err.to_string().contains("dst/keep/g"), "{err}");
     assert_eq!(std::fs::read(p("dst/keep/g")).expect("read"), b"g");
+}
+
+/// Every progress report, in order.
+#[derive(Default)]
+struct Reports(Mutex<Vec<Counts>>);
+
+impl Progress for Reports {
+    fn advance(&self, done: Counts, _total: Option<Counts>) {
+        self.0.lock().expect("lock").push(done);
+    }
+}
+
+/// `dirs` directories of `files` small files each under `root`.
+fn many_files(root: &Path, dirs: usize, files: usize) -> usize {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..files {
+            fs::write(dir.join(format!("f{f}")), b"data").expect("write");
+        }
+    }
+    dirs * (files + 1)
+}
+
+#[test]
+fn a_set_cancel_flag_stops_the_copy_before_it_starts() {
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    many_files(&src, 3, 10);
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let opts = CopyOptions {
+        cancel: Some(&cancel),
+        ..CopyOptions::default()
+    };
+    let err = copy_tree_with(&src, &tmp.path().join("dst"), &opts).expect_err("cancelled");
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    let created = walkdir::WalkDir::new(tmp.path().join("dst"))
+        .into_iter()
+        .count();
+    assert!(created <= 1, "{created} entries copied after the cancel");
+}
+
+/// Cancels once the first progress report arrives.
+struct CancelOnFirstReport<'a>(&'a Cancel, Mutex<Vec<Counts>>);
+
+impl Progress for CancelOnFirstReport<'_> {
+    fn advance(&self, done: Counts, _total: Option<Counts>) {
+        self.1.lock().expect("lock").push(done);
+        self.0.cancel();
+    }
+}
+
+#[test]
+fn a_cancel_half_way_stops_between_entries_with_the_cancelled_error() {
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    let total = many_files(&src, 40, 250);
+    let cancel = Cancel::new();
+    let sink = CancelOnFirstReport(&cancel, Mutex::default());
+    let expected = Counts {
+        entries: total as u64,
+        bytes: 4 * 40 * 250,
+    };
+    let opts = CopyOptions {
+        cancel: Some(&cancel),
+        progress: Some(&sink),
+        total: Some(expected),
+        ..CopyOptions::default()
+    };
+    let dst = tmp.path().join("dst");
+    let err = copy_tree_with(&src, &dst, &opts).expect_err("cancelled");
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    let reports = sink.1.into_inner().expect("lock");
+    assert!(!reports.is_empty());
+    let created = walkdir::WalkDir::new(&dst).into_iter().count() - 1;
+    assert!(
+        created < total / 2,
+        "{created} of {total} entries copied: the copy went on after the cancel"
+    );
+}
+
+#[test]
+fn progress_reports_entries_and_bytes_up_to_the_totals() {
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    many_files(&src, 20, 500);
+    fs::write(src.join("big"), vec![7u8; 9 << 20]).expect("write");
+    let sink = Reports::default();
+    let opts = CopyOptions {
+        progress: Some(&sink),
+        ..CopyOptions::default()
+    };
+    let stats = copy_tree_with(&src, &tmp.path().join("dst"), &opts).expect("copy");
+    let reports = sink.0.into_inner().expect("lock");
+    assert!(reports.len() > 2, "{reports:?}");
+    assert!(
+        reports
+            .windows(2)
+            .all(|w| w[0].entries <= w[1].entries && w[0].bytes <= w[1].bytes),
+        "{reports:?}"
+    );
+    let last = Counts {
+        entries: stats.entries,
+        bytes: stats.bytes,
+    };
+    assert_eq!(reports.last(), Some(&last));
+}
+
+#[test]
+fn planning_and_flattening_layers_honour_a_set_cancel_flag() {
+    use lxc_snap::copy::{flatten, plan_layer};
+    let tmp = temp_dir();
+    let (upper, anchor) = (tmp.path().join("upper"), tmp.path().join("anchor"));
+    many_files(&upper, 2, 5);
+    many_files(&anchor, 2, 5);
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let err = plan_layer(
+        &upper,
+        &anchor,
+        &[],
+        Compare::QuickCheck,
+        None,
+        Some(&cancel),
+    )
+    .expect_err("cancelled");
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    let opts = CopyOptions {
+        cancel: Some(&cancel),
+        ..CopyOptions::default()
+    };
+    let err =
+        flatten(&upper, &anchor, &[], &tmp.path().join("flat"), &opts).expect_err("cancelled");
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
 }

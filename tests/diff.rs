@@ -102,9 +102,17 @@ fn set_mtime(path: &Path, secs: i64) {
 /// Runs the diff and returns `letter path<TAB>details` lines and the summary.
 fn lines(old: &View, new: &View, content: bool) -> (Vec<String>, Summary) {
     let mut out = Vec::new();
-    let summary = diff(old, new, &Options { content }, |c: &Change| {
-        out.push(format!("{}\t{}", format_line(c), c.details()));
-    })
+    let summary = diff(
+        old,
+        new,
+        &Options {
+            content,
+            ..Options::default()
+        },
+        |c: &Change| {
+            out.push(format!("{}\t{}", format_line(c), c.details()));
+        },
+    )
     .expect("diff");
     (out, summary)
 }
@@ -281,7 +289,7 @@ fn snapshots_and_live_state_of_a_real_overlay_container() {
     assert_eq!(summary, Summary::default());
     // Stored as a layer over snapshot 0 instead, it says the same.
     let Plan::Layer(plan) =
-        plan_layer(&delta, &snap(0), &lowers, Compare::QuickCheck, None).expect("plan")
+        plan_layer(&delta, &snap(0), &lowers, Compare::QuickCheck, None, None).expect("plan")
     else {
         panic!("changes made through the overlay fit a layer");
     };

@@ -204,6 +204,7 @@ fn layer_plan_with(
         &[base.to_path_buf()],
         Compare::QuickCheck,
         names,
+        None,
     )
     .expect("plan")
     {
@@ -326,7 +327,7 @@ fn changes_flatten_back(seed: u64, place: &Path, seen: &mut Seen) {
         assert_eq!(plan.tree_bytes, whole.bytes, "round {round}: bytes counted");
 
         let flat = t(&format!("flat{round}"));
-        flatten(&layer, &anchor, &plan.removed, &flat, None).expect("flatten");
+        flatten(&layer, &anchor, &plan.removed, &flat, &Default::default()).expect("flatten");
         assert_trees_identical(&expected, &flat);
         seen.count(&layer, &plan.removed);
         captured.push((layer.clone(), expected, plan.removed.clone()));
@@ -364,7 +365,14 @@ fn an_unchanged_tree_makes_an_empty_layer() {
         make_layer(&t("upper"), &t("layer"), &plan, &CopyOptions::default()).expect("layer");
     assert_eq!(stats.entries, 0, "nothing below the root");
     assert!(plan.removed.is_empty());
-    flatten(&t("layer"), &t("anchor"), &[], &t("flat"), None).expect("flatten");
+    flatten(
+        &t("layer"),
+        &t("anchor"),
+        &[],
+        &t("flat"),
+        &Default::default(),
+    )
+    .expect("flatten");
     assert_trees_identical(&t("upper"), &t("flat"));
 }
 
@@ -396,6 +404,7 @@ fn what_a_layer_cannot_say_asks_for_a_whole_copy() {
         &t("anchor"),
         std::slice::from_ref(&base),
         Compare::QuickCheck,
+        None,
         None,
     )
     .expect("plan")
@@ -431,7 +440,7 @@ fn checksum_finds_a_change_that_kept_size_and_mtime() {
     .expect("putting the mtime back");
     for (compare, in_layer) in [(Compare::QuickCheck, false), (Compare::Checksum, true)] {
         let Plan::Layer(plan) =
-            plan_layer(&t("upper"), &t("anchor"), &[], compare, None).expect("plan")
+            plan_layer(&t("upper"), &t("anchor"), &[], compare, None, None).expect("plan")
         else {
             panic!("a layer will do");
         };
@@ -455,9 +464,15 @@ fn a_new_name_for_an_unchanged_file_keeps_the_names_one_inode() {
     fs::write(t("upper/a/x"), b"shared\n").expect("write");
     copy_tree(&t("upper"), &t("anchor")).expect("anchor");
     fs::hard_link(t("upper/a/x"), t("upper/y")).expect("link");
-    let Plan::Layer(plan) =
-        plan_layer(&t("upper"), &t("anchor"), &[], Compare::QuickCheck, None).expect("plan")
-    else {
+    let Plan::Layer(plan) = plan_layer(
+        &t("upper"),
+        &t("anchor"),
+        &[],
+        Compare::QuickCheck,
+        None,
+        None,
+    )
+    .expect("plan") else {
         panic!("a layer will do");
     };
     make_layer(&t("upper"), &t("layer"), &plan, &CopyOptions::default()).expect("layer");
@@ -465,7 +480,14 @@ fn a_new_name_for_an_unchanged_file_keeps_the_names_one_inode() {
         t("layer/a/x").exists(),
         "the unchanged name goes with its new one"
     );
-    flatten(&t("layer"), &t("anchor"), &[], &t("flat"), None).expect("flatten");
+    flatten(
+        &t("layer"),
+        &t("anchor"),
+        &[],
+        &t("flat"),
+        &Default::default(),
+    )
+    .expect("flatten");
     assert_trees_identical(&t("upper"), &t("flat"));
 }
 
@@ -777,7 +799,14 @@ fn files_with_several_names_stay_out_of_a_layer_only_all_together() {
     make_layer(&t("upper"), &t("layer"), &plan, &CopyOptions::default()).expect("layer");
     assert!(t("layer/a/x").exists() && t("layer/b/y").exists());
     assert!(!t("layer/a/pair").exists() && !t("layer/b/pair").exists());
-    flatten(&t("layer"), &t("anchor"), &plan.removed, &t("flat"), None).expect("flatten");
+    flatten(
+        &t("layer"),
+        &t("anchor"),
+        &plan.removed,
+        &t("flat"),
+        &Default::default(),
+    )
+    .expect("flatten");
     assert_trees_identical(&t("upper"), &t("flat"));
 }
 

@@ -59,7 +59,8 @@ use super::{
     CopyOptions, CopyStats, Node, Select, Selection, Xattrs, DIR, FILE,
 };
 use crate::dir::{open_rel, raise_fd_limit, Dir, RelPath};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::progress::{cancelled, Cancel, Counts, Progress};
 
 /// Threads comparing the two trees.
 const WORKERS: usize = 2;
@@ -102,6 +103,7 @@ pub fn plan(
     lowers: &[PathBuf],
     compare: Compare,
     anchor_names: Option<&HashMap<u64, u64>>,
+    cancel: Option<&Cancel>,
 ) -> Result<Plan> {
     let lowers = lowers
         .iter()
@@ -113,6 +115,7 @@ pub fn plan(
         &lowers,
         compare,
         anchor_names,
+        cancel,
     )
 }
 
@@ -130,6 +133,7 @@ pub fn plan_at(
     lowers: &[Dir],
     compare: Compare,
     anchor_names: Option<&HashMap<u64, u64>>,
+    cancel: Option<&Cancel>,
 ) -> Result<Plan> {
     let noatime = AtomicBool::new(true);
     // The layer's root always gets the upper's metadata.
@@ -148,6 +152,7 @@ pub fn plan_at(
         lowers: lowers.iter().map(Dir::file).collect(),
         compare,
         noatime,
+        cancel,
         dev: u_st.st_dev,
         jobs: Mutex::new((
             vec![Job {
@@ -324,30 +329,47 @@ pub fn make_layer_at(
     Ok(stats)
 }
 
+/// Reports a second pass's progress after a first one's.
+struct After<'a> {
+    inner: &'a dyn Progress,
+    before: Counts,
+}
+
+impl Progress for After<'_> {
+    fn advance(&self, done: Counts, total: Option<Counts>) {
+        let done = Counts {
+            entries: self.before.entries + done.entries,
+            bytes: self.before.bytes + done.bytes,
+        };
+        self.inner.advance(done, total);
+    }
+}
+
 /// [`flatten_at`] for trees named by the caller.
 pub fn flatten(
     layer: &Path,
     anchor: &Path,
     removed: &[PathBuf],
     dst: &Path,
-    progress: Option<&(dyn Fn(u64) + Sync)>,
+    opts: &CopyOptions,
 ) -> Result<CopyStats> {
     let (layer, parent, name) = super::open_src_and_dst_parent(layer, dst)?;
     let anchor = Dir::open_given(anchor, "copying")?;
-    flatten_at(&layer, &anchor, removed, &parent, name, progress)
+    flatten_at(&layer, &anchor, removed, &parent, name, opts)
 }
 
 /// Copies `layer` over `anchor` as `dst_name` in `dst_parent` (which must
 /// not exist yet): what the captured tree was. `removed` are the layer's
 /// whiteouts that stand for entries the tree no longer had
-/// ([`LayerPlan::removed`]).
+/// ([`LayerPlan::removed`]). Of `opts`, only the progress sink, the total
+/// and the cancel flag count; progress runs over both passes.
 pub fn flatten_at(
     layer: &Dir,
     anchor: &Dir,
     removed: &[PathBuf],
     dst_parent: &Dir,
     dst_name: &OsStr,
-    progress: Option<&(dyn Fn(u64) + Sync)>,
+    opts: &CopyOptions,
 ) -> Result<CopyStats> {
     let Shadows {
         below,
@@ -366,16 +388,20 @@ pub fn flatten_at(
         dst_name,
         &CopyOptions {
             select: Some(&below),
-            progress,
+            progress: opts.progress,
+            total: opts.total,
+            cancel: opts.cancel,
             keep_link_atimes: true,
             ..CopyOptions::default()
         },
     )?;
-    let after_first = |bytes: u64| {
-        if let Some(p) = progress {
-            p(first.bytes + bytes);
-        }
-    };
+    let after_first = opts.progress.map(|inner| After {
+        inner,
+        before: Counts {
+            entries: first.entries,
+            bytes: first.bytes,
+        },
+    });
     let second = copy_dir(
         layer,
         dst_parent,
@@ -383,7 +409,9 @@ pub fn flatten_at(
         &CopyOptions {
             select: Some(&above),
             merge: true,
-            progress: Some(&after_first),
+            progress: after_first.as_ref().map(|p| p as &dyn Progress),
+            total: opts.total,
+            cancel: opts.cancel,
             keep_link_atimes: true,
             ..CopyOptions::default()
         },
@@ -529,6 +557,9 @@ struct Planner<'a> {
     jobs: Mutex<(Vec<Job>, usize)>,
     wake: Condvar,
     stop: AtomicBool,
+    /// Checked before each directory: once set, planning fails with
+    /// [`crate::ErrorKind::Cancelled`].
+    cancel: Option<&'a Cancel>,
     /// Set once: a failure, or why a layer cannot do.
     outcome: Mutex<Option<Result<String>>>,
     found: Mutex<Found>,
@@ -577,7 +608,11 @@ impl Planner<'_> {
                 break;
             };
             let mut more = Vec::new();
-            let done = self.visit(job, &mut found, &mut more);
+            let done = if self.cancel.is_some_and(Cancel::is_cancelled) {
+                Err(cancelled())
+            } else {
+                self.visit(job, &mut found, &mut more)
+            };
             {
                 let mut jobs = lock(&self.jobs);
                 // Pushed in reverse, so the first listed is done first.

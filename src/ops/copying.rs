@@ -18,8 +18,9 @@ pub(super) fn copy_tree(
     dst_name: &str,
     reference: Option<&Dir>,
     compare: Compare,
+    total: Option<Counts>,
 ) -> Result<CopyStats> {
-    copying(store, reference, compare, |opts| {
+    copying(store, reference, compare, total, |opts| {
         crate::copy::copy_dir(src, dst_parent, dst_name.as_ref(), opts)
     })
 }
@@ -35,43 +36,44 @@ pub(super) fn copy_snapshot_tree(
 ) -> Result<CopyStats> {
     snapshot.ensure_complete()?;
     let tree = store.tree_dir(snapshot)?;
+    let total = Some(Counts {
+        entries: snapshot.meta.files,
+        bytes: snapshot.meta.bytes,
+    });
     let (Some(layer), Some(anchor)) = (&snapshot.meta.layer, store.anchor_tree_dir(snapshot)?)
     else {
-        return copy_tree(
-            store,
-            &tree,
-            dst_parent,
-            dst_name,
-            None,
-            Compare::QuickCheck,
-        );
+        let quick = Compare::QuickCheck;
+        return copy_tree(store, &tree, dst_parent, dst_name, None, quick, total);
     };
-    copying(store, None, Compare::QuickCheck, |opts| {
+    copying(store, None, Compare::QuickCheck, total, |opts| {
         crate::copy::flatten_at(
             &tree,
             &anchor,
             &layer.removed,
             dst_parent,
             dst_name.as_ref(),
-            opts.progress,
+            opts,
         )
     })
 }
 
-/// Runs `copy` reporting to the store's observer; tells it of every mount
-/// point below the source that was not crossed.
+/// Runs `copy` reporting to the store's observer (of `total`, when known)
+/// and stopping when the store's cancel flag is set; tells the observer of
+/// every mount point below the source that was not crossed.
 pub(super) fn copying(
     store: &Store,
     reference: Option<&Dir>,
     compare: Compare,
+    total: Option<Counts>,
     copy: impl FnOnce(&CopyOptions) -> Result<CopyStats>,
 ) -> Result<CopyStats> {
     let observer = store.observer();
-    let report = |bytes: u64| observer.advance(Counts { entries: 0, bytes }, None);
     let opts = CopyOptions {
         reference,
         compare,
-        progress: Some(&report),
+        progress: Some(observer),
+        total,
+        cancel: Some(store.cancel()),
         ..Default::default()
     };
     observer.copy_started();

@@ -308,6 +308,7 @@ impl Storage {
                     .as_ref()
                     .map(|names| names.iter().copied().collect())
                     .as_ref(),
+                Some(store.cancel()),
             )? {
                 Plan::Layer(plan) => Some(plan),
                 Plan::Full(why) => {
@@ -348,7 +349,7 @@ impl Storage {
             .and_then(|n| n.to_str())
             .unwrap_or("delta");
         match &self.plan {
-            Some(plan) => copying(store, reference_tree.as_ref(), self.compare, |opts| {
+            Some(plan) => copying(store, reference_tree.as_ref(), self.compare, None, |opts| {
                 crate::copy::make_layer_at(&src.tree.dir, private, tree_name.as_ref(), plan, opts)
             }),
             None => copy_tree(
@@ -358,6 +359,7 @@ impl Storage {
                 tree_name,
                 reference_tree.as_ref(),
                 self.compare,
+                None,
             ),
         }
     }

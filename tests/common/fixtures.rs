@@ -40,7 +40,8 @@ pub fn captured_in(snapdir: &std::path::Path, scratch: &std::path::Path, snap: &
         .collect();
     let n = fs::read_dir(scratch).expect("ls").count();
     let out = scratch.join(format!("captured-{snap}-{n}"));
-    lxc_snap::copy::flatten(&tree_of(&dir), &anchor, &removed, &out, None).expect("flattening");
+    lxc_snap::copy::flatten(&tree_of(&dir), &anchor, &removed, &out, &Default::default())
+        .expect("flattening");
     out
 }
 
