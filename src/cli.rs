@@ -131,7 +131,7 @@ Legacy forms (as the original lxc-snap):
 
 Exit status: 0 ok, 1 error, 2 usage, 3 not found, 4 already exists,
 5 container running, 6 unsupported backend, 7 refused as unsafe,
-130 cancelled (SIGINT; 143 SIGTERM).";
+130 cancelled (SIGINT; 143 SIGTERM), 141 stdout closed by its reader.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -181,6 +181,7 @@ struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 struct GlobalArgs {
     /// LXC's container directory [default: `lxc-config lxc.lxcpath`, else /var/lib/lxc]
     #[arg(short = 'P', long, value_name = "PATH", global = true)]
@@ -191,7 +192,7 @@ struct GlobalArgs {
         long,
         value_name = "PATH",
         env = "LXC_SNAP_DIR",
-        default_value = "/var/lib/lxcsnaps",
+        default_value = crate::store::DEFAULT_SNAPDIR,
         global = true
     )]
     snapdir: PathBuf,
@@ -403,7 +404,15 @@ where
     if args.get(1).is_some_and(|a| a == COMPLETE_NAMES) {
         return complete_names(&args[2..]);
     }
-    let cli = match Cli::try_parse_from(args) {
+    if args.len() == 1 {
+        // Nothing asked: the usage, as a usage error.
+        return Ok(Parsed::Print {
+            text: clap_command().render_help().to_string(),
+            to_stderr: true,
+            code: ErrorKind::Usage.exit_code(),
+        });
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind as K;
@@ -415,7 +424,7 @@ where
                     to_stderr: false,
                     code: 0,
                 }),
-                _ => Err(usage_error(&e)),
+                _ => Err(usage_error(&e, &args)),
             };
         }
     };
@@ -454,7 +463,7 @@ where
 
 /// The default globals (`LXC_SNAP_DIR` included) and the words to complete.
 fn complete_names(rest: &[std::ffi::OsString]) -> Result<Parsed> {
-    let defaults = Cli::try_parse_from(["lxc-snap", "list"]).map_err(|e| usage_error(&e))?;
+    let defaults = Cli::try_parse_from(["lxc-snap", "list"]).map_err(|e| usage_error(&e, &[]))?;
     let rest = match rest.first() {
         Some(first) if first == "--" => &rest[1..],
         _ => rest,
@@ -658,21 +667,68 @@ fn from_legacy(
             comment: comment_file.map(CommentSource::File),
             increment,
         }),
-        None => Err(Error::new(ErrorKind::Usage, "no container named")
-            .with_hint("lxc-snap --help shows the usage")),
+        None => Err(Error::new(
+            ErrorKind::Usage,
+            "no container named: name the container to snapshot, or a subcommand",
+        )
+        .with_hint("lxc-snap --help shows the usage")),
     }
 }
 
-/// One line from clap's error, in lxc-snap's error format.
-fn usage_error(e: &clap::Error) -> Error {
+/// clap's error in lxc-snap's format: its first line as the message, the
+/// rest (what is missing, the allowed values, the usage line) as details,
+/// and a hint at the subcommand's own `--help`.
+fn usage_error(e: &clap::Error, args: &[std::ffi::OsString]) -> Error {
     let text = e.render().to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines
+        .next()
         .unwrap_or("invalid arguments")
         .trim_start_matches("error: ")
         .to_string();
-    Error::new(ErrorKind::Usage, first).with_hint("lxc-snap --help shows the usage")
+    let details = lines
+        .filter(|l| !l.starts_with("For more information"))
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    let hint = match subcommand_in(args) {
+        Some(sub) => format!("lxc-snap {sub} --help shows its usage"),
+        None => "lxc-snap --help shows the usage".to_string(),
+    };
+    Error::new(ErrorKind::Usage, first)
+        .with_details(details)
+        .with_hint(hint)
+}
+
+/// The subcommand named in `args`, if any (the first word that is one).
+fn subcommand_in(args: &[std::ffi::OsString]) -> Option<String> {
+    let command = clap_command();
+    args.iter().skip(1).find_map(|a| {
+        let a = a.to_str()?;
+        command
+            .get_subcommands()
+            .find(|c| c.get_name() == a || c.get_all_aliases().any(|x| x == a))
+            .map(|c| c.get_name().to_string())
+    })
+}
+
+/// The subcommand `word` is one edit away from (a letter added, dropped,
+/// changed or two swapped), for "did you mean". Words of two letters or
+/// fewer are too short to guess from.
+pub fn near_subcommand(word: &str) -> Option<String> {
+    if word.chars().count() <= 2 {
+        return None;
+    }
+    let command = clap_command();
+    let found = command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .find(|c| {
+            std::iter::once(c.get_name())
+                .chain(c.get_visible_aliases())
+                .any(|n| n != word && strsim::osa_distance(n, word) == 1)
+        })
+        .map(|c| c.get_name().to_string());
+    found
 }
 
 #[cfg(test)]
@@ -880,8 +936,8 @@ mod tests {
     #[test]
     fn usage_errors() {
         for args in [
-            &[][..],
-            &["-r", "mysql_2"],
+            &["-r", "mysql_2"][..],
+            &["-q"],
             &["-l", "-r", "a_1", "b"],
             &["--json", "mysql"],
             &["snap"],
@@ -893,6 +949,51 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Usage, "{args:?}: {err}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn usage_errors_keep_what_clap_says_and_point_at_the_subcommand() {
+        let err = run(&["restore", "web_1"]).expect_err("one argument");
+        let details = err.details().join("\n");
+        assert!(details.contains("<NEWNAME>"), "{err}: {details}");
+        assert!(details.contains("Usage:"), "{details}");
+        assert!(!details.contains("For more information"), "{details}");
+        assert_eq!(err.hint(), Some("lxc-snap restore --help shows its usage"));
+        let err = run(&["completions", "tcsh"]).expect_err("no such shell");
+        let all = format!("{err}\n{}", err.details().join("\n"));
+        for shell in ["bash", "zsh", "fish"] {
+            assert!(all.contains(shell), "{all}");
+        }
+        let err = run(&["rm"]).expect_err("nothing to delete");
+        assert_eq!(err.hint(), Some("lxc-snap delete --help shows its usage"));
+        let err = run(&["--bogus"]).expect_err("no such option");
+        assert_eq!(err.hint(), Some("lxc-snap --help shows the usage"));
+    }
+
+    #[test]
+    fn no_arguments_print_the_usage_as_a_usage_error() {
+        match parse(["lxc-snap"]).expect("parse") {
+            Parsed::Print {
+                text,
+                to_stderr,
+                code,
+            } => {
+                assert!(to_stderr);
+                assert_eq!(code, 2);
+                assert!(text.contains("Usage:"), "{text}");
+            }
+            Parsed::Run(_) => panic!("ran something"),
+        }
+    }
+
+    #[test]
+    fn near_subcommands() {
+        assert_eq!(near_subcommand("lsit").as_deref(), Some("list"));
+        assert_eq!(near_subcommand("restroe").as_deref(), Some("restore"));
+        assert_eq!(near_subcommand("dif").as_deref(), Some("diff"));
+        assert_eq!(near_subcommand("list"), None, "a subcommand itself");
+        assert_eq!(near_subcommand("mysql"), None);
+        assert_eq!(near_subcommand("rn"), None, "too short to guess");
     }
 
     #[test]

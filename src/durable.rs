@@ -54,8 +54,10 @@ pub fn read_untrusted(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
                 path.display()
             ),
         ),
+        // A file named on the command line: a usage error (exit 2), not
+        // a container or snapshot that is not there (3).
         Errno::ENOENT => Error::new(
-            ErrorKind::NotFound,
+            ErrorKind::Usage,
             format!("reading {what} {}: No such file or directory", path.display()),
         ),
         e => Error::sys("reading", path, e),

@@ -55,6 +55,8 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// Lines printed under the message (clap's usage, say).
+    details: Vec<String>,
     hint: Option<String>,
 }
 
@@ -65,6 +67,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            details: Vec::new(),
             hint: None,
         }
     }
@@ -107,6 +110,16 @@ impl Error {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// Lines to print under the message, each indented.
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn details(&self) -> &[String] {
+        &self.details
     }
 
     pub fn kind(&self) -> ErrorKind {

@@ -49,9 +49,9 @@ pub fn main_with_exit_code() -> i32 {
             code,
         } => {
             if to_stderr {
-                eprint!("{text}");
+                ui::err_line(text.trim_end_matches('\n'));
             } else {
-                print!("{text}");
+                ui::out(&text);
             }
             Ok(code)
         }
@@ -75,13 +75,37 @@ pub fn main_with_exit_code() -> i32 {
             commands::run(inv.command, &ctx).map(|()| 0)
         }
     });
+    // Output to a closed pipe ends quietly, as other tools' does (the
+    // status a shell shows for SIGPIPE); any other failure to write
+    // stdout (a full disk) is the command's error, unless it had one.
+    let broken_pipe = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    let result = match (result, ui::stdout_failure()) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(e)) if broken_pipe(&e) => return 141,
+        (Ok(_), Some(e)) => {
+            Err(
+                Error::io("writing to", std::path::Path::new("standard output"), e)
+                    .with_hint("check the file or device standard output goes to (a full disk?)"),
+            )
+        }
+        (Ok(code), None) => Ok(code),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
+            if e.kind() != ErrorKind::Cancelled
+                && ui::stdout_failure().is_some_and(|e| broken_pipe(&e))
+            {
+                // The reader went away; what failed after that is of no interest.
+                return 141;
+            }
             // What failed often names what a container or a user chose.
-            eprintln!("lxc-snap: {}", printable::escape(e.message()));
+            ui::err_line(&format!("lxc-snap: {}", printable::escape(e.message())));
+            for line in e.details() {
+                ui::err_line(&format!("  {}", printable::escape(line)));
+            }
             if let Some(hint) = e.hint() {
-                eprintln!("lxc-snap: hint: {}", printable::escape(hint));
+                ui::err_line(&format!("lxc-snap: hint: {}", printable::escape(hint)));
             }
             match e.kind() {
                 ErrorKind::Cancelled if signals.terminated.load(Ordering::Relaxed) => 143,

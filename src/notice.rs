@@ -39,6 +39,8 @@ pub enum Notice {
     WholeSnapshot { why: String },
     /// A directory-backed container is copied whole every time.
     DirectoryBacked { container: String },
+    /// The snapdir did not exist and was created.
+    CreatedSnapdir { path: PathBuf },
     /// Another filesystem mounted inside the tree was not copied.
     SkippedMount { path: PathBuf },
     /// A snapshot directory whose metadata cannot be read was passed over.
@@ -91,6 +93,7 @@ impl fmt::Display for Notice {
                 "{container} is directory-backed: copying its whole rootfs; an overlay clone \
                  (lxc-copy -s -B overlayfs -n {container} -N {container}-ov) snapshots only its changes"
             ),
+            Notice::CreatedSnapdir { path } => write!(f, "created snapdir {}", path.display()),
             Notice::SkippedMount { path } => write!(
                 f,
                 "left out what is mounted at {}: another filesystem, not part of the container's tree",

@@ -4,8 +4,8 @@
 //! escaped ([`crate::printable`]). Errors are printed in one place only,
 //! [`crate::main_with_exit_code`].
 
-use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::io::{self, IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -28,21 +28,65 @@ impl Ui {
     /// A line about what happened (`created snapshot mysql_0`), on stdout.
     pub fn done(&self, msg: &str) {
         if !self.quiet {
-            println!("{}", escape(msg));
+            out_line(&escape(msg));
         }
     }
 
     /// A note on stderr that the user may want to act on; `--quiet` hides it.
     pub fn note(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("lxc-snap: {}", escape(msg));
+            err_line(&format!("lxc-snap: {}", escape(msg)));
         }
     }
 
     /// Something went wrong that did not stop the command; always shown.
     pub fn warn(&self, msg: &str) {
-        eprintln!("lxc-snap: warning: {}", escape(msg));
+        err_line(&format!("lxc-snap: warning: {}", escape(msg)));
     }
+}
+
+/// The first error writing to stdout: once stdout fails (a closed pipe,
+/// a full disk), nothing more is written to it and the command ends with
+/// that error when it is done ([`stdout_failure`]).
+static STDOUT_FAILED: OnceLock<(io::ErrorKind, Option<i32>)> = OnceLock::new();
+
+/// Writes `text` to stdout as it is. Never panics: a failure is kept for
+/// [`stdout_failure`] and later output is dropped.
+pub fn out(text: &str) {
+    if STDOUT_FAILED.get().is_some() {
+        return;
+    }
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        stdout_failed(&e);
+    }
+}
+
+/// `text` and a newline on stdout (see [`out`]).
+pub fn out_line(text: &str) {
+    out(&format!("{text}\n"));
+}
+
+/// `text` and a newline on stderr; a failure there has nowhere to be told.
+pub fn err_line(text: &str) {
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
+/// Keeps a failure of a writer of stdout's own (a buffered one) for
+/// [`stdout_failure`], as if [`out`] had met it.
+pub fn stdout_failed(e: &io::Error) {
+    let _ = STDOUT_FAILED.set((e.kind(), e.raw_os_error()));
+}
+
+/// How writing to stdout failed, if it did.
+pub fn stdout_failure() -> Option<io::Error> {
+    STDOUT_FAILED.get().map(|&(kind, raw)| match raw {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => kind.into(),
+    })
 }
 
 /// The command line's observer: notices as lines on stderr (or stdout for
@@ -129,7 +173,7 @@ pub fn print_json<T: Serialize>(rows: &[T]) -> Result<()> {
 pub fn print_json_value<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::new(ErrorKind::Other, format!("encoding JSON: {e}")))?;
-    println!("{text}");
+    out_line(&text);
     Ok(())
 }
 
@@ -147,7 +191,7 @@ pub fn print_table(builder: Builder, cut: Option<usize>) {
             table.with(Modify::new(Columns::single(col)).with(Width::truncate(room)));
         }
     }
-    println!("{table}");
+    out_line(&table.to_string());
 }
 
 /// Columns of the terminal on stdout, else `$COLUMNS`, else none (no cut).

@@ -285,6 +285,7 @@ fn dir_backed_containers_get_a_full_copy_and_restore_as_dir_containers() {
     }
     let env = TestEnv::new();
     let rootfs = make_base(&env, "plain");
+    fs::create_dir(&env.snapdir).expect("mkdir snapdir");
     let out = env.run(&["plain"]);
     assert!(
         out.status.success(),
@@ -333,6 +334,7 @@ fn unsupported_backends_are_refused_with_their_own_exit_status() {
         return;
     }
     let env = TestEnv::new();
+    fs::create_dir(&env.snapdir).expect("mkdir snapdir");
     fs::create_dir_all(env.lxcpath.join("f")).expect("mkdir");
     let image = env.lxcpath.join("f/rootdev");
     fs::write(&image, "not a directory").expect("image");
@@ -549,8 +551,12 @@ fn comments_from_every_source_with_limits() {
         fs::read(env.snapdir.join("c_0/comment")).expect("file"),
         fs::read(&file).expect("file")
     );
-    assert_eq!(env.ok(&["comment", "c_1"]), "from -m");
-    assert_eq!(env.ok(&["comment", "c_2"]), "from stdin");
+    assert_eq!(
+        env.ok(&["comment", "c_1"]),
+        "from -m\n",
+        "a comment ends with a newline"
+    );
+    assert_eq!(env.ok(&["comment", "c_2"]), "from stdin\n");
     assert_eq!(env.ok(&["comment", "c_3"]), "");
     assert!(
         !env.snapdir.join("c_3/comment").exists(),
@@ -574,7 +580,7 @@ fn comments_from_every_source_with_limits() {
     );
 
     env.ok(&["comment", "c_3", "now commented"]);
-    assert_eq!(env.ok(&["comment", "c_3"]), "now commented");
+    assert_eq!(env.ok(&["comment", "c_3"]), "now commented\n");
     env.ok(&["comment", "c_3", "-c", file.to_str().expect("utf-8")]);
     assert_eq!(
         env.ok(&["comment", "c_3"]),

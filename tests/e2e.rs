@@ -872,6 +872,7 @@ fn dir_backed_round_trip() {
     lab.stop(lp, "plain");
     let plain_config = lab.config(lp, "plain");
 
+    std::fs::create_dir(lab.snapdir()).expect("mkdir snapdir");
     let out = env.run(&["snap", "plain"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
@@ -1032,6 +1033,9 @@ fn restore_and_name_errors() {
         &tree_manifest(lp),
         &[],
     );
+    // A missing snapdir is no empty one.
+    env.fails_with(3, &["list", "mysql", "--json"]);
+    std::fs::create_dir(lab.snapdir()).expect("mkdir snapdir");
     // A container without snapshots lists as empty.
     assert_eq!(
         json(&env.ok(&["list", "mysql", "--json"])),

@@ -715,7 +715,14 @@ fn large_changes_start_a_new_whole_snapshot() {
     assert_eq!(layer_of(&env, "c_1").as_deref(), Some("c_0"));
     fs::write(delta.join("data/f30"), b"small\n").expect("change");
     let saved = keep(&env, &delta, "saved");
-    env.ok(&["-q", "c"]);
+    let out = env.run(&["c"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "lxc-snap: taking a whole snapshot: the changes since c_0 reached an eighth \
+         of its entries or bytes\n",
+        "the switch is told"
+    );
     assert_eq!(
         layer_of(&env, "c_2"),
         None,
@@ -737,6 +744,83 @@ fn large_changes_start_a_new_whole_snapshot() {
     assert_eq!(layer_of(&env, "c_3").as_deref(), Some("c_2"));
     env.ok(&["-q", "snap", "--whole", "c"]);
     assert_eq!(layer_of(&env, "c_4"), None);
+}
+
+#[test]
+fn a_whole_snapshot_after_a_layer_links_what_the_layer_and_its_anchor_keep() {
+    if !common::system_tests_enabled(
+        "a_whole_snapshot_after_a_layer_links_what_the_layer_and_its_anchor_keep",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    // c_1, a layer over c_0: a new file, a changed one, a removed one.
+    fs::write(delta.join("data/new"), vec![7u8; 4096]).expect("write");
+    fs::write(delta.join("data/f1"), b"one\n").expect("change");
+    let f5 = delta.join("data/f5");
+    let f5_before = fs::symlink_metadata(&f5).expect("stat");
+    fs::remove_file(&f5).expect("remove");
+    env.ok(&["-q", "c"]);
+    assert_eq!(layer_of(&env, "c_1").as_deref(), Some("c_0"));
+    let used_before = used_in_list(&env, "c_1");
+    // f5 back with its old bytes, owner, mode and mtime: the layer says it
+    // was gone, so c_0's copy is not what c_1 captured.
+    fs::write(&f5, vec![5u8; 8192]).expect("write");
+    let mtime = nix::sys::time::TimeSpec::new(
+        std::os::unix::fs::MetadataExt::mtime(&f5_before),
+        std::os::unix::fs::MetadataExt::mtime_nsec(&f5_before),
+    );
+    nix::sys::stat::utimensat(
+        None,
+        &f5,
+        &mtime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .expect("utimensat");
+    let saved = keep(&env, &delta, "saved");
+    env.ok(&["-q", "snap", "--whole", "c"]);
+    assert_eq!(layer_of(&env, "c_2"), None);
+    assert_trees_identical(&saved, &captured(&env, "c_2"));
+    let ino = |snap: &str, rel: &str| {
+        std::os::unix::fs::MetadataExt::ino(
+            &fs::symlink_metadata(env.snapdir.join(snap).join("private/delta").join(rel))
+                .expect("stat"),
+        )
+    };
+    assert_eq!(
+        ino("c_1", "data/new"),
+        ino("c_2", "data/new"),
+        "kept in the layer"
+    );
+    assert_eq!(
+        ino("c_1", "data/f1"),
+        ino("c_2", "data/f1"),
+        "changed in the layer"
+    );
+    assert_eq!(
+        ino("c_0", "data/f20"),
+        ino("c_2", "data/f20"),
+        "kept in the anchor"
+    );
+    assert_ne!(
+        ino("c_0", "data/f5"),
+        ino("c_2", "data/f5"),
+        "hidden by the layer's whiteout"
+    );
+    // What c_1 held alone is now shared with c_2.
+    let used_after = used_in_list(&env, "c_1");
+    assert!(
+        used_after + 8192 <= used_before,
+        "c_1 used {used_before} before, {used_after} after"
+    );
+    // A second whole snapshot of the same tree stores no file again.
+    env.ok(&["-q", "snap", "--whole", "c"]);
+    assert_eq!(ino("c_2", "data/new"), ino("c_3", "data/new"));
+    assert_eq!(ino("c_2", "data/f5"), ino("c_3", "data/f5"));
 }
 
 #[test]

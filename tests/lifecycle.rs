@@ -240,7 +240,7 @@ fn rollback_puts_the_delta_back_and_keeps_a_backup() {
     assert_trees_identical(&captured(&env, "c_0"), &delta);
     assert_eq!(fs::read_to_string(delta.join("v")).expect("read"), "1\n");
     assert!(!delta.join("new").exists());
-    assert_eq!(env.ok(&["comment", "c_1"]), "before rollback to c_0");
+    assert_eq!(env.ok(&["comment", "c_1"]), "before rollback to c_0\n");
     let backup = captured(&env, "c_1");
     assert_eq!(fs::read_to_string(backup.join("v")).expect("read"), "2\n");
     assert!(backup.join("new").exists() && !backup.join("added").exists());

@@ -727,7 +727,7 @@ fn names_and_comments_reach_the_terminal_escaped() {
     }
     assert!(note.contains("\\x1b"), "{note}");
     // Asked for, the comment itself is printed as it is, to a pipe.
-    assert_eq!(env.ok(&["comment", "c_0"]), format!("comment {evil}"));
+    assert_eq!(env.ok(&["comment", "c_0"]), format!("comment {evil}\n"));
 }
 
 // 18: -c through a directory a user controls.

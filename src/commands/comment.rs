@@ -1,10 +1,10 @@
 //! `lxc-snap comment SNAP [TEXT | -c FILE]`: print or replace a comment.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use super::{read_comment, Context};
 use crate::cli::CommentSource;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::names::SnapshotName;
 use crate::ops;
 
@@ -12,6 +12,12 @@ pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> R
     let Some(source) = set else {
         if let Some(text) = ops::comment(ctx.store, name)? {
             // As it is to a pipe or a file; on a terminal, each line escaped.
+            // A comment is text: it ends with a newline when printed.
+            let text = if text.ends_with('\n') {
+                text
+            } else {
+                format!("{text}\n")
+            };
             let text = if std::io::stdout().is_terminal() {
                 text.split_inclusive('\n')
                     .map(|l| match l.strip_suffix('\n') {
@@ -22,14 +28,16 @@ pub fn run(ctx: &Context, name: &SnapshotName, set: Option<&CommentSource>) -> R
             } else {
                 text
             };
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|e| Error::io("writing", std::path::Path::new("standard output"), e))?;
+            crate::ui::out(&text);
         }
         return Ok(());
     };
     let text = read_comment(source)?;
     ops::set_comment(ctx.store, name, &text)?;
-    ctx.ui.done(&format!("set the comment of {name}"));
+    ctx.ui.done(&if text.is_empty() {
+        format!("removed the comment of {name}")
+    } else {
+        format!("set the comment of {name}")
+    });
     Ok(())
 }

@@ -26,7 +26,7 @@ use crate::store::Store;
 const BIN: &str = "lxc-snap";
 
 pub fn run(shell: Shell) -> Result<()> {
-    print!("{}", script(shell)?);
+    crate::ui::out(&script(shell)?);
     Ok(())
 }
 
@@ -374,7 +374,7 @@ pub fn names(ctx: &Context, words: &[String]) -> Result<()> {
         NameKind::Container => ops::list::container_names(store, next.lxcpath.as_deref()),
     };
     for name in names {
-        println!("{name}");
+        crate::ui::out_line(&name);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::Context;
 use crate::diff::{format_line, Kind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::{self, DiffOptions};
 use crate::ui::{human_bytes, print_json_value};
 
@@ -25,11 +25,12 @@ pub fn run(ctx: &Context, opts: &DiffOptions, json: bool) -> Result<()> {
             failed = writeln!(out, "{line}").err();
         }
     })?;
-    let io = |e| Error::io("writing", std::path::Path::new("standard output"), e);
+    // A failure writing stdout ends the command when it is done (`main`).
     if let Some(e) = failed {
-        return Err(io(e));
+        crate::ui::stdout_failed(&e);
+        return Ok(());
     }
-    writeln!(
+    let written = writeln!(
         out,
         "{} added, {} modified, {} deleted, {} type changed; {} added, {} removed, {} changed",
         summary.added,
@@ -40,6 +41,9 @@ pub fn run(ctx: &Context, opts: &DiffOptions, json: bool) -> Result<()> {
         human_bytes(summary.bytes_removed),
         human_bytes(summary.bytes_changed),
     )
-    .map_err(io)?;
-    out.flush().map_err(io)
+    .and_then(|()| out.flush());
+    if let Err(e) = written {
+        crate::ui::stdout_failed(&e);
+    }
+    Ok(())
 }

@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
 /// containers and users.
 macro_rules! line {
     ($($arg:tt)*) => {
-        println!("{}", crate::printable::escape(&format!($($arg)*)))
+        crate::ui::out_line(&crate::printable::escape(&format!($($arg)*)))
     };
 }
 

@@ -1,8 +1,8 @@
 //! `lxc-snap [-c FILE] NAME` / `lxc-snap snap [-c FILE | -m TEXT] NAME`.
 
 use super::{read_comment, Context};
-use crate::cli::CommentSource;
-use crate::error::Result;
+use crate::cli::{self, CommentSource};
+use crate::error::{Error, ErrorKind, Result};
 use crate::names::ContainerName;
 use crate::ops::{self, Increment, TakeOptions};
 
@@ -20,7 +20,23 @@ pub fn run(
             comment,
             increment,
         },
-    )?;
+    )
+    .map_err(|e| did_you_mean(ctx, container, e))?;
     ctx.ui.done(&format!("created snapshot {}", snapshot.name));
     Ok(())
+}
+
+/// `lxc-snap lsit`: no container of that name, and the word is one edit
+/// away from a subcommand, so the hint names the subcommand.
+fn did_you_mean(ctx: &Context, container: &ContainerName, e: Error) -> Error {
+    if e.kind() != ErrorKind::NotFound || ctx.store.container_exists(container) {
+        return e;
+    }
+    match cli::near_subcommand(container.as_str()) {
+        Some(sub) => e.with_hint(format!(
+            "did you mean lxc-snap {sub}? (a container named like a subcommand \
+             is snapshotted with lxc-snap snap NAME)"
+        )),
+        None => e,
+    }
 }

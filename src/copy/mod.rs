@@ -56,7 +56,10 @@
 //! tree), a regular file may instead become a hard link to its copy there:
 //! - Only a regular file (of a file with several names in the source, the
 //!   first name copied; the others are linked to it as always), and only to
-//!   a regular file at the same relative path in the reference, found
+//!   a regular file at the same relative path in the reference (for a
+//!   layer with [`CopyOptions::reference_below`], in the layer if it has
+//!   an entry of that name, which hides the anchor's unless it is a
+//!   directory, else in the anchor; both on one mount), found
 //!   descriptor-relative without following any symlink and without leaving
 //!   the reference's mount, equal in type and mode, uid and gid, extended
 //!   attributes (names and values), size, and either mtime to the
@@ -212,6 +215,13 @@ pub struct CopyOptions<'a> {
     /// A previous copy of the same tree (an older snapshot): an unchanged regular file is hard-linked to
     /// its copy there instead of copied. Snapshots are immutable, so sharing inodes is safe.
     pub reference: Option<&'a Dir>,
+    /// When `reference` is a layer: the tree it is stored as changes to
+    /// (its anchor). The reference is then the two merged, as the snapshot
+    /// was captured: a name the layer has (a file, a directory, a
+    /// whiteout) is looked up there first, and only a directory lets the
+    /// anchor's entries below show through; a name it lacks is the
+    /// anchor's.
+    pub reference_below: Option<&'a Dir>,
     /// How an unchanged file is recognised; only used with a reference.
     pub compare: Compare,
     /// Told now and then (every few MiB and every few thousand entries,
@@ -318,23 +328,34 @@ fn copy_dir_by(
     let xattrs = read_xattrs(Node::Fd(&src_dir), src)?;
     refuse_redirects(&xattrs, src)?;
     let names = list_dir(&src_dir, src)?;
-    let reference = match opts.reference {
-        Some(r) => {
-            let (dir, st, mount) = held(r)?;
-            if (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino) {
-                // Its files change: sharing them would change the copy.
-                return Err(Error::new(
-                    ErrorKind::Other,
-                    format!(
-                        "using reference {}: is the source itself",
-                        r.path().display()
-                    ),
-                ));
-            }
-            Some((dir, (st.st_dev, mount)))
+    let not_src = |r: &Dir| -> Result<(File, (u64, Option<u64>))> {
+        let (dir, st, mount) = held(r)?;
+        if (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino) {
+            // Its files change: sharing them would change the copy.
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "using reference {}: is the source itself",
+                    r.path().display()
+                ),
+            ));
         }
-        None => None,
+        Ok((dir, (st.st_dev, mount)))
     };
+    let mut references = Vec::new();
+    let mut reference_root = None;
+    if let Some(r) = opts.reference {
+        let (dir, root) = not_src(r)?;
+        references.push(dir);
+        reference_root = Some(root);
+        if let Some(below) = opts.reference_below {
+            let (dir, below_root) = not_src(below)?;
+            // Another mount: its files could not be linked anyway.
+            if below_root == root {
+                references.push(dir);
+            }
+        }
+    }
     let (dst_dir, dst_existed) = create_dest_root(dst_parent, dst_name, opts.merge)?;
     let dst_st = stat::fstat(dst_dir.as_raw_fd()).map_err(|e| Error::sys("inspecting", dst, e))?;
     // Directories that existed before keep their own modes and groups, so
@@ -353,7 +374,7 @@ fn copy_dir_by(
             .try_clone()
             .map_err(|e| Error::io("opening", dst, e))?,
         dst_root_id: (dst_st.st_dev, dst_st.st_ino),
-        reference_root: reference.as_ref().map(|(_, root)| *root),
+        reference_root,
         compare: opts.compare,
         data: DataCopier::new(path),
         create_umask,
@@ -388,7 +409,7 @@ fn copy_dir_by(
         dir: Arc::new(DirCopy {
             src: src_dir,
             dst: dst_dir,
-            reference: reference.map(|(dir, _)| dir),
+            reference: references,
             rel: RelPath::root(),
             st: src_st,
             xattrs,

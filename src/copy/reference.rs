@@ -5,13 +5,49 @@
 use super::*;
 
 impl Copier<'_> {
-    /// The same directory in the reference, if there is one there on the
-    /// reference's own mount. Only looked up in, never read.
-    pub(super) fn open_reference_dir(&self, parent: &File, name: &OsStr) -> Option<File> {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        let dir = open_at(Some(parent), name, flags, Mode::empty()).ok()?;
-        let (_, dev, _, mount) = identify(&dir).ok()?;
-        (Some((dev, mount)) == self.reference_root).then_some(dir)
+    /// The directories `name` is in the references, below `parents` (the
+    /// reference directories of its parent, top first): each that has a
+    /// directory of that name on the reference's own mount, down to the
+    /// first that has something else there (a file, a whiteout), which
+    /// hides the rest. Only looked up in, never read.
+    pub(super) fn open_reference_dirs(&self, parents: &[File], name: &OsStr) -> Vec<File> {
+        let mut found = Vec::new();
+        for parent in parents {
+            match stat_entry(parent, name) {
+                Err(Errno::ENOENT) => continue,
+                Ok((st, _)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                // A file or a whiteout hides what is below; anything
+                // amiss only means linking less.
+                _ => break,
+            }
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+            let Ok(dir) = open_at(Some(parent), name, flags, Mode::empty()) else {
+                break;
+            };
+            match identify(&dir) {
+                Ok((_, dev, _, mount)) if Some((dev, mount)) == self.reference_root => {
+                    found.push(dir)
+                }
+                _ => break,
+            }
+        }
+        found
+    }
+
+    /// The reference directory whose entry `name` is the reference's: the
+    /// first of `parent`'s that has one, with its status.
+    fn reference_entry<'d>(
+        parent: &'d DirCopy,
+        name: &OsStr,
+    ) -> Option<(&'d File, (FileStat, Option<bool>))> {
+        for dir in &parent.reference {
+            match stat_entry(dir, name) {
+                Ok(found) => return Some((dir, found)),
+                Err(Errno::ENOENT) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Links `name` to its copy in the reference if that is unchanged (see
@@ -28,13 +64,10 @@ impl Copier<'_> {
         src_path: &Path,
         dst_path: &Path,
     ) -> Result<Option<FileStat>> {
-        let Some(dir) = &parent.reference else {
-            return Ok(None);
-        };
-        if !self.can_link_reference.load(Relaxed) {
+        if parent.reference.is_empty() || !self.can_link_reference.load(Relaxed) {
             return Ok(None);
         }
-        let Ok((old, mount_root)) = stat_entry(dir, name) else {
+        let Some((dir, (old, mount_root))) = Self::reference_entry(parent, name) else {
             return Ok(None);
         };
         let same_inode_data = (old.st_mode, old.st_uid, old.st_gid, old.st_size)

@@ -12,8 +12,10 @@ use super::*;
 pub(super) struct DirCopy {
     pub(super) src: File,
     pub(super) dst: File,
-    /// The directory at the same place in the reference tree, if any.
-    pub(super) reference: Option<File>,
+    /// The directories at the same place in the reference trees, top
+    /// first: the reference's, then (for a layer) its anchor's, where
+    /// there are such directories that show (see [`CopyOptions::reference_below`]).
+    pub(super) reference: Vec<File>,
     /// Where it is below the roots: one name, shared with its parent's.
     pub(super) rel: RelPath,
     pub(super) st: FileStat,
@@ -461,10 +463,7 @@ impl Copier<'_> {
             ),
             other => (other?, false),
         };
-        let reference = parent
-            .reference
-            .as_ref()
-            .and_then(|r| self.open_reference_dir(r, name));
+        let reference = self.open_reference_dirs(&parent.reference, name);
         self.count_entry();
         Ok(Some(Level {
             dir: Arc::new(DirCopy {

@@ -125,7 +125,10 @@ impl Container {
                 ErrorKind::NotFound,
                 format!("container {name} not found in {}", lxcpath.path().display()),
             )
-            .with_hint("lxc-ls -P LXCPATH lists containers; -P selects another lxcpath")
+            .with_hint(format!(
+                "lxc-ls -P {} lists the containers there; lxc-snap -P PATH looks in another lxcpath",
+                lxcpath.path().display()
+            ))
         };
         let dir = match lxcpath.dir.open_below(Path::new(name.as_str()), Below::All) {
             Ok(dir) => dir,

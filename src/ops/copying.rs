@@ -8,15 +8,23 @@ use crate::notice::Notice;
 use crate::progress::Counts;
 use crate::store::{Snapshot, Store};
 
+/// The trees a copy links unchanged files to: a previous snapshot's tree
+/// (`top`) and, when that is a layer, the anchor's (`below`); see
+/// [`CopyOptions::reference_below`].
+#[derive(Clone, Copy, Default)]
+pub(super) struct References<'a> {
+    pub top: Option<&'a Dir>,
+    pub below: Option<&'a Dir>,
+}
+
 /// Copies a tree as `dst_name` in `dst_parent`, linking files unchanged
-/// since `reference` (a previous snapshot's tree) when one is given; see
-/// [`copying`].
+/// since `reference` when one is given; see [`copying`].
 pub(super) fn copy_tree(
     store: &Store,
     src: &Dir,
     dst_parent: &Dir,
     dst_name: &str,
-    reference: Option<&Dir>,
+    reference: References,
     compare: Compare,
     total: Option<Counts>,
 ) -> Result<CopyStats> {
@@ -43,18 +51,25 @@ pub(super) fn copy_snapshot_tree(
     let (Some(layer), Some(anchor)) = (&snapshot.meta.layer, store.anchor_tree_dir(snapshot)?)
     else {
         let quick = Compare::QuickCheck;
-        return copy_tree(store, &tree, dst_parent, dst_name, None, quick, total);
+        let none = References::default();
+        return copy_tree(store, &tree, dst_parent, dst_name, none, quick, total);
     };
-    copying(store, None, Compare::QuickCheck, total, |opts| {
-        crate::copy::flatten_at(
-            &tree,
-            &anchor,
-            &layer.removed,
-            dst_parent,
-            dst_name.as_ref(),
-            opts,
-        )
-    })
+    copying(
+        store,
+        References::default(),
+        Compare::QuickCheck,
+        total,
+        |opts| {
+            crate::copy::flatten_at(
+                &tree,
+                &anchor,
+                &layer.removed,
+                dst_parent,
+                dst_name.as_ref(),
+                opts,
+            )
+        },
+    )
 }
 
 /// Runs `copy` reporting to the store's observer (of `total`, when known)
@@ -62,14 +77,15 @@ pub(super) fn copy_snapshot_tree(
 /// every mount point below the source that was not crossed.
 pub(super) fn copying(
     store: &Store,
-    reference: Option<&Dir>,
+    reference: References,
     compare: Compare,
     total: Option<Counts>,
     copy: impl FnOnce(&CopyOptions) -> Result<CopyStats>,
 ) -> Result<CopyStats> {
     let observer = store.observer();
     let opts = CopyOptions {
-        reference,
+        reference: reference.top,
+        reference_below: reference.below,
         compare,
         progress: Some(observer),
         total,

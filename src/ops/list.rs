@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::names::ContainerName;
+use crate::names::{ContainerName, SnapshotName};
 use crate::store::{Backing, Snapshot, Store, Usage};
 
 /// A container that has snapshots.
@@ -67,14 +67,24 @@ pub fn snapshots(store: &Store, container: &ContainerName) -> Result<Vec<Snapsho
     let family = store.snapshots_of_with_held(container)?;
     let listed: Vec<&Snapshot> = family.iter().filter(|s| !s.meta.held).collect();
     if listed.is_empty() && !store.container_exists(container) {
-        return Err(Error::new(
+        let e = Error::new(
             ErrorKind::NotFound,
             format!(
                 "container {container} not found in {} and it has no snapshots in {}",
                 store.lxcpath_path().display(),
                 store.dir().display()
             ),
-        ));
+        );
+        // `list web_1`: the name of a snapshot, not of a container.
+        let snapshot = SnapshotName::parse(container.as_str()).ok();
+        return Err(match snapshot.filter(|n| store.get(n).is_ok()) {
+            Some(n) => e.with_hint(format!(
+                "{n} is a snapshot of {}: lxc-snap info {n} shows it, lxc-snap list {} lists its family",
+                n.container(),
+                n.container()
+            )),
+            None => e,
+        });
     }
     let usage = Usage::new(&family);
     listed.iter().map(|s| record(store, s, &usage)).collect()

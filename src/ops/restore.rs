@@ -17,7 +17,7 @@ use crate::lxc::files::copy_config_files;
 use crate::lxc::hostname::set_hostname;
 use crate::lxc::{Container, LxcConfig, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
-use crate::store::{Backing, Store};
+use crate::store::{Backing, Snapshot, Store};
 
 /// The container a restore created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn restore(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> 
 fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
     let lxcpath = store.lxcpath()?;
     let snapshot = store.get(name)?;
-    ensure_free(lxcpath, new_name)?;
+    ensure_free(lxcpath, &snapshot, new_name)?;
     let lower_dirs = snapshot
         .meta
         .lowers
@@ -69,7 +69,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         .map(|n| store.lock(n))
         .collect::<Result<Vec<_>>>()?;
     store.remove_restore_leftovers(lxcpath.dir(), new_name)?;
-    ensure_free(lxcpath, new_name)?;
+    ensure_free(lxcpath, &snapshot, new_name)?;
 
     let staging = Staging::create(lxcpath.dir(), new_name.as_str(), 0o770)?;
     let final_dir = staging.final_path();
@@ -138,7 +138,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         },
     )?;
     let path = staging.commit().map_err(|e| match e.kind() {
-        ErrorKind::Exists => exists(lxcpath, new_name),
+        ErrorKind::Exists => exists(lxcpath, &snapshot, new_name),
         _ => e,
     })?;
     registered.keep();
@@ -148,24 +148,36 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     })
 }
 
-fn ensure_free(lxcpath: &Lxcpath, new_name: &ContainerName) -> Result<()> {
+fn ensure_free(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName) -> Result<()> {
     if lxcpath.has(new_name)? {
-        Err(exists(lxcpath, new_name))
+        Err(exists(lxcpath, snapshot, new_name))
     } else {
         Ok(())
     }
 }
 
-fn exists(lxcpath: &Lxcpath, new_name: &ContainerName) -> Error {
+/// `new_name` is taken. The hint depends on what it is: the snapshot's
+/// own container (rollback is what was meant), the base the snapshot
+/// stands on (never to be destroyed), or another container.
+fn exists(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName) -> Error {
+    let dir = Container::dir_of(lxcpath.path(), new_name);
+    let name = &snapshot.name;
+    let hint = if new_name == name.container() {
+        format!(
+            "to put {new_name} back to {name}: lxc-snap rollback {name} \
+             (it snapshots {new_name} first); or restore under another name"
+        )
+    } else if snapshot.meta.lowers.iter().any(|l| l.starts_with(&dir)) {
+        format!("{new_name} is the base {name} stands on: restore under another name")
+    } else {
+        format!(
+            "choose another name, or remove it first: lxc-destroy -P {} -n {new_name}",
+            lxcpath.path().display()
+        )
+    };
     Error::new(
         ErrorKind::Exists,
-        format!(
-            "restoring as {}: it already exists",
-            Container::dir_of(lxcpath.path(), new_name).display()
-        ),
+        format!("restoring as {}: it already exists", dir.display()),
     )
-    .with_hint(format!(
-        "choose another name, or remove it first: lxc-destroy -P {} -n {new_name}",
-        lxcpath.path().display()
-    ))
+    .with_hint(hint)
 }

@@ -70,6 +70,7 @@ pub struct TakeOptions {
 pub fn take(store: &Store, opts: &TakeOptions) -> Result<Snapshot> {
     require_root("taking a snapshot")?;
     let source = Container::open(store.lxcpath()?, &opts.container)?;
+    store.create_root()?;
     let lock = store.lock(&opts.container)?;
     take_locked(
         store,
@@ -127,8 +128,15 @@ pub(super) fn take_locked(
         store.finish_container_dir(new.dir(), &config, &bases, store.entry(&new.name))?;
     let snapshot = store.commit(new, lock)?;
     registered.keep();
-    if let Some(reference) = &how.reference {
-        store.now_shares(reference, &stats)?;
+    match (&how.reference, &how.reference_below) {
+        (Some(reference), None) => store.now_shares(reference, &stats)?,
+        // Linked from a layer and its anchor, which already share with
+        // others: what each now holds alone takes a walk.
+        (Some(reference), Some(below)) => {
+            store.refresh_used(reference)?;
+            store.refresh_used(below)?;
+        }
+        (None, _) => {}
     }
     Ok(snapshot)
 }
@@ -268,11 +276,13 @@ impl<'c> Source<'c> {
 }
 
 /// How the new snapshot is stored: as a layer over an anchor (`plan`), or
-/// whole; sharing unchanged files with `reference`.
+/// whole; sharing unchanged files with `reference` (and, when that is a
+/// layer copied whole, with its anchor `reference_below`).
 struct Storage {
     anchor: Option<Snapshot>,
     plan: Option<LayerPlan>,
     reference: Option<Snapshot>,
+    reference_below: Option<Snapshot>,
     compare: Compare,
 }
 
@@ -295,7 +305,15 @@ impl Storage {
         let anchor = previous
             .as_ref()
             .filter(|_| increment.layered())
-            .and_then(|p| store.anchor_for(p));
+            .and_then(|p| match store.anchor_for(p) {
+                Ok(anchor) => Some(anchor),
+                Err(why) => {
+                    if let Some(why) = why {
+                        store.observer().notice(Notice::WholeSnapshot { why });
+                    }
+                    None
+                }
+            });
         let plan = match &anchor {
             Some(anchor) => match crate::copy::plan_layer_at(
                 &src.tree.dir,
@@ -323,33 +341,38 @@ impl Storage {
                 container: name.to_string(),
             });
         }
-        // A whole copy after a layer shares files with the layer's anchor,
-        // which has them all.
-        let reference = match (&plan, &previous) {
+        // A whole copy after a layer shares every file unchanged since it,
+        // wherever the previous snapshot keeps it: in the layer, or in the
+        // anchor the layer is over. (A new layer only holds what differs
+        // from the anchor, so it shares with the previous layer alone.)
+        let reference_below = match (&plan, &previous) {
             (None, Some(p)) if p.meta.layer.is_some() => store.anchor_of(p),
-            _ => previous,
+            _ => None,
         };
         Ok(Storage {
             anchor,
             plan,
-            reference,
+            reference: previous,
+            reference_below,
             compare,
         })
     }
 
     /// Copies the source's tree into `private` as this storage says.
     fn copy(&self, store: &Store, src: &Source, private: &Dir) -> Result<CopyStats> {
-        let reference_tree = self
-            .reference
-            .as_ref()
-            .map(|s| store.tree_dir(s))
-            .transpose()?;
+        let tree = |s: &Option<Snapshot>| s.as_ref().map(|s| store.tree_dir(s)).transpose();
+        let reference_tree = tree(&self.reference)?;
+        let below_tree = tree(&self.reference_below)?;
+        let references = crate::ops::copying::References {
+            top: reference_tree.as_ref(),
+            below: below_tree.as_ref(),
+        };
         let tree_name = store::tree_rel(src.backing)
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("delta");
         match &self.plan {
-            Some(plan) => copying(store, reference_tree.as_ref(), self.compare, None, |opts| {
+            Some(plan) => copying(store, references, self.compare, None, |opts| {
                 crate::copy::make_layer_at(&src.tree.dir, private, tree_name.as_ref(), plan, opts)
             }),
             None => copy_tree(
@@ -357,7 +380,7 @@ impl Storage {
                 &src.tree.dir,
                 private,
                 tree_name,
-                reference_tree.as_ref(),
+                references,
                 self.compare,
                 None,
             ),

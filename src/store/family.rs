@@ -246,17 +246,21 @@ impl Store {
     /// The snapshot a new one may be stored as changes to, given the latest
     /// one on the same base: that one if it is whole, or the one it is a layer
     /// over, while the changes since are small (an eighth of the entries and
-    /// of the bytes); then a new whole snapshot starts afresh.
-    pub fn anchor_for(&self, previous: &Snapshot) -> Option<Snapshot> {
+    /// of the bytes); then a new whole snapshot starts afresh, and the error
+    /// says why (`None`: there is no usable anchor to speak of).
+    pub fn anchor_for(&self, previous: &Snapshot) -> std::result::Result<Snapshot, Option<String>> {
         let Some(layer) = &previous.meta.layer else {
-            return Some(previous.clone());
+            return Ok(previous.clone());
         };
         if layer.entries.saturating_mul(8) > previous.meta.files
             || layer.bytes.saturating_mul(8) > previous.meta.bytes
         {
-            return None;
+            return Err(Some(format!(
+                "the changes since {} reached an eighth of its entries or bytes",
+                layer.anchor
+            )));
         }
-        self.anchor_of(previous)
+        self.anchor_of(previous).ok_or(None)
     }
 
     /// The whole snapshot on the same base that `layer` is stored as changes

@@ -43,6 +43,9 @@ use crate::progress::Cancel;
 /// LXC's compiled-in default, used when `lxc-config` cannot tell.
 const DEFAULT_LXCPATH: &str = "/var/lib/lxc";
 
+/// The snapdir when neither `--snapdir` nor `LXC_SNAP_DIR` names one.
+pub const DEFAULT_SNAPDIR: &str = "/var/lib/lxcsnaps";
+
 /// Where a store is and what it may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -177,25 +180,80 @@ impl Store {
         self.root.get().map_or(&self.given, Dir::path)
     }
 
-    /// The snapdir, created (0755) if missing.
+    /// The snapdir; an error when it does not exist.
     pub fn root(&self) -> Result<&Dir> {
-        if let Some(dir) = self.root.get() {
-            return Ok(dir);
+        match self.existing_root()? {
+            Some(dir) => Ok(dir),
+            None => Err(self.missing()),
         }
-        let dir = Dir::open_trusted(&self.given, Some(0o755), "snapdir")?;
-        Ok(self.root.get_or_init(|| dir))
     }
 
-    /// The snapdir if it exists.
+    /// The snapdir if it exists. A missing default snapdir is an empty
+    /// one (nothing was snapshotted yet); any other is an error, so that a
+    /// mistyped `--snapdir` never reads as "no snapshots".
     fn existing_root(&self) -> Result<Option<&Dir>> {
         if let Some(dir) = self.root.get() {
             return Ok(Some(dir));
         }
         match Dir::open_trusted(&self.given, None, "snapdir") {
             Ok(dir) => Ok(Some(self.root.get_or_init(|| dir))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound && self.is_default() => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(self.missing()),
             Err(e) => Err(e),
         }
+    }
+
+    fn is_default(&self) -> bool {
+        self.given == Path::new(DEFAULT_SNAPDIR)
+    }
+
+    fn missing(&self) -> Error {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("snapdir {} does not exist", self.given.display()),
+        )
+        .with_hint(format!(
+            "the first snapshot creates it; --snapdir or LXC_SNAP_DIR names another \
+             (the default is {DEFAULT_SNAPDIR})"
+        ))
+    }
+
+    /// The snapdir, created (0755, root's) when it is missing and is the
+    /// default or its parent exists: a snapdir further from what exists is
+    /// more likely a typo than a wish. Creating one is told.
+    pub fn create_root(&self) -> Result<&Dir> {
+        match self.existing_root() {
+            Ok(Some(dir)) => return Ok(dir),
+            Ok(None) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let parent = self.given.parent().filter(|p| !p.as_os_str().is_empty());
+        if let (false, Some(parent)) = (self.is_default(), parent) {
+            if let Err(e) = Dir::open_trusted(parent, None, "the snapdir's parent") {
+                if e.kind() != ErrorKind::NotFound {
+                    return Err(e);
+                }
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "snapdir {} does not exist, nor does {}",
+                        self.given.display(),
+                        parent.display()
+                    ),
+                )
+                .with_hint(format!(
+                    "lxc-snap creates a snapdir only in a directory that exists: \
+                     check the path, or mkdir -p {} first",
+                    self.given.display()
+                )));
+            }
+        }
+        let dir = Dir::open_trusted(&self.given, Some(0o755), "snapdir")?;
+        self.observer.notice(Notice::CreatedSnapdir {
+            path: dir.path().to_path_buf(),
+        });
+        Ok(self.root.get_or_init(|| dir))
     }
 
     /// `-P`, else what `lxc-config lxc.lxcpath` prints, else /var/lib/lxc.
