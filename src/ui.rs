@@ -217,6 +217,42 @@ pub fn terminal_width() -> Option<usize> {
         .filter(|&n| n > 0)
 }
 
+/// An RFC 3339 instant in the viewer's local time, as tables show it
+/// (`2026-12-03 19:17:00`; [`zone_label`] names the zone in the header);
+/// the text itself when it is no such instant.
+pub fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// The viewer's time zone, for a table header: `TZ` or /etc/timezone
+/// when they name one (`Europe/Berlin`), else the current offset
+/// (`UTC+01:00`).
+pub fn zone_label() -> String {
+    let named = std::env::var("TZ")
+        .ok()
+        .map(|tz| tz.trim_start_matches(':').to_string())
+        .or_else(|| std::fs::read_to_string("/etc/timezone").ok())
+        .map(|z| z.trim().to_string())
+        .filter(|z| {
+            !z.is_empty()
+                && z.len() < 64
+                && z.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+        });
+    named.unwrap_or_else(|| format!("UTC{}", chrono::Local::now().format("%:z")))
+}
+
+/// `CREATED (Europe/Berlin)`: a time column's header with the zone.
+pub fn time_header(what: &str) -> String {
+    format!("{what} ({})", zone_label())
+}
+
 /// `1536` -> `1.5 KiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -545,9 +545,11 @@ fn overlay_round_trip() {
 
     // list: one row for mysql, two snapshots.
     let rows = table_rows(&env.ok(&["list"]));
+    // Times in the viewer's zone, named in the header.
+    let zone = format!("({})", lxc_snap::ui::zone_label());
     assert_eq!(
-        rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
-        ["CONTAINER", "SNAPSHOTS", "NEWEST"],
+        rows[0],
+        ["CONTAINER", "SNAPSHOTS", "NEWEST", zone.as_str()],
         "{rows:?}"
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -562,8 +564,16 @@ fn overlay_round_trip() {
     // list mysql
     let rows = table_rows(&env.ok(&["list", "mysql"]));
     assert_eq!(
-        rows[0].iter().map(|s| s.to_uppercase()).collect::<Vec<_>>(),
-        ["SNAPSHOT", "CREATED", "REFER", "USED", "PINNED", "COMMENT"],
+        rows[0],
+        [
+            "SNAPSHOT",
+            "CREATED",
+            zone.as_str(),
+            "REFER",
+            "USED",
+            "PINNED",
+            "COMMENT"
+        ],
         "{rows:?}"
     );
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -597,8 +607,10 @@ fn overlay_round_trip() {
         );
         assert!(s["files"].as_u64().expect("files") >= 5, "{s}");
         assert!(s["bytes"].as_u64().expect("bytes") >= 10_000, "{s}");
-        // `created` is the same instant as the ts file, with an offset.
-        let created = rfc3339(&s["created"]);
+        // `created_at` is the same instant as the ts file, in UTC.
+        let created_at = s["created_at"].as_str().expect("created_at");
+        assert!(created_at.ends_with('Z'), "{created_at}");
+        let created = rfc3339(&s["created_at"]);
         let ts = read(&lab.snapdir().join(&name).join("ts"));
         assert_eq!(
             created

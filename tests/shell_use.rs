@@ -251,3 +251,53 @@ fn comments_print_with_a_newline_and_removing_one_says_so() {
     let err = env.fails_with(2, &["-c", missing.to_str().expect("utf-8"), "c"]);
     assert!(err.contains("No such file or directory"), "{err}");
 }
+
+#[test]
+fn tables_show_local_time_with_the_zone_and_json_shows_utc() {
+    if !common::system_tests_enabled(
+        "tables_show_local_time_with_the_zone_and_json_shows_utc",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    two_snapshots(&env);
+    // Recorded by someone in another zone.
+    common::fixtures::set_created(&env, "c_0", "2026-01-02T03:04:05-05:00");
+    let in_kolkata = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .args(args)
+            .env("TZ", "Asia/Kolkata")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let local = "2026-01-02 13:34:05";
+    let list = in_kolkata(&["list", "c"]);
+    assert!(
+        list.lines()
+            .next()
+            .expect("header")
+            .contains("CREATED (Asia/Kolkata)"),
+        "{list}"
+    );
+    assert!(list.contains(local), "{list}");
+    let prune = in_kolkata(&["prune", "c", "--keep-last", "1", "--dry-run"]);
+    assert!(prune.contains("CREATED (Asia/Kolkata)"), "{prune}");
+    assert!(prune.contains(local), "{prune}");
+    let info = in_kolkata(&["info", "c_0"]);
+    assert!(info.contains(&format!("{local} (Asia/Kolkata)")), "{info}");
+    for args in [
+        &["list", "c", "--json"][..],
+        &["info", "c_0", "--json"],
+        &["prune", "c", "--keep-last", "1", "--dry-run", "--json"],
+    ] {
+        let text = in_kolkata(args);
+        assert!(
+            text.contains("\"created_at\": \"2026-01-02T08:04:05Z\""),
+            "{args:?}: {text}"
+        );
+    }
+}

@@ -1,8 +1,6 @@
 //! `lxc-snap info SNAP [--json]`: everything known about one snapshot, and
 //! a failure status when it is broken (its tree or a base layer is gone).
 
-use chrono::Local;
-
 use super::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::SnapshotName;
@@ -36,13 +34,11 @@ macro_rules! line {
 }
 
 fn print_text(i: &SnapshotInfo) {
-    let created = chrono::DateTime::parse_from_rfc3339(&i.created)
-        .map(|t| {
-            t.with_timezone(&Local)
-                .format("%Y-%m-%d %H:%M:%S %z")
-                .to_string()
-        })
-        .unwrap_or_else(|_| i.created.clone());
+    let created = format!(
+        "{} ({})",
+        crate::ui::local_time(&i.created_at),
+        crate::ui::zone_label()
+    );
     let dep_list = |d: &[Dependency]| {
         if d.is_empty() {
             "none".to_string()

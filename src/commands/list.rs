@@ -1,13 +1,12 @@
 //! `lxc-snap -l [NAME]` / `lxc-snap list [NAME] [--json]`.
 
-use chrono::{DateTime, FixedOffset, Local};
 use tabled::builder::Builder;
 
 use super::Context;
 use crate::error::Result;
 use crate::names::ContainerName;
 use crate::ops;
-use crate::ui::{human_bytes, print_json, print_table};
+use crate::ui::{human_bytes, local_time, print_json, print_table, time_header};
 
 pub fn run(ctx: &Context, container: Option<&ContainerName>, json: bool) -> Result<()> {
     match container {
@@ -22,12 +21,17 @@ fn list_containers(ctx: &Context, json: bool) -> Result<()> {
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record(["CONTAINER", "SNAPSHOTS", "NEWEST"]);
+    b.push_record([
+        "CONTAINER".to_string(),
+        "SNAPSHOTS".to_string(),
+        time_header("NEWEST"),
+    ]);
     for r in &rows {
-        let newest = DateTime::parse_from_rfc3339(&r.newest)
-            .map(local)
-            .unwrap_or_default();
-        b.push_record([r.container.clone(), r.snapshots.to_string(), newest]);
+        b.push_record([
+            r.container.clone(),
+            r.snapshots.to_string(),
+            local_time(&r.newest),
+        ]);
     }
     print_table(b, None);
     Ok(())
@@ -39,11 +43,19 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record(["SNAPSHOT", "CREATED", "REFER", "USED", "PINNED", "COMMENT"]);
+    b.push_record(
+        [
+            "SNAPSHOT",
+            &time_header("CREATED"),
+            "REFER",
+            "USED",
+            "PINNED",
+            "COMMENT",
+        ]
+        .map(str::to_string),
+    );
     for r in &rows {
-        let created = DateTime::parse_from_rfc3339(&r.created)
-            .map(local)
-            .unwrap_or_default();
+        let created = local_time(&r.created_at);
         let first_line = r
             .comment
             .as_deref()
@@ -61,10 +73,4 @@ fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Resul
     }
     print_table(b, Some(5));
     Ok(())
-}
-
-fn local(t: DateTime<FixedOffset>) -> String {
-    t.with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }

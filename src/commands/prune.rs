@@ -6,7 +6,7 @@ use tabled::builder::Builder;
 use super::Context;
 use crate::error::Result;
 use crate::ops::{self, PruneOptions};
-use crate::ui::{print_json, print_table};
+use crate::ui::{local_time, print_json, print_table, time_header};
 
 pub fn run(ctx: &Context, opts: &PruneOptions, json: bool) -> Result<()> {
     let pruned = ops::prune(ctx.store, opts)?;
@@ -17,14 +17,16 @@ pub fn run(ctx: &Context, opts: &PruneOptions, json: bool) -> Result<()> {
         return print_json(&pruned.plan);
     }
     let mut b = Builder::default();
-    b.push_record(["SNAPSHOT", "CREATED", "ACTION", "REASON"]);
+    b.push_record([
+        "SNAPSHOT".to_string(),
+        time_header("CREATED"),
+        "ACTION".to_string(),
+        "REASON".to_string(),
+    ]);
     for r in &pruned.plan {
-        let created = chrono::DateTime::parse_from_rfc3339(&r.created)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|_| r.created.clone());
         b.push_record([
             r.snapshot.clone(),
-            created,
+            local_time(&r.created_at),
             r.action.to_string(),
             r.reason.clone(),
         ]);

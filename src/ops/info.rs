@@ -35,7 +35,8 @@ pub struct SnapshotInfo {
     pub container: String,
     pub number: u64,
     pub path: PathBuf,
-    pub created: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub created_at: String,
     pub comment: Option<String>,
     pub pinned: bool,
     pub backing: Backing,
@@ -97,7 +98,7 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         container: meta.container.clone(),
         number: name.number(),
         path: snapshot.dir.clone(),
-        created: meta.created_time()?.to_rfc3339(),
+        created_at: super::utc_text(meta.created_time()?),
         comment: store.comment(&snapshot)?,
         pinned: meta.pinned,
         backing: meta.backing,

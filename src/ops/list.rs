@@ -18,7 +18,7 @@ use crate::store::{Backing, Snapshot, Store, Usage};
 pub struct ContainerRecord {
     pub container: String,
     pub snapshots: usize,
-    /// The newest snapshot's creation time (RFC 3339).
+    /// The newest snapshot's creation time (RFC 3339, UTC).
     pub newest: String,
 }
 
@@ -28,7 +28,8 @@ pub struct SnapshotRecord {
     pub name: String,
     pub container: String,
     pub number: u64,
-    pub created: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub created_at: String,
     pub comment: Option<String>,
     pub pinned: bool,
     pub backing: Backing,
@@ -56,7 +57,7 @@ pub fn containers(store: &Store) -> Result<Vec<ContainerRecord>> {
         .map(|(container, (snapshots, newest))| ContainerRecord {
             container,
             snapshots,
-            newest: newest.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            newest: newest.map(super::utc_text).unwrap_or_default(),
         })
         .collect())
 }
@@ -96,7 +97,7 @@ pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotReco
         name: s.name.to_string(),
         container: s.meta.container.clone(),
         number: s.name.number(),
-        created: s.meta.created_time()?.to_rfc3339(),
+        created_at: super::utc_text(s.meta.created_time()?),
         comment: store.comment(s)?,
         pinned: s.meta.pinned,
         backing: s.meta.backing,

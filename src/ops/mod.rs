@@ -54,3 +54,10 @@ fn when_cancelled(e: Error, left: &str) -> Error {
         e
     }
 }
+
+/// An instant as JSON gives it: RFC 3339 in UTC, to the second
+/// (`2026-12-03T18:17:00Z`), whatever offset it was recorded in.
+pub fn utc_text(t: chrono::DateTime<chrono::FixedOffset>) -> String {
+    t.with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

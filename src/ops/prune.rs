@@ -27,8 +27,9 @@ pub struct PruneOptions {
 pub struct PruneRow {
     pub container: String,
     pub snapshot: String,
-    /// As recorded (RFC 3339); periods are counted in this offset.
-    pub created: String,
+    /// When it was taken (RFC 3339, UTC); periods are counted in the
+    /// offset it was recorded in.
+    pub created_at: String,
     /// `keep` or `remove`.
     pub action: &'static str,
     pub reason: String,
@@ -93,7 +94,7 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
             pruned.plan.push(PruneRow {
                 container: c.to_string(),
                 snapshot: decision.name.to_string(),
-                created: snapshot.meta.created.clone(),
+                created_at: super::utc_text(snapshot.meta.created_time()?),
                 action: decision.verdict(),
                 reason: decision.why(),
             });
