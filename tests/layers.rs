@@ -524,6 +524,13 @@ fn keep(env: &TestEnv, delta: &Path, name: &str) -> PathBuf {
     saved
 }
 
+/// The inode of `rel` in the captured tree of `snap` (its own: a layer's
+/// or a whole tree's).
+fn inode_in(env: &TestEnv, snap: &str, rel: &str) -> u64 {
+    let path = env.snapdir.join(snap).join("private/delta").join(rel);
+    std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(&path).expect("stat"))
+}
+
 fn layer_of(env: &TestEnv, snap: &str) -> Option<String> {
     let info = json(env, &["info", snap, "--json"]);
     info["layer_over"].as_str().map(str::to_string)
@@ -729,12 +736,7 @@ fn large_changes_start_a_new_whole_snapshot() {
         "a quarter changed: a whole tree again"
     );
     assert_trees_identical(&saved, &captured(&env, "c_2"));
-    let ino = |snap: &str, rel: &str| {
-        std::os::unix::fs::MetadataExt::ino(
-            &fs::symlink_metadata(env.snapdir.join(snap).join("private/delta").join(rel))
-                .expect("stat"),
-        )
-    };
+    let ino = |snap: &str, rel: &str| inode_in(&env, snap, rel);
     assert_eq!(
         ino("c_0", "data/f20"),
         ino("c_2", "data/f20"),
@@ -785,12 +787,7 @@ fn a_whole_snapshot_after_a_layer_links_what_the_layer_and_its_anchor_keep() {
     env.ok(&["-q", "snap", "--whole", "c"]);
     assert_eq!(layer_of(&env, "c_2"), None);
     assert_trees_identical(&saved, &captured(&env, "c_2"));
-    let ino = |snap: &str, rel: &str| {
-        std::os::unix::fs::MetadataExt::ino(
-            &fs::symlink_metadata(env.snapdir.join(snap).join("private/delta").join(rel))
-                .expect("stat"),
-        )
-    };
+    let ino = |snap: &str, rel: &str| inode_in(&env, snap, rel);
     assert_eq!(
         ino("c_1", "data/new"),
         ino("c_2", "data/new"),

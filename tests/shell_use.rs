@@ -222,6 +222,9 @@ fn hints_point_at_the_right_thing() {
     // Onto another container: remove it or choose another name.
     let err = env.fails_with(4, &["restore", "c_0", "other"]);
     assert!(err.contains("lxc-destroy"), "{err}");
+    // One entry is one entry.
+    let info = env.ok(&["info", "c_1"]);
+    assert!(info.contains("changes to c_0 (1 entry)"), "{info}");
     // A snapshot's name where a container's goes.
     let err = env.fails_with(3, &["-l", "c_1"]);
     assert!(err.contains("hint: c_1 is a snapshot of c"), "{err}");

@@ -72,12 +72,13 @@ fn print_text(i: &SnapshotInfo) {
     );
     match (&i.layer_over, i.layer_entries) {
         (Some(anchor), Some(n)) => line!(
-            "stored as:     changes to {anchor}{} ({n} entries)",
+            "stored as:     changes to {anchor}{} ({n} {})",
             if i.layer_over_held {
                 ", deleted but kept for its layers"
             } else {
                 ""
-            }
+            },
+            if n == 1 { "entry" } else { "entries" }
         ),
         _ => line!("stored as:     a whole tree"),
     }
