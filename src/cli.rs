@@ -26,10 +26,14 @@ pub enum Command {
         container: ContainerName,
         comment: Option<CommentSource>,
         increment: Increment,
+        /// Print the new snapshot's record as JSON.
+        json: bool,
     },
     List {
         container: Option<ContainerName>,
         json: bool,
+        /// Print the table without its header line.
+        no_header: bool,
     },
     Restore {
         snapshot: SnapshotName,
@@ -231,6 +235,9 @@ enum Sub {
         /// Find unchanged files by their bytes, not their size and mtime
         #[arg(long)]
         checksum: bool,
+        /// Print the new snapshot's record as JSON (as list --json has it)
+        #[arg(long)]
+        json: bool,
         /// Container to snapshot
         name: String,
     },
@@ -239,6 +246,9 @@ enum Sub {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// Print the table without its header line, for scripts
+        #[arg(long, conflicts_with = "json")]
+        no_header: bool,
         /// Container whose snapshots to list
         name: Option<String>,
     },
@@ -492,6 +502,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             full,
             whole,
             checksum,
+            json,
             name,
         } => Command::Snap {
             container: ContainerName::parse(&name)?,
@@ -499,10 +510,16 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 .map(CommentSource::File)
                 .or(message.map(CommentSource::Text)),
             increment: increment_from_flags(full, whole, checksum),
+            json,
         },
-        Sub::List { json, name } => Command::List {
+        Sub::List {
+            json,
+            no_header,
+            name,
+        } => Command::List {
             container: name.as_deref().map(ContainerName::parse).transpose()?,
             json,
+            no_header,
         },
         Sub::Restore { snap, newname } => Command::Restore {
             snapshot: SnapshotName::parse(&snap)?,
@@ -647,6 +664,7 @@ fn from_legacy(
         return Ok(Command::List {
             container: name.as_deref().map(ContainerName::parse).transpose()?,
             json,
+            no_header: false,
         });
     }
     if let Some(args) = restore {
@@ -666,6 +684,7 @@ fn from_legacy(
             container: ContainerName::parse(&name)?,
             comment: comment_file.map(CommentSource::File),
             increment,
+            json: false,
         }),
         None => Err(Error::new(
             ErrorKind::Usage,
@@ -764,6 +783,7 @@ mod tests {
             container: name("mysql"),
             comment: None,
             increment: Increment::QuickCheck,
+            json: false,
         };
         assert_eq!(cmd(&["mysql"]), want);
         assert_eq!(cmd(&["snap", "mysql"]), want);
@@ -771,6 +791,7 @@ mod tests {
             container: name("mysql"),
             comment: Some(CommentSource::File("/tmp/comment".into())),
             increment: Increment::QuickCheck,
+            json: false,
         };
         assert_eq!(cmd(&["-c", "/tmp/comment", "mysql"]), with_file);
         assert_eq!(cmd(&["snap", "-c", "/tmp/comment", "mysql"]), with_file);
@@ -780,6 +801,7 @@ mod tests {
                 container: name("mysql"),
                 comment: Some(CommentSource::Text("hello".into())),
                 increment: Increment::QuickCheck,
+                json: false,
             }
         );
         for (args, increment) in [
@@ -799,7 +821,8 @@ mod tests {
                 Command::Snap {
                     container: name("mysql"),
                     comment: None,
-                    increment
+                    increment,
+                    json: false,
                 },
                 "{args:?}"
             );
@@ -825,28 +848,32 @@ mod tests {
             cmd(&["-l"]),
             Command::List {
                 container: None,
-                json: false
+                json: false,
+                no_header: false
             }
         );
         assert_eq!(
             cmd(&["list"]),
             Command::List {
                 container: None,
-                json: false
+                json: false,
+                no_header: false
             }
         );
         assert_eq!(
             cmd(&["-l", "mysql", "--json"]),
             Command::List {
                 container: Some(name("mysql")),
-                json: true
+                json: true,
+                no_header: false
             }
         );
         assert_eq!(
             cmd(&["list", "--json", "mysql"]),
             Command::List {
                 container: Some(name("mysql")),
-                json: true
+                json: true,
+                no_header: false
             }
         );
         let restore = Command::Restore {

@@ -304,3 +304,32 @@ fn tables_show_local_time_with_the_zone_and_json_shows_utc() {
         );
     }
 }
+
+#[test]
+fn scripts_get_the_new_snapshot_as_json_and_tables_without_a_header() {
+    if !common::system_tests_enabled(
+        "scripts_get_the_new_snapshot_as_json_and_tables_without_a_header",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    two_snapshots(&env);
+    let taken: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snap", "--json", "c"])).expect("JSON");
+    assert_eq!(taken["name"], "c_2", "{taken}");
+    assert_eq!(taken["number"], 2);
+    assert_eq!(taken["layer_over"], "c_0", "stored as a layer");
+    // The same record list --json gives, now that it is taken.
+    let listed = common::fixtures::json(&env, &["list", "c", "--json"]);
+    assert_eq!(listed[2], taken);
+    let rows = env.ok(&["list", "c", "--no-header"]);
+    let names: Vec<&str> = rows
+        .lines()
+        .map(|l| l.split_whitespace().next().expect("name"))
+        .collect();
+    assert_eq!(names, ["c_0", "c_1", "c_2"], "{rows}");
+    let rows = env.ok(&["list", "--no-header"]);
+    assert!(rows.trim_start().starts_with("c "), "{rows}");
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+}

@@ -8,24 +8,31 @@ use crate::names::ContainerName;
 use crate::ops;
 use crate::ui::{human_bytes, local_time, print_json, print_table, time_header};
 
-pub fn run(ctx: &Context, container: Option<&ContainerName>, json: bool) -> Result<()> {
+pub fn run(
+    ctx: &Context,
+    container: Option<&ContainerName>,
+    json: bool,
+    no_header: bool,
+) -> Result<()> {
     match container {
-        None => list_containers(ctx, json),
-        Some(c) => list_snapshots(ctx, c, json),
+        None => list_containers(ctx, json, no_header),
+        Some(c) => list_snapshots(ctx, c, json, no_header),
     }
 }
 
-fn list_containers(ctx: &Context, json: bool) -> Result<()> {
+fn list_containers(ctx: &Context, json: bool, no_header: bool) -> Result<()> {
     let rows = ops::containers(ctx.store)?;
     if json {
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record([
-        "CONTAINER".to_string(),
-        "SNAPSHOTS".to_string(),
-        time_header("NEWEST"),
-    ]);
+    if !no_header {
+        b.push_record([
+            "CONTAINER".to_string(),
+            "SNAPSHOTS".to_string(),
+            time_header("NEWEST"),
+        ]);
+    }
     for r in &rows {
         b.push_record([
             r.container.clone(),
@@ -37,23 +44,30 @@ fn list_containers(ctx: &Context, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn list_snapshots(ctx: &Context, container: &ContainerName, json: bool) -> Result<()> {
+fn list_snapshots(
+    ctx: &Context,
+    container: &ContainerName,
+    json: bool,
+    no_header: bool,
+) -> Result<()> {
     let rows = ops::snapshots(ctx.store, container)?;
     if json {
         return print_json(&rows);
     }
     let mut b = Builder::default();
-    b.push_record(
-        [
-            "SNAPSHOT",
-            &time_header("CREATED"),
-            "REFER",
-            "USED",
-            "PINNED",
-            "COMMENT",
-        ]
-        .map(str::to_string),
-    );
+    if !no_header {
+        b.push_record(
+            [
+                "SNAPSHOT",
+                &time_header("CREATED"),
+                "REFER",
+                "USED",
+                "PINNED",
+                "COMMENT",
+            ]
+            .map(str::to_string),
+        );
+    }
     for r in &rows {
         let created = local_time(&r.created_at);
         let first_line = r

@@ -5,12 +5,14 @@ use crate::cli::{self, CommentSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::ContainerName;
 use crate::ops::{self, Increment, TakeOptions};
+use crate::ui::print_json_value;
 
 pub fn run(
     ctx: &Context,
     container: &ContainerName,
     comment: Option<&CommentSource>,
     increment: Increment,
+    json: bool,
 ) -> Result<()> {
     let comment = comment.map(read_comment).transpose()?;
     let snapshot = ops::take(
@@ -22,6 +24,9 @@ pub fn run(
         },
     )
     .map_err(|e| did_you_mean(ctx, container, e))?;
+    if json {
+        return print_json_value(&ops::snapshot_record(ctx.store, &snapshot.name)?);
+    }
     ctx.ui.done(&format!("created snapshot {}", snapshot.name));
     Ok(())
 }

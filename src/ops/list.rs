@@ -91,6 +91,22 @@ pub fn snapshots(store: &Store, container: &ContainerName) -> Result<Vec<Snapsho
     listed.iter().map(|s| record(store, s, &usage)).collect()
 }
 
+/// The record of the snapshot `name`, as [`snapshots`] lists it (what
+/// `snap --json` prints for the snapshot it took).
+pub fn snapshot_record(store: &Store, name: &SnapshotName) -> Result<SnapshotRecord> {
+    let family = store.snapshots_of_with_held(name.container())?;
+    let snapshot = family
+        .iter()
+        .find(|s| &s.name == name && !s.meta.held)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("snapshot {name} not found in {}", store.dir().display()),
+            )
+        })?;
+    record(store, snapshot, &Usage::new(&family))
+}
+
 /// The record of one snapshot; `usage` is of its whole family.
 pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotRecord> {
     Ok(SnapshotRecord {
