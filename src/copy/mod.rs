@@ -220,7 +220,9 @@ pub struct CopyOptions<'a> {
     /// was captured: a name the layer has (a file, a directory, a
     /// whiteout) is looked up there first, and only a directory lets the
     /// anchor's entries below show through; a name it lacks is the
-    /// anchor's.
+    /// anchor's. (An opaque directory in the layer is not told apart: a
+    /// file found below it in the anchor is still linked only when the
+    /// check of the invariants finds it unchanged, as every linked file is.)
     pub reference_below: Option<&'a Dir>,
     /// How an unchanged file is recognised; only used with a reference.
     pub compare: Compare,
