@@ -80,8 +80,14 @@ pub fn main_with_exit_code() -> i32 {
     // stdout (a full disk) is the command's error, unless it had one.
     let broken_pipe = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
     let result = match (result, ui::stdout_failure()) {
+        // The reader went away: what failed after that is of no interest,
+        // unless the run was cancelled (its status says so).
+        (r, Some(f))
+            if broken_pipe(&f) && !r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Cancelled) =>
+        {
+            return 141
+        }
         (Err(e), _) => Err(e),
-        (Ok(_), Some(e)) if broken_pipe(&e) => return 141,
         (Ok(_), Some(e)) => {
             Err(
                 Error::io("writing to", std::path::Path::new("standard output"), e)
@@ -93,12 +99,6 @@ pub fn main_with_exit_code() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            if e.kind() != ErrorKind::Cancelled
-                && ui::stdout_failure().is_some_and(|e| broken_pipe(&e))
-            {
-                // The reader went away; what failed after that is of no interest.
-                return 141;
-            }
             // What failed often names what a container or a user chose.
             ui::err_line(&format!("lxc-snap: {}", printable::escape(e.message())));
             for line in e.details() {

@@ -230,21 +230,30 @@ pub fn local_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-/// The viewer's time zone, for a table header: `TZ` or /etc/timezone
-/// when they name one (`Europe/Berlin`), else the current offset
-/// (`UTC+01:00`).
+/// The viewer's time zone, for a table header: the zone local times are
+/// converted in, when `TZ` or the /etc/localtime link name it
+/// (`Europe/Berlin`), else the current offset (`UTC+01:00`). Nothing is
+/// read but the link itself.
 pub fn zone_label() -> String {
-    let named = std::env::var("TZ")
-        .ok()
-        .map(|tz| tz.trim_start_matches(':').to_string())
-        .or_else(|| std::fs::read_to_string("/etc/timezone").ok())
-        .map(|z| z.trim().to_string())
-        .filter(|z| {
-            !z.is_empty()
-                && z.len() < 64
-                && z.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-        });
+    let zone = |z: &str| {
+        let z = z.trim().trim_start_matches(':');
+        // `/usr/share/zoneinfo/Europe/Berlin` names `Europe/Berlin`.
+        z.rsplit_once("zoneinfo/")
+            .map_or(z, |(_, name)| name)
+            .to_string()
+    };
+    let named = match std::env::var("TZ") {
+        Ok(tz) => Some(zone(&tz)),
+        Err(_) => std::fs::read_link("/etc/localtime")
+            .ok()
+            .and_then(|target| target.to_str().map(zone)),
+    }
+    .filter(|z| {
+        !z.is_empty()
+            && z.len() < 64
+            && z.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+    });
     named.unwrap_or_else(|| format!("UTC{}", chrono::Local::now().format("%:z")))
 }
 
