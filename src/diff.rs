@@ -63,7 +63,7 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -184,8 +184,10 @@ impl EntryType {
 ///
 /// As JSON: `kind` (`added`, `modified`, `deleted`, `type_changed`),
 /// `path`, `what`, `old_type`, `new_type` (null where the path does not
-/// exist), `old_size`, `new_size`. `path` is the exact path when it is
-/// UTF-8; otherwise it is [`escape_path`]'s form and `path_bytes` (present
+/// exist), `old_size`, `new_size`, `old_mode`, `new_mode` (permission
+/// bits, as numbers), `old_owner`, `new_owner` (`[uid, gid]`),
+/// `old_target`, `new_target` (a symlink's target; escaped as paths are
+/// when it is not UTF-8). `path` is the exact path when it is UTF-8; otherwise it is [`escape_path`]'s form and `path_bytes` (present
 /// only then) holds the exact bytes as an array of numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -201,18 +203,78 @@ pub struct Change {
     pub old_size: u64,
     /// Size of a regular file in the newer view; 0 for anything else.
     pub new_size: u64,
+    /// Permission bits (the low 12 of `st_mode`) in each view; `None`
+    /// where the path does not exist.
+    pub old_mode: Option<u32>,
+    pub new_mode: Option<u32>,
+    /// Owner and group ids in each view.
+    pub old_owner: Option<(u32, u32)>,
+    pub new_owner: Option<(u32, u32)>,
+    /// A symlink's target in each view (raw bytes); `None` for anything
+    /// else.
+    pub old_target: Option<Vec<u8>>,
+    pub new_target: Option<Vec<u8>>,
 }
 
 impl Change {
-    /// What the letter does not say: `content,mode` for `M`, `file ->
-    /// directory` for `R`, the type for `A` and `D`.
+    /// What the letter does not say: for `M`, each thing that differs
+    /// with its old and new value where it has one (`content, mode 0644
+    /// -> 0755, owner 0:0 -> 33:33, target a -> b`); `file -> directory`
+    /// for `R`; the type for `A` and `D`, with the target of a symlink
+    /// (`symlink -> /etc/x`). Targets are escaped as paths are.
     pub fn details(&self) -> String {
         let name = |t: Option<EntryType>| t.map_or("nothing", EntryType::name);
+        let with_target = |t: Option<EntryType>, target: &Option<Vec<u8>>| match target {
+            Some(to) => format!("{} -> {}", name(t), escape_path(to)),
+            None => name(t).to_string(),
+        };
         match self.kind {
-            Kind::Modified => self.what.join(","),
+            Kind::Modified => self
+                .what
+                .iter()
+                .map(|what| self.what_differs(what))
+                .collect::<Vec<_>>()
+                .join(", "),
             Kind::TypeChanged => format!("{} -> {}", name(self.old_type), name(self.new_type)),
-            Kind::Added => name(self.new_type).to_string(),
-            Kind::Deleted => name(self.old_type).to_string(),
+            Kind::Added => with_target(self.new_type, &self.new_target),
+            Kind::Deleted => with_target(self.old_type, &self.old_target),
+        }
+    }
+
+    /// One item of [`Change::what`] with its values.
+    fn what_differs(&self, what: &str) -> String {
+        let owner = |o: Option<(u32, u32)>| o.map_or("?".into(), |(u, g)| format!("{u}:{g}"));
+        let target = |t: &Option<Vec<u8>>| t.as_deref().map_or("?".into(), escape_path);
+        match what {
+            "mode" => match (self.old_mode, self.new_mode) {
+                (Some(o), Some(n)) => format!("mode {o:04o} -> {n:04o}"),
+                _ => what.to_string(),
+            },
+            "owner" => format!(
+                "owner {} -> {}",
+                owner(self.old_owner),
+                owner(self.new_owner)
+            ),
+            "target" => format!(
+                "target {} -> {}",
+                target(&self.old_target),
+                target(&self.new_target)
+            ),
+            _ => what.to_string(),
+        }
+    }
+
+    /// What a listing adds after the path, or `None`: the details of `M`
+    /// and `R`, and the target of an added or deleted symlink.
+    pub fn note(&self) -> Option<String> {
+        match self.kind {
+            Kind::Modified | Kind::TypeChanged => Some(self.details()),
+            Kind::Added | Kind::Deleted
+                if self.new_target.is_some() || self.old_target.is_some() =>
+            {
+                Some(self.details())
+            }
+            Kind::Added | Kind::Deleted => None,
         }
     }
 }
@@ -230,7 +292,19 @@ impl Serialize for Change {
             new_type: Option<EntryType>,
             old_size: u64,
             new_size: u64,
+            old_mode: Option<u32>,
+            new_mode: Option<u32>,
+            old_owner: Option<(u32, u32)>,
+            new_owner: Option<(u32, u32)>,
+            old_target: Option<String>,
+            new_target: Option<String>,
         }
+        let target = |t: &Option<Vec<u8>>| {
+            t.as_deref().map(|t| match std::str::from_utf8(t) {
+                Ok(s) => s.to_string(),
+                Err(_) => escape_path(t),
+            })
+        };
         let (path, path_bytes) = match std::str::from_utf8(&self.path) {
             Ok(s) => (Cow::Borrowed(s), None),
             Err(_) => (Cow::Owned(escape_path(&self.path)), Some(&self.path[..])),
@@ -244,6 +318,12 @@ impl Serialize for Change {
             new_type: self.new_type,
             old_size: self.old_size,
             new_size: self.new_size,
+            old_mode: self.old_mode,
+            new_mode: self.new_mode,
+            old_owner: self.old_owner,
+            new_owner: self.new_owner,
+            old_target: target(&self.old_target),
+            new_target: target(&self.new_target),
         }
         .serialize(serializer)
     }
@@ -455,9 +535,9 @@ impl Differ<'_> {
                     Kind::Modified,
                     &RelPath::root(),
                     what,
-                    (kind, &old_st),
-                    (kind, &new_st),
-                );
+                    kind.map(|k| (k, &old_st, o)),
+                    kind.map(|k| (k, &new_st, n)),
+                )?;
             }
         }
         let mut levels = Vec::new();
@@ -505,13 +585,11 @@ impl Differ<'_> {
             (None, None) => return Ok(None),
             (None, Some(n)) => {
                 let t = entry_type(&n.st, &parent.new[n.pos].path().join(name))?;
-                self.emit(
-                    Kind::Added,
-                    &rel,
-                    Vec::new(),
-                    (None, &n.st),
-                    (Some(t), &n.st),
-                );
+                let loc = Loc {
+                    dir: &parent.new[n.pos],
+                    name,
+                };
+                self.emit(Kind::Added, &rel, Vec::new(), None, Some((t, &n.st, loc)))?;
                 if t != EntryType::Directory {
                     return Ok(None);
                 }
@@ -520,13 +598,11 @@ impl Differ<'_> {
             }
             (Some(o), None) => {
                 let t = entry_type(&o.st, &parent.old[o.pos].path().join(name))?;
-                self.emit(
-                    Kind::Deleted,
-                    &rel,
-                    Vec::new(),
-                    (Some(t), &o.st),
-                    (None, &o.st),
-                );
+                let loc = Loc {
+                    dir: &parent.old[o.pos],
+                    name,
+                };
+                self.emit(Kind::Deleted, &rel, Vec::new(), Some((t, &o.st, loc)), None)?;
                 if t != EntryType::Directory {
                     return Ok(None);
                 }
@@ -552,9 +628,9 @@ impl Differ<'_> {
                 Kind::TypeChanged,
                 &rel,
                 what,
-                (Some(ot), &old.st),
-                (Some(nt), &new.st),
-            );
+                Some((ot, &old.st, old_loc)),
+                Some((nt, &new.st, new_loc)),
+            )?;
             return if ot == dir {
                 let stack = child_stack(&self.a, &parent.old, &old, name)?;
                 self.level(rel, stack, Vec::new())
@@ -574,9 +650,9 @@ impl Differ<'_> {
                     Kind::Modified,
                     &rel,
                     what,
-                    (Some(ot), &old.st),
-                    (Some(nt), &new.st),
-                );
+                    Some((ot, &old.st, old_loc)),
+                    Some((nt, &new.st, new_loc)),
+                )?;
             }
         }
         if ot != dir {
@@ -667,12 +743,16 @@ impl Differ<'_> {
         kind: Kind,
         rel: &RelPath,
         what: Vec<&'static str>,
-        (old_type, old_st): (Option<EntryType>, &FileStat),
-        (new_type, new_st): (Option<EntryType>, &FileStat),
-    ) {
-        let size = |t: Option<EntryType>, st: &FileStat| match t {
-            Some(EntryType::File) => st.st_size as u64,
+        old: Option<(EntryType, &FileStat, Loc)>,
+        new: Option<(EntryType, &FileStat, Loc)>,
+    ) -> Result<()> {
+        let size = |side: Option<(EntryType, &FileStat, Loc)>| match side {
+            Some((EntryType::File, st, _)) => st.st_size as u64,
             _ => 0,
+        };
+        let target = |side: Option<(EntryType, &FileStat, Loc)>| match side {
+            Some((EntryType::Symlink, _, loc)) => read_link(loc).map(|t| Some(t.into_vec())),
+            _ => Ok(None),
         };
         // The whole path exists only while the change is reported.
         let mut path = Vec::new();
@@ -687,13 +767,20 @@ impl Differ<'_> {
             kind,
             path,
             what,
-            old_type,
-            new_type,
-            old_size: size(old_type, old_st),
-            new_size: size(new_type, new_st),
+            old_type: old.map(|(t, _, _)| t),
+            new_type: new.map(|(t, _, _)| t),
+            old_size: size(old),
+            new_size: size(new),
+            old_mode: old.map(|(_, st, _)| st.st_mode & 0o7777),
+            new_mode: new.map(|(_, st, _)| st.st_mode & 0o7777),
+            old_owner: old.map(|(_, st, _)| (st.st_uid, st.st_gid)),
+            new_owner: new.map(|(_, st, _)| (st.st_uid, st.st_gid)),
+            old_target: target(old)?,
+            new_target: target(new)?,
         };
         self.summary.count(&change);
         (self.each)(&change);
+        Ok(())
     }
 }
 
@@ -1027,8 +1114,17 @@ mod tests {
             new_type: Some(EntryType::File),
             old_size: 0,
             new_size: 3,
+            old_mode: None,
+            new_mode: Some(0o644),
+            old_owner: None,
+            new_owner: Some((0, 0)),
+            old_target: None,
+            new_target: None,
         };
         let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["new_mode"], 0o644);
+        assert_eq!(v["new_owner"], serde_json::json!([0, 0]));
+        assert!(v["old_mode"].is_null());
         assert_eq!(v["path"], "/new\nline");
         assert_eq!(v["kind"], "added");
         assert_eq!(v["new_type"], "file");
@@ -1073,12 +1169,12 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "M /chmod\tmode",
+                "M /chmod\tmode 0644 -> 4755",
                 "D /gone\tdirectory",
                 "D /gone/sub\tdirectory",
                 "D /gone/sub/f\tfile",
                 "M /grows\tcontent",
-                "M /link\ttarget",
+                "M /link\ttarget one -> two",
                 "A /new\tdirectory",
                 "A /new/sub\tdirectory",
                 "A /new/sub/f\tfile",
@@ -1133,7 +1229,7 @@ mod tests {
         fs::set_permissions(&b, fs::Permissions::from_mode(0o700)).expect("chmod");
         fs::set_permissions(&a, fs::Permissions::from_mode(0o755)).expect("chmod");
         let (lines, _) = run(&View::dir(&a), &View::dir(&b), false);
-        assert_eq!(lines, ["M /\tmode", "M /f\txattrs"]);
+        assert_eq!(lines, ["M /\tmode 0755 -> 0700", "M /f\txattrs"]);
     }
 
     #[test]

@@ -224,11 +224,11 @@ fn snapshots_and_live_state_of_a_real_overlay_container() {
     // Against the live state, while mounted.
     let want = [
         "M /etc/passwd\txattrs",
-        "M /etc/shadow\towner",
+        "M /etc/shadow\towner 0:0 -> 0:42",
         "A /home/user/proj\tdirectory",
         "A /home/user/proj/src\tdirectory",
         "A /home/user/proj/src/main.c\tfile",
-        "M /lib/link\ttarget",
+        "M /lib/link\ttarget target1 -> target2",
         "D /opt/old\tdirectory",
         "D /opt/old/1\tfile",
         "D /opt/old/2\tfile",
@@ -238,7 +238,7 @@ fn snapshots_and_live_state_of_a_real_overlay_container() {
         "A /tmp/-rf\tfile",
         "A /tmp/bad\\xff\tfile",
         "A /tmp/new\\nline\tfile",
-        "M /usr/bin/tool\tmode",
+        "M /usr/bin/tool\tmode 0755 -> 4755",
         "D /usr/share/doc/a\tdirectory",
         "D /usr/share/doc/a/README\tfile",
         "D /var/lib/app/cache\tdirectory",
@@ -457,14 +457,14 @@ fn owner_mode_xattr_content_target_and_type_changes() {
 
     let (got, s) = lines(&l.old(), &l.new_view(), false);
     let mut want = vec![
-        "M /f\tmode",
+        "M /f\tmode 0755 -> 0700",
         "M /f/dev\tdevice",
         "R /f/file-to-dir\tfile -> directory",
         "A /f/file-to-dir/x\tfile",
         "R /f/file-to-link\tfile -> symlink",
-        "M /f/link\ttarget,owner",
-        "M /f/mode\tmode",
-        "M /f/owner\towner",
+        "M /f/link\ttarget a -> b, owner 0:0 -> 5:5",
+        "M /f/mode\tmode 0644 -> 2755",
+        "M /f/owner\towner 0:0 -> 100000:100000",
         "M /f/xattr\txattrs",
     ];
     assert_lines(&got, &want);
@@ -494,7 +494,7 @@ fn symlinks_in_a_layer_are_never_followed() {
         &[
             "R /etc\tdirectory -> symlink",
             "D /etc/motd\tfile",
-            "A /root-of-host\tsymlink",
+            "A /root-of-host\tsymlink -> /",
         ],
     );
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::Context;
-use crate::diff::{format_line, Kind};
+use crate::diff::format_line;
 use crate::error::Result;
 use crate::ops::{self, DiffOptions};
 use crate::ui::{human_bytes, print_json_value};
@@ -17,9 +17,9 @@ pub fn run(ctx: &Context, opts: &DiffOptions, json: bool) -> Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = None;
     let (_, _, summary) = ops::diff(ctx.store, opts, |c| {
-        let line = match c.kind {
-            Kind::Modified | Kind::TypeChanged => format!("{}\t({})", format_line(c), c.details()),
-            _ => format_line(c),
+        let line = match c.note() {
+            Some(note) => format!("{}\t({note})", format_line(c)),
+            None => format_line(c),
         };
         if failed.is_none() {
             failed = writeln!(out, "{line}").err();
