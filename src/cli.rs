@@ -3,6 +3,7 @@
 //! module knows which one the user typed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -10,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
 pub use crate::ops::{Increment, Selection};
 use crate::prune::{Count, Policy, Within};
+use crate::store::LockWait;
 
 /// Where a comment comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,8 @@ pub struct Globals {
     /// Lower layers the admin allows beyond containers' rootfs directories
     /// and snapshots' trees (`--allow-lower`).
     pub allow_lowers: Vec<PathBuf>,
+    /// `--wait`, `--no-wait`.
+    pub lock_wait: LockWait,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +213,48 @@ struct GlobalArgs {
     /// is neither a container's rootfs in the lxcpath nor a snapshot's tree
     #[arg(long = "allow-lower", value_name = "PATH", global = true)]
     allow_lowers: Vec<PathBuf>,
+
+    /// While another run holds the container's lock, wait at most DURATION
+    /// (90, 30s, 5m, 1h30m) [default: until it is free]
+    #[arg(long, value_name = "DURATION", global = true, value_parser = parse_wait)]
+    wait: Option<Duration>,
+
+    /// Exit at once (status 8) when another run holds the container's lock
+    #[arg(long = "no-wait", global = true, conflicts_with = "wait")]
+    no_wait: bool,
+}
+
+/// `90`, `30s`, `5m`, `2h`, `1h30m`: a wait in whole seconds, minutes and
+/// hours (plain digits are seconds).
+fn parse_wait(text: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{text:?} is no duration: give seconds (90) or units s, m, h (1h30m)");
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut secs: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        secs = n
+            .checked_mul(unit)
+            .and_then(|v| secs.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || text.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +489,11 @@ where
         snapdir: cli.globals.snapdir,
         quiet: cli.globals.quiet,
         allow_lowers: cli.globals.allow_lowers,
+        lock_wait: match (cli.globals.no_wait, cli.globals.wait) {
+            (true, _) => LockWait::Up(Duration::ZERO),
+            (false, Some(d)) => LockWait::Up(d),
+            (false, None) => LockWait::Forever,
+        },
     };
     let legacy_used = cli.list
         || cli.restore.is_some()
@@ -484,6 +535,7 @@ fn complete_names(rest: &[std::ffi::OsString]) -> Result<Parsed> {
             snapdir: defaults.globals.snapdir,
             quiet: true,
             allow_lowers: Vec::new(),
+            lock_wait: LockWait::Up(Duration::ZERO),
         },
         command: Command::CompleteNames {
             words: rest
@@ -938,6 +990,24 @@ mod tests {
     }
 
     #[test]
+    fn lock_waits_parse_in_seconds_minutes_and_hours() {
+        let wait = |args: &[&str]| run(args).map(|i| i.globals.lock_wait);
+        let up = |s| Some(LockWait::Up(Duration::from_secs(s)));
+        assert_eq!(wait(&["--wait", "90", "snap", "c"]).ok(), up(90));
+        assert_eq!(wait(&["snap", "c", "--wait", "30s"]).ok(), up(30));
+        assert_eq!(wait(&["snap", "c", "--wait", "1h30m"]).ok(), up(5400));
+        assert_eq!(wait(&["snap", "c", "--wait=5m"]).ok(), up(300));
+        assert_eq!(wait(&["snap", "c", "--no-wait"]).ok(), up(0));
+        assert_eq!(wait(&["snap", "c"]).ok(), Some(LockWait::Forever));
+        for bad in ["", "5x", "m", "1.5m", "-3", "1h30"] {
+            let e = wait(&["snap", "c", "--wait", bad]).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::Usage, "{bad}");
+        }
+        let both = wait(&["snap", "c", "--wait", "3", "--no-wait"]).expect_err("both");
+        assert_eq!(both.kind(), ErrorKind::Usage);
+    }
+
+    #[test]
     fn globals_before_or_after_the_subcommand() {
         let i = run(&["-P", "/l", "--snapdir", "/s", "-q", "list"]).expect("parse");
         assert_eq!(
@@ -947,6 +1017,7 @@ mod tests {
                 snapdir: "/s".into(),
                 quiet: true,
                 allow_lowers: Vec::new(),
+                lock_wait: LockWait::Forever,
             }
         );
         let k = run(&["snap", "c", "--allow-lower", "/a", "--allow-lower", "/b"]).expect("parse");

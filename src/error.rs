@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// as root: a directory others can change, a path from a config that
     /// leads outside the container, a symlink where a directory must be.
     Unsafe,
+    /// Another run holds the lock, and the wait for it (`--wait`,
+    /// `--no-wait`) is over.
+    Busy,
     /// The operation stopped because it was asked to (SIGINT, SIGTERM, a
     /// cancel request), after removing what it had begun.
     Cancelled,
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::Running => 5,
             ErrorKind::Unsupported => 6,
             ErrorKind::Unsafe => 7,
+            ErrorKind::Busy => 8,
             // As a shell reports a command SIGINT ended; `main` gives
             // 143 when it was SIGTERM.
             ErrorKind::Cancelled => 130,
@@ -180,6 +184,7 @@ mod tests {
             ErrorKind::Running,
             ErrorKind::Unsupported,
             ErrorKind::Unsafe,
+            ErrorKind::Busy,
             ErrorKind::Cancelled,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();

@@ -67,6 +67,7 @@ pub fn main_with_exit_code() -> i32 {
                     snapdir: inv.globals.snapdir,
                     lxcpath: inv.globals.lxcpath,
                     allow_lowers: inv.globals.allow_lowers,
+                    lock_wait: inv.globals.lock_wait,
                 },
                 Arc::new(ui::Terminal::new(ui)),
                 signals.cancel.clone(),

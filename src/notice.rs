@@ -32,7 +32,11 @@ pub enum Leftover {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Another run holds the lock of `container`; this one waits.
-    Waiting { container: String },
+    /// `holder`: who it is, as the lock file says.
+    Waiting {
+        container: String,
+        holder: Option<String>,
+    },
     /// A leftover of an interrupted run was removed.
     RemovedLeftover { path: PathBuf, of: Leftover },
     /// The snapshot is taken whole, not as a layer, for this reason.
@@ -74,9 +78,10 @@ impl Notice {
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Notice::Waiting { container } => {
-                write!(f, "waiting for another lxc-snap run on {container}")
-            }
+            Notice::Waiting { container, holder } => match holder {
+                Some(h) => write!(f, "waiting for another lxc-snap run on {container}: {h}"),
+                None => write!(f, "waiting for another lxc-snap run on {container}"),
+            },
             Notice::RemovedLeftover { path, of } => write!(
                 f,
                 "removed {}: {}",

@@ -167,3 +167,67 @@ fn a_cancelled_rollback_leaves_the_container_and_no_backup() {
     assert_eq!(names_in(&env.snapdir), [".lxc-snap", "c_0"]);
     assert_eq!(base_dependents(&env), before);
 }
+
+/// Lets a stopped run go on, and ends it, whatever the test found.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_held_lock_names_its_holder_and_is_waited_for_as_asked() {
+    if !common::system_tests_enabled(
+        "a_held_lock_names_its_holder_and_is_waited_for_as_asked",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    fill(&overlay_clone(&env, "c"));
+    // A run stopped half way through its copy holds the lock.
+    let mut holder = spawn(&env, &["snap", "c"]);
+    let pid = nix::unistd::Pid::from_raw(holder.id() as i32);
+    loop {
+        if starting_with(&env.snapdir, ".lxc-snap.tmp.c_")
+            .iter()
+            .any(|s| count(s) > 200)
+        {
+            nix::sys::signal::kill(pid, Signal::SIGSTOP).expect("stop");
+            break;
+        }
+        assert!(holder.try_wait().expect("wait").is_none(), "ended too soon");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let holder = Stopped(holder);
+    let who = format!("PID {}", holder.0.id());
+
+    let started = std::time::Instant::now();
+    let err = env.fails_with(8, &["--no-wait", "snap", "c"]);
+    assert!(err.contains("c is locked by another lxc-snap run"), "{err}");
+    assert!(err.contains(&who) && err.contains("snap c)"), "{err}");
+    assert!(err.contains("--wait DURATION"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    let started = std::time::Instant::now();
+    let err = env.fails_with(8, &["snap", "--wait", "1s", "c"]);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert!(err.contains("still locked after 1 s"), "{err}");
+    assert!(err.contains(&who), "{err}");
+
+    // Without a limit, the run waits, says for whom, and goes on once the
+    // holder is done.
+    let waiter = spawn(&env, &["snap", "c"]);
+    let lock_notice = "waiting for another lxc-snap run on c: ";
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(holder);
+    let out = waiter.wait_with_output().expect("waiter");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{lock_notice}{who}")), "{stderr}");
+    assert_eq!(names_in(&env.snapdir), [".lxc-snap", "c_0", "c_1"]);
+}

@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 pub use family::NewSnapshot;
 pub use layout::*;
-pub use lock::NameLock;
+pub use lock::{Holder, LockWait, NameLock};
 pub use metadata::*;
 pub use sizes::{exclusive_bytes, Usage};
 
@@ -55,6 +55,8 @@ pub struct Settings {
     /// Lower layers the admin allows beyond containers' rootfs directories
     /// and snapshots' trees (`--allow-lower`).
     pub allow_lowers: Vec<PathBuf>,
+    /// How long to wait for a lock another run holds.
+    pub lock_wait: LockWait,
 }
 
 /// A complete snapshot in the store.
@@ -126,6 +128,7 @@ pub struct Store {
     lxcpath_given: Option<PathBuf>,
     lxcpath: OnceLock<Lxcpath>,
     allow_lowers: Vec<PathBuf>,
+    lock_wait: LockWait,
     observer: Arc<dyn Observer>,
     cancel: Cancel,
 }
@@ -162,6 +165,7 @@ impl Store {
             lxcpath_given: settings.lxcpath,
             lxcpath: OnceLock::new(),
             allow_lowers: settings.allow_lowers,
+            lock_wait: settings.lock_wait,
             observer,
             cancel,
         }
@@ -173,6 +177,11 @@ impl Store {
 
     pub fn cancel(&self) -> &Cancel {
         &self.cancel
+    }
+
+    /// How long a run waits for a lock another run holds.
+    pub fn lock_wait(&self) -> LockWait {
+        self.lock_wait
     }
 
     /// The snapdir's path: as resolved once it has been opened.
