@@ -34,8 +34,10 @@ pub enum Command {
     List {
         container: Option<ContainerName>,
         json: bool,
-        /// Print the table without its header line.
+        /// Print the table without its header line (and total line).
         no_header: bool,
+        /// The table's columns, in order (`-o`); empty: the usual ones.
+        columns: Vec<ListColumn>,
     },
     Restore {
         snapshot: SnapshotName,
@@ -57,6 +59,7 @@ pub enum Command {
     Delete {
         targets: Vec<Selection>,
         force: bool,
+        dry_run: bool,
     },
     Pin {
         snapshot: SnapshotName,
@@ -123,6 +126,8 @@ pub struct Globals {
     pub allow_lowers: Vec<PathBuf>,
     /// `--wait`, `--no-wait`.
     pub lock_wait: LockWait,
+    /// `--bytes`.
+    pub exact_bytes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +227,43 @@ struct GlobalArgs {
     /// Exit at once (status 8) when another run holds the container's lock
     #[arg(long = "no-wait", global = true, conflicts_with = "wait")]
     no_wait: bool,
+
+    /// Print sizes as exact numbers of bytes, not as 1.5 KiB
+    #[arg(long = "bytes", global = true)]
+    exact_bytes: bool,
+}
+
+/// A column of `list`'s tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListColumn {
+    /// The snapshot's name.
+    Snapshot,
+    /// Its number.
+    Number,
+    /// When it was taken, in local time.
+    Created,
+    /// What it refers to: the captured tree's allocated bytes.
+    Refer,
+    /// What deleting it alone frees.
+    Used,
+    /// The apparent size of its regular files.
+    Size,
+    /// Entries in the captured tree.
+    Files,
+    /// `yes` when pinned.
+    Pinned,
+    /// `whole`, or `layer over NAME_N`.
+    Stored,
+    /// The first line of its comment.
+    Comment,
+    /// A container's name.
+    Container,
+    /// How many snapshots a container has.
+    Snapshots,
+    /// When its newest snapshot was taken.
+    Newest,
+    /// What its snapshots take on disk.
+    Disk,
 }
 
 /// `90`, `30s`, `5m`, `2h`, `1h30m`: a wait in whole seconds, minutes and
@@ -292,9 +334,20 @@ enum Sub {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
-        /// Print the table without its header line, for scripts
+        /// Print the table without its header and total lines, for scripts
         #[arg(long, conflicts_with = "json")]
         no_header: bool,
+        /// The columns to print, in order, comma-separated (snapshot, number,
+        /// created, refer, used, size, files, pinned, stored, comment; for
+        /// the containers: container, snapshots, newest, disk)
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "COLUMNS",
+            value_delimiter = ',',
+            conflicts_with = "json"
+        )]
+        columns: Vec<ListColumn>,
         /// Container whose snapshots to list
         name: Option<String>,
     },
@@ -314,6 +367,9 @@ enum Sub {
         /// Delete pinned snapshots too
         #[arg(short, long)]
         force: bool,
+        /// Delete nothing; print what would be deleted and freed
+        #[arg(short = 'n', long)]
+        dry_run: bool,
         /// Snapshots to delete: mysql_2, or a range mysql_2..mysql_5
         #[arg(value_name = "SNAP", required_unless_present = "all")]
         snaps: Vec<String>,
@@ -494,6 +550,7 @@ where
             (false, Some(d)) => LockWait::Up(d),
             (false, None) => LockWait::Forever,
         },
+        exact_bytes: cli.globals.exact_bytes,
     };
     let legacy_used = cli.list
         || cli.restore.is_some()
@@ -536,6 +593,7 @@ fn complete_names(rest: &[std::ffi::OsString]) -> Result<Parsed> {
             quiet: true,
             allow_lowers: Vec::new(),
             lock_wait: LockWait::Up(Duration::ZERO),
+            exact_bytes: false,
         },
         command: Command::CompleteNames {
             words: rest
@@ -567,11 +625,13 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
         Sub::List {
             json,
             no_header,
+            columns,
             name,
         } => Command::List {
             container: name.as_deref().map(ContainerName::parse).transpose()?,
             json,
             no_header,
+            columns,
         },
         Sub::Restore { snap, newname } => Command::Restore {
             snapshot: SnapshotName::parse(&snap)?,
@@ -588,7 +648,12 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 .or(text.map(CommentSource::Text)),
         },
         Sub::Completions { shell } => Command::Completions { shell },
-        Sub::Delete { all, force, snaps } => {
+        Sub::Delete {
+            all,
+            force,
+            dry_run,
+            snaps,
+        } => {
             let mut targets = snaps
                 .iter()
                 .map(|s| parse_selection(s))
@@ -596,7 +661,11 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             if let Some(name) = all {
                 targets.push(Selection::All(ContainerName::parse(&name)?));
             }
-            Command::Delete { targets, force }
+            Command::Delete {
+                targets,
+                force,
+                dry_run,
+            }
         }
         Sub::Pin { snap } => Command::Pin {
             snapshot: SnapshotName::parse(&snap)?,
@@ -717,6 +786,7 @@ fn from_legacy(
             container: name.as_deref().map(ContainerName::parse).transpose()?,
             json,
             no_header: false,
+            columns: Vec::new(),
         });
     }
     if let Some(args) = restore {
@@ -901,7 +971,8 @@ mod tests {
             Command::List {
                 container: None,
                 json: false,
-                no_header: false
+                no_header: false,
+                columns: Vec::new(),
             }
         );
         assert_eq!(
@@ -909,7 +980,8 @@ mod tests {
             Command::List {
                 container: None,
                 json: false,
-                no_header: false
+                no_header: false,
+                columns: Vec::new(),
             }
         );
         assert_eq!(
@@ -917,7 +989,8 @@ mod tests {
             Command::List {
                 container: Some(name("mysql")),
                 json: true,
-                no_header: false
+                no_header: false,
+                columns: Vec::new(),
             }
         );
         assert_eq!(
@@ -925,7 +998,8 @@ mod tests {
             Command::List {
                 container: Some(name("mysql")),
                 json: true,
-                no_header: false
+                no_header: false,
+                columns: Vec::new(),
             }
         );
         let restore = Command::Restore {
@@ -1018,6 +1092,7 @@ mod tests {
                 quiet: true,
                 allow_lowers: Vec::new(),
                 lock_wait: LockWait::Forever,
+                exact_bytes: false,
             }
         );
         let k = run(&["snap", "c", "--allow-lower", "/a", "--allow-lower", "/b"]).expect("parse");
@@ -1122,14 +1197,24 @@ mod tests {
                     Selection::Range(name("a"), 2, 5),
                     Selection::All(name("b"))
                 ],
-                force: false
+                force: false,
+                dry_run: false,
             }
         );
         assert_eq!(
             cmd(&["delete", "--force", "a_1"]),
             Command::Delete {
                 targets: vec![Selection::One(snap("a_1"))],
-                force: true
+                force: true,
+                dry_run: false,
+            }
+        );
+        assert_eq!(
+            cmd(&["rm", "-n", "a_1"]),
+            Command::Delete {
+                targets: vec![Selection::One(snap("a_1"))],
+                force: false,
+                dry_run: true,
             }
         );
         for bad in [

@@ -413,13 +413,29 @@ impl Dir {
     /// descriptors grow with the depth only by one name and one descriptor
     /// a level. A missing `name` is fine.
     pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        self.remove_tree_freed(name).map(|_| ())
+    }
+
+    /// [`Dir::remove_tree`], returning the allocated bytes it freed: of
+    /// every directory, and of every other inode whose last name it
+    /// removed (its link count was one just before).
+    pub fn remove_tree_freed(&self, name: impl AsRef<OsStr>) -> Result<u64> {
         let name = self.component(name.as_ref())?;
         let Some(st) = self.stat_at(name)? else {
-            return Ok(());
+            return Ok(0);
+        };
+        let last_name = |st: &FileStat| {
+            if st.st_nlink <= 1 {
+                st.st_blocks as u64 * 512
+            } else {
+                0
+            }
         };
         if kind(&st) != SFlag::S_IFDIR {
-            return self.remove_file(name);
+            self.remove_file(name)?;
+            return Ok(last_name(&st));
         }
+        let mut freed = 0;
         let mut removal = Removal {
             top: self,
             dev: self.stat()?.st_dev,
@@ -439,6 +455,7 @@ impl Dir {
                     UnlinkatFlags::RemoveDir,
                 )
                 .map_err(|e| Error::sys("removing", &removal.path(&done.name), e))?;
+                freed += done.allocated;
                 continue;
             };
             let dir = level.dir.as_raw_fd();
@@ -453,13 +470,15 @@ impl Dir {
                 continue;
             }
             match unistd::unlinkat(Some(dir), entry.as_os_str(), UnlinkatFlags::NoRemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => {}
+                Ok(()) => freed += last_name(&st),
+                Err(Errno::ENOENT) => {}
                 // A file mounted on (a bind mount): not ours to touch.
                 Err(Errno::EBUSY) => return Err(mounted_inside(&removal.path(&entry))),
                 Err(e) => return Err(Error::sys("removing", &removal.path(&entry), e)),
             }
         }
-        self.sync()
+        self.sync()?;
+        Ok(freed)
     }
 
     /// `name` as one component of a path in this directory.
@@ -494,6 +513,8 @@ struct RemovalLevel {
     dir: File,
     name: OsString,
     todo: Vec<OsString>,
+    /// Its own allocated bytes, freed when it is removed.
+    allocated: u64,
 }
 
 impl Removal<'_> {
@@ -529,6 +550,7 @@ impl Removal<'_> {
             dir,
             name: name.to_os_string(),
             todo,
+            allocated: now.st_blocks as u64 * 512,
         });
         Ok(())
     }

@@ -58,6 +58,7 @@ pub fn main_with_exit_code() -> i32 {
         cli::Parsed::Run(inv) => {
             let ui = ui::Ui {
                 quiet: inv.globals.quiet,
+                exact_bytes: inv.globals.exact_bytes,
             };
             if cancellable(&inv.command) {
                 signals.catch();

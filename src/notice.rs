@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::printable::human_bytes;
 use crate::progress::{Counts, Progress};
 
 /// How much a notice matters to the person at the terminal.
@@ -50,11 +51,14 @@ pub enum Notice {
     /// A snapshot directory whose metadata cannot be read was passed over.
     SkippedEntry { path: PathBuf, error: String },
     /// A snapshot was deleted.
-    Deleted { snapshot: String },
-    /// A deleted snapshot's files stay for the layers stored over it.
+    /// A snapshot was deleted, freeing `freed` allocated bytes.
+    Deleted { snapshot: String, freed: u64 },
+    /// A deleted snapshot's tree stays, hidden, for the layers stored over
+    /// it, holding `bytes` that they show and no other snapshot shares.
     KeptFiles {
         snapshot: String,
         layers: Vec<String>,
+        bytes: u64,
     },
     /// A snapshot no rule keeps stays, because deleting it failed.
     NotDeleted { snapshot: String, error: String },
@@ -75,9 +79,26 @@ impl Notice {
     }
 }
 
+impl Notice {
+    /// The notice as one line, with sizes as `size` writes them.
+    pub fn text(&self, size: &dyn Fn(u64) -> String) -> String {
+        Shown(self, size).to_string()
+    }
+}
+
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        Shown(self, &human_bytes).fmt(f)
+    }
+}
+
+/// A notice with the way its sizes are written.
+struct Shown<'a>(&'a Notice, &'a dyn Fn(u64) -> String);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = self.1;
+        match self.0 {
             Notice::Waiting { container, holder } => match holder {
                 Some(h) => write!(f, "waiting for another lxc-snap run on {container}: {h}"),
                 None => write!(f, "waiting for another lxc-snap run on {container}"),
@@ -107,14 +128,18 @@ impl fmt::Display for Notice {
             Notice::SkippedEntry { path, error } => {
                 write!(f, "skipping {}: {error}", path.display())
             }
-            Notice::Deleted { snapshot } => write!(f, "deleted {snapshot}"),
-            Notice::KeptFiles { snapshot, layers } => write!(
+            Notice::Deleted { snapshot, freed } => {
+                write!(f, "deleted {snapshot}, freed {}", size(*freed))
+            }
+            Notice::KeptFiles {
+                snapshot,
+                layers,
+                bytes,
+            } => write!(
                 f,
-                "kept the files of {snapshot}: {} stored as changes to it",
-                match layers.as_slice() {
-                    [one] => format!("{one} is"),
-                    many => format!("{} are", many.join(", ")),
-                }
+                "the tree of {snapshot} stays, unlisted, holding {} for {} (stored as changes to it); it goes with the last of them",
+                size(*bytes),
+                layers.join(", "),
             ),
             Notice::NotDeleted { snapshot, error } => write!(f, "kept {snapshot}: {error}"),
             Notice::OldTreeLeft { error } => {

@@ -22,9 +22,20 @@ use crate::progress::{Counts, Progress};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ui {
     pub quiet: bool,
+    /// Sizes as exact byte counts (`--bytes`), not `1.5 KiB`.
+    pub exact_bytes: bool,
 }
 
 impl Ui {
+    /// A size as the user asked for sizes.
+    pub fn size(&self, bytes: u64) -> String {
+        if self.exact_bytes {
+            bytes.to_string()
+        } else {
+            human_bytes(bytes)
+        }
+    }
+
     /// A line about what happened (`created snapshot mysql_0`), on stdout.
     pub fn done(&self, msg: &str) {
         if !self.quiet {
@@ -132,7 +143,7 @@ impl Progress for Terminal {
 
 impl Observer for Terminal {
     fn notice(&self, notice: Notice) {
-        let text = notice.to_string();
+        let text = notice.text(&|b| self.ui.size(b));
         match notice.level() {
             Level::Done => self.ui.done(&text),
             Level::Note => self.ui.note(&text),
@@ -262,21 +273,7 @@ pub fn time_header(what: &str) -> String {
     format!("{what} ({})", zone_label())
 }
 
-/// `1536` -> `1.5 KiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::printable::human_bytes;
 
 #[cfg(test)]
 mod tests {

@@ -34,7 +34,25 @@ struct Level {
 }
 
 /// Calls `f` with the status of `root` and of every entry below it.
-pub fn for_each_entry(root: &Dir, mut f: impl FnMut(&FileStat)) -> Result<()> {
+pub fn for_each_entry(root: &Dir, f: impl FnMut(&FileStat)) -> Result<()> {
+    for_each_entry_but(root, &[], f)
+}
+
+/// [`for_each_entry`], leaving out the entries at `skip` (paths relative
+/// to `root`) and everything below them.
+pub fn for_each_entry_but(
+    root: &Dir,
+    skip: &[&std::path::Path],
+    mut f: impl FnMut(&FileStat),
+) -> Result<()> {
+    let skipped = |stack: &[Level], last: &OsString| {
+        !skip.is_empty() && {
+            let mut rel = PathBuf::new();
+            rel.extend(stack.iter().skip(1).map(|l| &l.name));
+            rel.push(last);
+            skip.iter().any(|s| *s == rel)
+        }
+    };
     let top = root
         .file()
         .try_clone()
@@ -58,6 +76,12 @@ pub fn for_each_entry(root: &Dir, mut f: impl FnMut(&FileStat)) -> Result<()> {
         let Some(name) = level.todo.pop() else {
             stack.pop();
             continue;
+        };
+        if skipped(&stack, &name) {
+            continue;
+        }
+        let Some(level) = stack.last_mut() else {
+            break;
         };
         let st = match fstatat(
             Some(level.dir.as_raw_fd()),

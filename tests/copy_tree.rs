@@ -113,6 +113,7 @@ fn counts_entries_once_per_name_and_bytes_once_per_inode() {
             linked_bytes: 0,
             multi_name_inodes: vec![(inode(&dst.join("five")).1, 2)],
             created_bytes: allocated_outside(&dst, None),
+            linked_allocated: 0,
             reference_unshared_bytes: 0,
             reference_multi_linked: vec![],
             skipped_mounts: vec![],
@@ -728,6 +729,7 @@ fn unchanged_files_are_linked_to_the_reference_and_outlive_it() {
             linked: files.len() as u64,
             linked_bytes,
             created_bytes: allocated_outside(&new, Some(&old)),
+            linked_allocated: unshared + multi.iter().map(|m| m.2).sum::<u64>(),
             reference_unshared_bytes: unshared,
             reference_multi_linked: multi,
             // The same names, on the reference's inodes.

@@ -82,9 +82,11 @@ fn present(lab: &Lab, lxcpath: &Path, name: &str, path: &str) -> bool {
 
 /// Rows of a table as printed by `list`, split into words, border
 /// characters dropped, the header first.
+/// The rows of a table, the total line under it left out.
 fn table_rows(text: &str) -> Vec<Vec<String>> {
     const BORDER: &[char] = &['|', '│', '┃', '║'];
     text.lines()
+        .filter(|line| !line.starts_with("total: "))
         .map(|line| {
             line.split(|c: char| c.is_whitespace() || BORDER.contains(&c))
                 .filter(|w| !w.is_empty() && !w.chars().all(|c| "-+=─━═┼╋┬┴├┤┌┐└┘╭╮╰╯".contains(c)))
@@ -549,12 +551,29 @@ fn overlay_round_trip() {
     let zone = format!("({})", lxc_snap::ui::zone_label());
     assert_eq!(
         rows[0],
-        ["CONTAINER", "SNAPSHOTS", "NEWEST", zone.as_str()],
+        ["CONTAINER", "SNAPSHOTS", "NEWEST", zone.as_str(), "DISK"],
         "{rows:?}"
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[1][..2], ["mysql", "2"], "{rows:?}");
     assert_local_time(&rows[1][2], &rows[1][3]);
+    // In exact bytes, the snapdir's total is what du says it holds.
+    let listed = env.ok(&["--bytes", "list"]);
+    let total = listed.lines().last().expect("a total line");
+    let words: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(
+        words[..6],
+        ["total:", "2", "snapshots", "in", "1", "container,"],
+        "{listed}"
+    );
+    let on_disk: u64 = words[6].parse().expect("bytes");
+    let du = common::du(lab.snapdir());
+    assert!(
+        on_disk.abs_diff(du) * 100 <= du * 3,
+        "on disk {on_disk}, du -s {du}: {listed}"
+    );
+    let family: u64 = table_rows(&listed)[1][4].parse().expect("bytes");
+    assert!(family < on_disk, "{listed}");
     let all = json(&env.ok(&["list", "--json"]));
     assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
     assert_eq!(all[0]["container"], "mysql");
@@ -588,6 +607,58 @@ fn overlay_round_trip() {
     }
     assert_eq!(rows[1][7..].join(" "), "first comment");
     assert_eq!(rows[2][7..].join(" "), "Second: added /root/second");
+    // The total line adds up USED, and says what the family takes on disk.
+    let exact = env.ok(&["--bytes", "list", "mysql"]);
+    let used: u64 = table_rows(&exact)[1..]
+        .iter()
+        .map(|r| r[4].parse::<u64>().expect("exact USED"))
+        .sum();
+    let refer: Vec<u64> = table_rows(&exact)[1..]
+        .iter()
+        .map(|r| r[3].parse::<u64>().expect("exact REFER"))
+        .collect();
+    let total = exact.lines().last().expect("a total line");
+    assert!(
+        total.starts_with(&format!(
+            "total: 2 snapshots, USED {used} in all, {family} on disk"
+        )),
+        "{exact}"
+    );
+    // REFER is allocated bytes of what was captured, as du counts them:
+    // the whole tree of mysql_0; for the layer mysql_1, the tree it
+    // stands for, the container's delta as it still is.
+    let snaps = snapshots_json(&lab, "mysql");
+    assert!(snaps[0]["layer_over"].is_null());
+    let trees = [
+        lab.snapdir().join("mysql_0/private/delta"),
+        match snaps[1]["layer_over"].as_str() {
+            Some(_) => lab.delta("mysql"),
+            None => lab.snapdir().join("mysql_1/private/delta"),
+        },
+    ];
+    for (i, (r, tree)) in refer.iter().zip(&trees).enumerate() {
+        let du = common::du(tree);
+        assert!(r.abs_diff(du) <= 4096, "mysql_{i}: REFER {r}, du {du}");
+    }
+    let picked = env.ok(&["list", "mysql", "-o", "number,stored,files"]);
+    let want: Vec<String> = snapshots_json(&lab, "mysql")
+        .iter()
+        .map(|s| {
+            let stored = match s["layer_over"].as_str() {
+                Some(a) => format!("layer over {a}"),
+                None => "whole".to_string(),
+            };
+            format!("{} {stored} {}", s["number"], s["files"])
+        })
+        .collect();
+    let got: Vec<String> = table_rows(&picked).iter().map(|r| r.join(" ")).collect();
+    assert_eq!(got[0], "NUMBER STORED FILES", "{picked}");
+    assert_eq!(got[1..], want, "{picked}");
+    let err = env.fails_with(2, &["list", "mysql", "-o", "disk"]);
+    assert!(
+        err.contains("-o disk: no such column when listing snapshots"),
+        "{err}"
+    );
 
     let snaps = snapshots_json(&lab, "mysql");
     assert_eq!(names_of(&snaps), ["mysql_0", "mysql_1"]);

@@ -39,7 +39,14 @@ fn normalize(env: &TestEnv, text: &str) -> String {
     let mut out = String::new();
     for line in text.replace(root, "$TMP").lines() {
         let field = line.trim_start().split(':').next().unwrap_or("");
-        if ["\"used_bytes\"", "\"bytes_on_disk\""].contains(&field) {
+        let sizes = [
+            "\"used_bytes\"",
+            "\"bytes_on_disk\"",
+            "\"refer_bytes\"",
+            "\"disk_bytes\"",
+            "\"scratch_bytes\"",
+        ];
+        if sizes.contains(&field) {
             let (key, _) = line.split_once(':').expect("field");
             let comma = if line.ends_with(',') { "," } else { "" };
             out.push_str(&format!("{key}: \"$SIZE\"{comma}\n"));

@@ -643,10 +643,33 @@ fn later_snapshots_are_layers_that_restore_exactly() {
     );
 }
 
+/// The allocated bytes of one file, as `du` counts them.
+fn allocated(path: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::blocks(&fs::symlink_metadata(path).expect("stat")) * 512
+}
+
+/// `a` and `b` differ by at most a few blocks (metadata rewritten, the
+/// size record).
+fn about(a: u64, b: u64, what: &str) {
+    assert!(a.abs_diff(b) <= 3 * 4096, "{what}: {a} and {b} differ");
+}
+
+/// The bytes a line `... freed N` or `... would free N in all` names.
+fn bytes_after(text: &str, marker: &str) -> u64 {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in {text}"));
+    text[at + marker.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("a number after {marker:?} in {text}"))
+}
+
 #[test]
-fn deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes() {
+fn deleting_a_snapshot_layers_need_keeps_only_what_they_show() {
     if !common::system_tests_enabled(
-        "deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes",
+        "deleting_a_snapshot_layers_need_keeps_only_what_they_show",
         true,
     ) {
         return;
@@ -660,22 +683,47 @@ fn deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes() {
     fs::write(delta.join("data/f2"), b"two\n").expect("change");
     let saved2 = keep(&env, &delta, "saved2");
     env.ok(&["-q", "c"]);
+    let tree0 = env.snapdir.join("c_0/private/delta");
+    // Both layers hide c_0's f1; c_1 still shows its f2.
     assert_eq!(
         used_in_list(&env, "c_0"),
-        0,
-        "deleting c_0 frees nothing now"
+        allocated(&tree0.join("data/f1")),
+        "deleting c_0 frees what both layers hide"
     );
 
-    let out = env.run(&["rm", "c_0"]);
-    assert!(out.status.success());
+    let dry = env.ok(&["--bytes", "rm", "--dry-run", "c_0"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("kept the files of c_0: c_1, c_2 are stored as changes to it"),
-        "{out:?}"
+        dry.contains(&format!(
+            "would delete c_0 (USED {})",
+            used_in_list(&env, "c_0")
+        )),
+        "{dry}"
+    );
+    let would = bytes_after(&dry, "would free ");
+    assert!(tree0.join("data/f1").exists(), "a dry run deletes nothing");
+    let before = common::du(&env.snapdir);
+    let out = env.run(&["--bytes", "rm", "c_0"]);
+    assert!(out.status.success(), "{out:?}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let freed = bytes_after(&stdout, "deleted c_0, freed ");
+    assert_eq!(freed, would, "the dry run said what the run freed");
+    about(
+        before - common::du(&env.snapdir),
+        freed,
+        "du agrees with what was freed",
+    );
+    assert!(
+        stderr.contains("the tree of c_0 stays, unlisted, holding")
+            && stderr.contains("for c_1, c_2 (stored as changes to it)"),
+        "{stderr}"
     );
     assert_eq!(names_of(&env, "c"), ["c_1", "c_2"]);
-    let held = env.snapdir.join("c_0");
-    assert!(held.join("private/delta").is_dir() && !held.join("config").exists());
+    assert!(!tree0.join("data/f1").exists(), "no layer shows it");
+    assert!(tree0.join("data/f2").exists(), "c_1 shows it");
+    assert!(!env.snapdir.join("c_0/config").exists());
     env.fails_with(3, &["info", "c_0"]);
     let info = env.ok(&["info", "c_1"]);
     assert!(
@@ -685,26 +733,95 @@ fn deleting_a_snapshot_layers_need_keeps_its_files_until_the_last_goes() {
     assert_trees_identical(&saved1, &captured(&env, "c_1"));
     assert_trees_identical(&saved2, &captured(&env, "c_2"));
 
+    // With c_1 gone, c_2 alone is over it: what c_2 hides goes too.
+    env.ok(&["-q", "rm", "c_1"]);
+    assert!(!tree0.join("data/f2").exists(), "c_2 hides it");
+    assert_trees_identical(&saved2, &captured(&env, "c_2"));
+    let c2 = used_in_list(&env, "c_2");
+    let walked = lxc_snap::store::exclusive_bytes(&common::held(&tree0)).expect("walk")
+        + lxc_snap::store::exclusive_bytes(&common::held(&env.snapdir.join("c_2/private/delta")))
+            .expect("walk");
+    assert_eq!(
+        c2, walked,
+        "deleting the last layer frees the held files too"
+    );
+
     // A new snapshot still goes over the held one.
     env.ok(&["-q", "c"]);
     assert_eq!(layer_of(&env, "c_3").as_deref(), Some("c_0"));
-    env.ok(&["rm", "c_1", "c_2"]);
-    assert!(held.is_dir(), "c_3 still needs it");
-    let c3 = used_in_list(&env, "c_3");
-    let walked = lxc_snap::store::exclusive_bytes(&common::held(&held.join("private/delta")))
-        .expect("walk")
-        + lxc_snap::store::exclusive_bytes(&common::held(&env.snapdir.join("c_3/private/delta")))
-            .expect("walk");
-    assert_eq!(
-        c3, walked,
-        "deleting the last layer frees the held files too"
-    );
-    env.ok(&["rm", "c_3"]);
+    env.ok(&["-q", "rm", "c_2", "c_3"]);
     assert!(
-        !held.exists(),
+        !env.snapdir.join("c_0").exists(),
         "the held snapshot went with the last layer over it"
     );
     assert!(names_of(&env, "c").is_empty());
+}
+
+#[test]
+fn prune_says_what_it_would_free_and_frees_it() {
+    if !common::system_tests_enabled("prune_says_what_it_would_free_and_frees_it", true) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = container(&env);
+    env.ok(&["-q", "c"]);
+    for (i, f) in ["f1", "f2", "f3"].iter().enumerate() {
+        fs::write(delta.join("data").join(f), vec![b'x'; 4096 * (i + 1)]).expect("change");
+        env.ok(&["-q", "c"]);
+    }
+    assert_eq!(layer_of(&env, "c_3").as_deref(), Some("c_0"));
+    let used: Vec<u64> = (0..4)
+        .map(|i| used_in_list(&env, &format!("c_{i}")))
+        .collect();
+
+    let plan = env.ok(&["--bytes", "prune", "c", "--keep-last", "1", "--dry-run"]);
+    for (i, u) in used.iter().enumerate() {
+        let row = plan
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(&format!("c_{i} ")))
+            .unwrap_or_else(|| panic!("c_{i} in {plan}"));
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words[3], u.to_string(), "USED of c_{i}: {plan}");
+        assert_eq!(words[4], if i == 3 { "keep" } else { "remove" }, "{plan}");
+    }
+    let would = bytes_after(&plan, "would free ");
+    assert!(
+        would > used.iter().take(3).sum::<u64>(),
+        "together they free more than each alone: {plan}"
+    );
+    assert!(would > 0);
+
+    let before = common::du(&env.snapdir);
+    let out = env.ok(&["--bytes", "prune", "c", "--keep-last", "1"]);
+    let freed = bytes_after(&out, "freed ");
+    let in_all = bytes_after(&out, "\nfreed ");
+    assert!(freed > 0, "{out}");
+    assert_eq!(in_all, would, "the dry run said what the run freed: {out}");
+    about(before - common::du(&env.snapdir), in_all, "du agrees");
+    let order: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("deleted "))
+        .map(|l| l.split(',').next().unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["c_2", "c_1", "c_0"], "newest first: {out}");
+    assert_eq!(names_of(&env, "c"), ["c_3"]);
+
+    // c_3 alone over what is left of c_0: its USED is all the family
+    // takes but its directory's small files, and the total says so.
+    let listed = env.ok(&["--bytes", "list", "c"]);
+    let total = listed.lines().last().expect("total line");
+    let used3 = used_in_list(&env, "c_3");
+    assert!(
+        total.starts_with(&format!("total: 1 snapshot, USED {used3} in all, ")),
+        "{listed}"
+    );
+    let disk = bytes_after(total, "in all, ");
+    let du = common::du(&env.snapdir);
+    assert!(
+        disk <= du && du - disk <= 8 * 4096,
+        "on disk {disk}, du {du}: {listed}"
+    );
 }
 
 #[test]

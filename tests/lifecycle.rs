@@ -35,8 +35,16 @@ fn delete_one_range_and_all_and_unregister_from_the_base() {
     env.ok(&["-q", "d"]);
     assert!(base_dependents(&env).contains("\nc_3\n"));
 
-    let out = env.ok(&["delete", "c_3"]);
-    assert_eq!(out, "deleted c_3\n");
+    // What a deletion frees is said, and is what du sees go.
+    let before = common::du(&env.snapdir);
+    let out = env.ok(&["--bytes", "delete", "c_3"]);
+    let freed: u64 = out
+        .strip_prefix("deleted c_3, freed ")
+        .and_then(|rest| rest.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let gone = before - common::du(&env.snapdir);
+    assert!(gone.abs_diff(freed) <= 8192, "freed {freed}, du {gone}");
+    assert!(freed > 0);
     assert!(
         !base_dependents(&env).contains("\nc_3\n"),
         "{}",
@@ -514,7 +522,15 @@ fn prune_follows_the_rules_on_recorded_times_and_keeps_pins() {
     assert_eq!(names_of(&env, "c").len(), 6, "a dry run changes nothing");
 
     let out = env.ok(&["prune", "c", "--keep-last", "1", "--keep-daily", "3"]);
-    assert_eq!(out, "deleted c_1\ndeleted c_4\n");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // Newest first, so that layers go before what they are over.
+    assert!(lines[0].starts_with("deleted c_4, freed "), "{out}");
+    assert!(lines[1].starts_with("deleted c_1, freed "), "{out}");
+    assert!(
+        lines[2].starts_with("freed ") && lines[2].ends_with(" in all"),
+        "{out}"
+    );
     assert_eq!(names_of(&env, "c"), ["c_0", "c_2", "c_3", "c_5"]);
 }
 
@@ -646,7 +662,7 @@ fn diff_between_snapshots_and_against_the_live_container() {
     assert!(
         text.contains("D /bin/sh\n")
             && text.contains("A /new\\nline\n")
-            && text.contains("M /f\t(mode)\n"),
+            && text.contains("M /f\t(mode 0644 -> 0600)\n"),
         "{text}"
     );
     assert!(

@@ -33,6 +33,31 @@ macro_rules! line {
     };
 }
 
+/// Why a snapshot's USED is what it is, a sentence a line.
+fn used_explained(i: &SnapshotInfo) -> Vec<String> {
+    let mut why = Vec::new();
+    if !i.layers_over.is_empty() {
+        why.push(format!(
+            "= what {} (stored as changes to it) all hide: deleting it keeps the rest of its tree for them",
+            i.layers_over.join(", ")
+        ));
+    } else if let Some(held) = &i.used_includes_held {
+        why.push(format!(
+            "= its own files and what the deleted {held} still holds for it alone"
+        ));
+    } else {
+        why.push("= the files only it holds".to_string());
+    }
+    if !i.shares_with.is_empty() {
+        why.push(format!(
+            "it shares unchanged files with {}; those are in no one's USED",
+            i.shares_with.join(" and ")
+        ));
+    }
+    why.push("USED changes when a snapshot it shares files with is taken or deleted".to_string());
+    why
+}
+
 fn print_text(i: &SnapshotInfo) {
     let created = format!(
         "{} ({})",
@@ -87,18 +112,33 @@ fn print_text(i: &SnapshotInfo) {
     }
     line!("files:         {}", i.files);
     line!(
-        "refers to:     {} bytes ({})",
-        i.bytes,
-        human_bytes(i.bytes)
+        "size:          {} ({} bytes in its files)",
+        human_bytes(i.bytes),
+        i.bytes
     );
     line!(
-        "frees:         {} bytes ({}; what deleting it frees now)",
-        i.used_bytes,
-        human_bytes(i.used_bytes)
+        "refers to:     {} ({} bytes allocated, as du counts; REFER)",
+        human_bytes(i.refer_bytes),
+        i.refer_bytes
     );
+    line!(
+        "used:          {} ({} bytes; USED: what deleting it alone frees)",
+        human_bytes(i.used_bytes),
+        i.used_bytes
+    );
+    for why in used_explained(i) {
+        line!("               {why}");
+    }
     match i.bytes_on_disk {
-        Some(b) => line!("bytes on disk: {b} ({})", human_bytes(b)),
+        Some(b) => line!("bytes on disk: {b} ({}, of its own tree)", human_bytes(b)),
         None => line!("bytes on disk: unknown"),
+    }
+    match i.scratch_bytes {
+        Some(b) => line!(
+            "scratch:       {} (what it wrote when last started; emptied at each start)",
+            human_bytes(b)
+        ),
+        None => line!("scratch:       unknown"),
     }
     line!("base:          {}", dep_list(&i.base));
     line!("dependents:    {}", dep_list(&i.dependents));

@@ -23,6 +23,7 @@ impl Copier<'_> {
         if let Some(old) = self.link_unchanged(parent, name, st, &src_path, dst_path)? {
             self.linked.fetch_add(1, Relaxed);
             self.linked_bytes.fetch_add(size, Relaxed);
+            self.linked_allocated.fetch_add(allocated(&old), Relaxed);
             if old.st_nlink == 1 {
                 self.reference_unshared_bytes
                     .fetch_add(allocated(&old), Relaxed);

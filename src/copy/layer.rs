@@ -54,9 +54,9 @@ use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
 use super::{
-    copy_dir, file_type, held, is_opaque_attr, is_whiteout, list_dir, lock, open_verified,
-    read_link, read_xattrs, same_contents, same_xattrs, stat_entry, xattr_list_len_at, Compare,
-    CopyOptions, CopyStats, Node, Select, Selection, Xattrs, DIR, FILE,
+    allocated, copy_dir, file_type, held, is_opaque_attr, is_whiteout, list_dir, lock,
+    open_verified, read_link, read_xattrs, same_contents, same_xattrs, stat_entry,
+    xattr_list_len_at, Compare, CopyOptions, CopyStats, Node, Select, Selection, Xattrs, DIR, FILE,
 };
 use crate::dir::{open_rel, raise_fd_limit, Dir, RelPath};
 use crate::error::{Error, Result};
@@ -93,6 +93,8 @@ pub struct LayerPlan {
     /// files (each inode once).
     pub tree_entries: u64,
     pub tree_bytes: u64,
+    /// Allocated bytes of `U`'s entries below its root, each inode once.
+    pub tree_allocated: u64,
 }
 
 /// [`plan_at`] for trees named by the caller, trusted up to their last
@@ -246,6 +248,7 @@ pub fn plan_at(
         parents,
         tree_entries: found.entries,
         tree_bytes: found.bytes,
+        tree_allocated: found.allocated,
     }))
 }
 
@@ -429,6 +432,66 @@ pub fn flatten_at(
     })
 }
 
+/// The entries of `anchor` that every one of `layers` hides (replaces,
+/// removes with a whiteout, or covers with an opaque directory), topmost
+/// first and only the topmost: what no overlay of one of the layers over
+/// the anchor shows, and flattening none of them takes. The walk is of the
+/// layers, not of the anchor, so it costs what the layers hold; a path
+/// listed may not exist in the anchor. With no layers, nothing is hidden.
+pub fn hidden_by_all(anchor: &Dir, layers: &[&Dir]) -> Result<Vec<RelPath>> {
+    /// What one layer makes of an entry of the anchor.
+    #[derive(Clone, Copy)]
+    enum Seen {
+        Hides,
+        Shows,
+        /// A directory that merges: ask about each entry (this node).
+        Below(usize),
+    }
+    if layers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selections = layers
+        .iter()
+        .map(|l| shadows(l, anchor).map(|s| s.below))
+        .collect::<Result<Vec<Selection>>>()?;
+    let mut hidden = Vec::new();
+    let mut todo = vec![(RelPath::root(), vec![Seen::Below(0); selections.len()])];
+    while let Some((rel, seen)) = todo.pop() {
+        // An entry some layer does not mention shows through it; so only
+        // the names the first merging layer lists can be hidden by all.
+        let Some((first, first_node)) = seen.iter().enumerate().find_map(|(i, s)| match s {
+            Seen::Below(n) => Some((i, *n)),
+            _ => None,
+        }) else {
+            continue;
+        };
+        for (name, _) in selections[first].children(first_node) {
+            let below: Vec<Seen> = seen
+                .iter()
+                .zip(&selections)
+                .map(|(s, sel)| match *s {
+                    Seen::Below(node) => match sel.lookup(node, name) {
+                        (Select::Skip, _) => Seen::Hides,
+                        (Select::Descend, Some(child)) => Seen::Below(child),
+                        _ => Seen::Shows,
+                    },
+                    other => other,
+                })
+                .collect();
+            if below.iter().any(|s| matches!(s, Seen::Shows)) {
+                continue;
+            }
+            let child = rel.child(name);
+            if below.iter().all(|s| matches!(s, Seen::Hides)) {
+                hidden.push(child);
+            } else {
+                todo.push((child, below));
+            }
+        }
+    }
+    Ok(hidden)
+}
+
 /// What flattening copies of each tree.
 struct Shadows {
     /// Of the anchor: everything but the entries the layer replaces, and
@@ -542,6 +605,8 @@ struct Found {
     parents: Vec<(RelPath, FileStat)>,
     entries: u64,
     bytes: u64,
+    /// Allocated bytes, each inode once.
+    allocated: u64,
 }
 
 struct Planner<'a> {
@@ -637,6 +702,7 @@ impl Planner<'_> {
         all.parents.append(&mut found.parents);
         all.entries += found.entries;
         all.bytes += found.bytes;
+        all.allocated += found.allocated;
     }
 
     fn finish(&self, outcome: Result<String>) {
@@ -769,6 +835,7 @@ impl Planner<'_> {
             self.add_name(&u_st, rel.clone(), anchor, found);
             return Ok(Verdict::Same);
         }
+        found.allocated += allocated(&u_st);
         if u_kind == SFlag::S_IFREG {
             found.bytes += u_st.st_size as u64;
         }
@@ -854,6 +921,9 @@ impl Planner<'_> {
                 continue;
             };
             found.entries += 1;
+            if !multi_name(&st) {
+                found.allocated += allocated(&st);
+            }
             let child = here.child(&name);
             match file_type(&st) {
                 SFlag::S_IFDIR if st.st_dev == self.dev => {
@@ -877,8 +947,11 @@ impl Planner<'_> {
     fn add_name(&self, st: &FileStat, rel: RelPath, anchor: Option<(u64, u64)>, found: &mut Found) {
         let mut groups = lock(&self.groups);
         let group = groups.entry(st.st_ino).or_default();
-        if group.names.is_empty() && file_type(st) == SFlag::S_IFREG {
-            found.bytes += st.st_size as u64;
+        if group.names.is_empty() {
+            found.allocated += allocated(st);
+            if file_type(st) == SFlag::S_IFREG {
+                found.bytes += st.st_size as u64;
+            }
         }
         group.nlink = st.st_nlink;
         group.names.push((rel, anchor));

@@ -156,8 +156,8 @@ mod walk;
 pub use data::same_contents;
 use data::*;
 pub use layer::{
-    flatten, flatten_at, make_layer, make_layer_at, plan as plan_layer, plan_at as plan_layer_at,
-    LayerPlan, Plan,
+    flatten, flatten_at, hidden_by_all, make_layer, make_layer_at, plan as plan_layer,
+    plan_at as plan_layer_at, LayerPlan, Plan,
 };
 use meta::*;
 use reference::*;
@@ -183,6 +183,9 @@ pub struct CopyStats {
     /// once: what removing the copy frees, as long as nothing else links
     /// to them.
     pub created_bytes: u64,
+    /// Allocated bytes of the reference inodes linked into the copy, each
+    /// once: with `created_bytes`, what the copy takes on disk in all.
+    pub linked_allocated: u64,
     /// Allocated bytes of the reference inodes linked into the copy that
     /// had a single name before: the reference held them alone, now it
     /// shares them.
@@ -397,6 +400,7 @@ fn copy_dir_by(
         linked: AtomicU64::new(0),
         linked_bytes: AtomicU64::new(0),
         created_bytes: AtomicU64::new(0),
+        linked_allocated: AtomicU64::new(0),
         reference_unshared_bytes: AtomicU64::new(0),
         reference_multi_linked: Mutex::default(),
         multi_name_inodes: Mutex::default(),
@@ -433,6 +437,7 @@ fn copy_dir_by(
         linked: copier.linked.into_inner(),
         linked_bytes: copier.linked_bytes.into_inner(),
         created_bytes: copier.created_bytes.into_inner(),
+        linked_allocated: copier.linked_allocated.into_inner(),
         reference_unshared_bytes: copier.reference_unshared_bytes.into_inner(),
         reference_multi_linked: sorted(copier.reference_multi_linked),
         multi_name_inodes: sorted(copier.multi_name_inodes),

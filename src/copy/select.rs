@@ -85,6 +85,14 @@ impl Selection {
         }
     }
 
+    /// The entries listed in the directory `node`, with their nodes.
+    pub(super) fn children(&self, node: usize) -> impl Iterator<Item = (&OsStr, usize)> {
+        self.nodes[node]
+            .children
+            .iter()
+            .map(|(name, &child)| (name.as_os_str(), child))
+    }
+
     /// Whether the directory at `names` is descended into.
     pub fn descends(&self, names: &[&OsStr]) -> bool {
         let mut node = 0;

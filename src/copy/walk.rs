@@ -103,6 +103,7 @@ pub(super) struct Copier<'a> {
     pub(super) linked: AtomicU64,
     pub(super) linked_bytes: AtomicU64,
     pub(super) created_bytes: AtomicU64,
+    pub(super) linked_allocated: AtomicU64,
     pub(super) reference_unshared_bytes: AtomicU64,
     pub(super) reference_multi_linked: Mutex<Vec<(u64, u64, u64)>>,
     /// Inode number in the copy -> its names there, for inodes with several.

@@ -9,8 +9,9 @@ use super::require_root;
 use crate::error::{ErrorKind, Result};
 use crate::lxc::container::{read_dependency_file, DependencyEntry};
 use crate::names::SnapshotName;
+use crate::store::family::layers_over;
 use crate::store::sizes::disk_usage;
-use crate::store::{Backing, Store, TreeFingerprint, Usage};
+use crate::store::{Backing, Snapshot, Store, TreeFingerprint, Usage};
 
 /// A lower layer and how it compares with what the snapshot recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,9 +45,26 @@ pub struct SnapshotInfo {
     pub tree_present: bool,
     pub lowers: Vec<Lower>,
     pub files: u64,
+    /// Apparent size of its regular files.
     pub bytes: u64,
-    /// Allocated bytes deleting this snapshot frees (recorded).
+    /// What it refers to: allocated bytes of the captured tree, each inode
+    /// once (for a layer, with what it shows of its anchor), as `list`'s
+    /// REFER.
+    pub refer_bytes: u64,
+    /// Allocated bytes deleting this snapshot alone frees (`list`'s USED).
     pub used_bytes: u64,
+    /// Why USED is what it is. The snapshots it shares unchanged files
+    /// with (hard links): what they share is in no one's USED.
+    pub shares_with: Vec<String>,
+    /// The layers stored over it: deleting it keeps its tree for them,
+    /// without what they all hide, which is then its USED.
+    pub layers_over: Vec<String>,
+    /// For the last layer over a deleted snapshot kept for it: that one,
+    /// whose bytes its USED includes.
+    pub used_includes_held: Option<String>,
+    /// Allocated bytes of what it wrote when last started (its scratch
+    /// upper, emptied at each start); `None` when it cannot be read.
+    pub scratch_bytes: Option<u64>,
     /// The snapshot this one is stored as changes to, if any.
     pub layer_over: Option<String>,
     /// Entries in the layer itself, for a layer.
@@ -107,7 +125,16 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         lowers,
         files: meta.files,
         bytes: meta.bytes,
+        refer_bytes: meta.refer_bytes.unwrap_or(meta.bytes),
         used_bytes: Usage::new(&family).frees(&snapshot),
+        shares_with: shares_with(&family, &snapshot),
+        layers_over: layers_over(&family, &snapshot.name),
+        used_includes_held: snapshot
+            .anchor()
+            .filter(|a| family.iter().any(|s| &s.name == a && s.meta.held))
+            .filter(|a| layers_over(&family, a).len() == 1)
+            .map(|a| a.to_string()),
+        scratch_bytes: store.scratch_bytes(&snapshot),
         layer_over: meta.layer.as_ref().map(|l| l.anchor.clone()),
         layer_entries: meta.layer.as_ref().map(|l| l.entries),
         layer_over_held: snapshot
@@ -122,6 +149,34 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         dependents: deps("lxc_snapshots")?,
         broken,
     })
+}
+
+/// The listed snapshots `snapshot` may share inodes with: the nearest
+/// before and after it on the same base (a snapshot links what is
+/// unchanged since the one before it), its anchor and, for a whole one,
+/// the layers over it.
+fn shares_with(family: &[Snapshot], snapshot: &Snapshot) -> Vec<String> {
+    let listed = || {
+        family
+            .iter()
+            .filter(|s| !s.meta.held && s.name != snapshot.name)
+    };
+    let same_base = |s: &&Snapshot| {
+        s.meta.backing == snapshot.meta.backing && s.meta.lowers == snapshot.meta.lowers
+    };
+    let before = listed()
+        .rev()
+        .filter(same_base)
+        .find(|s| s.name < snapshot.name);
+    let after = listed().filter(same_base).find(|s| s.name > snapshot.name);
+    let mut names: Vec<String> = before
+        .into_iter()
+        .chain(after)
+        .map(|s| s.name.to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn lower_state(store: &Store, path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str {

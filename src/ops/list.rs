@@ -20,6 +20,10 @@ pub struct ContainerRecord {
     pub snapshots: usize,
     /// The newest snapshot's creation time (RFC 3339, UTC).
     pub newest: String,
+    /// What its snapshots take on disk (allocated bytes, each inode once,
+    /// as `du -s` of their directories counts them); `None` when that
+    /// cannot be told (not root, and no run recorded it).
+    pub disk_bytes: Option<u64>,
 }
 
 /// One snapshot, as listed.
@@ -36,7 +40,12 @@ pub struct SnapshotRecord {
     pub lxcpath: PathBuf,
     pub lowers: Vec<PathBuf>,
     pub files: u64,
+    /// Apparent size of its regular files.
     pub bytes: u64,
+    /// What it refers to: allocated bytes of the captured tree, each inode
+    /// once (for a layer, with what it shows of its anchor).
+    pub refer_bytes: u64,
+    /// What deleting it alone frees (allocated bytes).
     pub used_bytes: u64,
     /// The snapshot this one is stored as changes to, if any.
     pub layer_over: Option<String>,
@@ -55,11 +64,37 @@ pub fn containers(store: &Store) -> Result<Vec<ContainerRecord>> {
     Ok(groups
         .into_iter()
         .map(|(container, (snapshots, newest))| ContainerRecord {
+            disk_bytes: ContainerName::parse(&container)
+                .ok()
+                .and_then(|c| disk(store, &c)),
             container,
             snapshots,
             newest: newest.map(super::utc_text).unwrap_or_default(),
         })
         .collect())
+}
+
+/// What the snapdir holds on disk, as `du -s` of it counts it: every
+/// family's snapshots ([`disk`]), the snapdir's own directory and its
+/// state directory (locks, numbers, size records). `None` when that
+/// cannot be told.
+pub fn snapdir_disk(store: &Store, containers: &[ContainerRecord]) -> Option<u64> {
+    let families: Option<u64> = containers.iter().map(|c| c.disk_bytes).sum();
+    Some(families? + store.own_disk().ok()?)
+}
+
+/// What `container`'s snapshots take on disk, held ones and what started
+/// snapshots wrote included: as du -s of their directories counts it.
+/// `None` when that cannot be told (without root, the trees cannot be
+/// read, and no run recorded it).
+pub fn disk(store: &Store, container: &ContainerName) -> Option<u64> {
+    let recorded = store.disk(container).ok()?;
+    let family = store.snapshots_of_with_held(container).ok()?;
+    let scratch: u64 = family
+        .iter()
+        .map(|s| store.scratch_bytes(s).unwrap_or(0))
+        .sum();
+    Some(recorded + scratch)
 }
 
 /// The snapshots of `container`, by number; an error when it has none and
@@ -121,6 +156,7 @@ pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotReco
         lowers: s.meta.lowers.clone(),
         files: s.meta.files,
         bytes: s.meta.bytes,
+        refer_bytes: s.meta.refer_bytes.unwrap_or(s.meta.bytes),
         used_bytes: usage.frees(s),
         layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
         path: s.dir.clone(),

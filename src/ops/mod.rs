@@ -27,7 +27,9 @@ pub use comment::{comment, pin, set_comment};
 pub use delete::{delete, Deleted, Selection};
 pub use diff::{diff, diff_report, DiffOptions, DiffReport};
 pub use info::{info, SnapshotInfo};
-pub use list::{containers, snapshot_record, snapshots, ContainerRecord, SnapshotRecord};
+pub use list::{
+    containers, disk, snapdir_disk, snapshot_record, snapshots, ContainerRecord, SnapshotRecord,
+};
 pub use mount::{mount, umount};
 pub use prune::{prune, PruneOptions, PruneRow, Pruned};
 pub use restore::{restore, Restored};

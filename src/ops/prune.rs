@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
 use crate::notice::Notice;
 use crate::prune::{decide, Candidate, Policy};
-use crate::store::{NameLock, Snapshot, Store};
+use crate::store::{NameLock, Snapshot, Store, Usage};
 
 /// What to prune.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct PruneRow {
     /// `keep` or `remove`.
     pub action: &'static str,
     pub reason: String,
+    /// What deleting it alone frees, as `list` shows it (USED).
+    pub used_bytes: u64,
 }
 
 /// What a prune decided and did.
@@ -42,6 +44,10 @@ pub struct Pruned {
     pub plan: Vec<PruneRow>,
     /// Those deleted (none in a dry run).
     pub deleted: Vec<SnapshotName>,
+    /// What removing those no rule keeps freed (a dry run: would free),
+    /// allocated bytes; `None` for a dry run without root, which cannot
+    /// read the captured trees to tell.
+    pub freed_bytes: Option<u64>,
 }
 
 pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
@@ -69,6 +75,8 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
         }
     };
     let mut pruned = Pruned::default();
+    // Without root, a dry run cannot read the trees to tell.
+    let mut freed = (!opts.dry_run || nix::unistd::geteuid().is_root()).then_some(0);
     for c in &containers {
         let lock = if opts.dry_run {
             None
@@ -89,7 +97,8 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
             })
             .collect::<Result<Vec<_>>>()?;
         let decisions = decide(&opts.policy, &candidates)?;
-        let mut deleted = Vec::new();
+        let family = store.snapshots_of_with_held(c)?;
+        let usage = Usage::new(&family);
         for (snapshot, decision) in snapshots.iter().zip(&decisions) {
             pruned.plan.push(PruneRow {
                 container: c.to_string(),
@@ -97,38 +106,56 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
                 created_at: super::utc_text(snapshot.meta.created_time()?),
                 action: decision.verdict(),
                 reason: decision.why(),
+                used_bytes: usage.frees(snapshot),
             });
-            if let Some(lock) = &lock {
-                if !decision.keep && remove(store, snapshot, lock) {
-                    deleted.push(snapshot.clone());
-                    pruned.deleted.push(snapshot.name.clone());
+        }
+        let to_remove: Vec<&Snapshot> = snapshots
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| !d.keep)
+            .map(|(s, _)| s)
+            .collect();
+        let Some(lock) = &lock else {
+            if let Some(total) = freed.as_mut() {
+                let gone: Vec<SnapshotName> = to_remove.iter().map(|s| s.name.clone()).collect();
+                *total += store.predict_freed(c, &gone)?;
+            }
+            continue;
+        };
+        // Newest first: layers go before the snapshots they are over.
+        let mut deleted = Vec::new();
+        for snapshot in to_remove.into_iter().rev() {
+            if let Some(bytes) = remove(store, snapshot, lock) {
+                deleted.push(snapshot.clone());
+                pruned.deleted.push(snapshot.name.clone());
+                if let Some(total) = freed.as_mut() {
+                    *total += bytes;
                 }
             }
         }
-        if lock.is_some() {
-            after_deleting(store, c, &deleted)?;
-        }
+        after_deleting(store, c, &deleted)?;
     }
+    pruned.freed_bytes = freed;
     Ok(pruned)
 }
 
 /// Deletes one snapshot no rule keeps; one that something still needs (or
 /// that runs) is kept, with a warning, and the prune goes on. Returns
-/// whether it was deleted.
-fn remove(store: &Store, snapshot: &Snapshot, lock: &NameLock) -> bool {
+/// what that freed, or `None` when it was kept.
+fn remove(store: &Store, snapshot: &Snapshot, lock: &NameLock) -> Option<u64> {
     let result = store
         .check_deletable(snapshot, false)
         .and_then(|()| store.delete_checked(snapshot, lock));
-    let notice = match result {
-        Ok(()) => Notice::Deleted {
+    let notice = match &result {
+        Ok(freed) => Notice::Deleted {
             snapshot: snapshot.name.to_string(),
+            freed: *freed,
         },
         Err(e) => Notice::NotDeleted {
             snapshot: snapshot.name.to_string(),
             error: e.to_string(),
         },
     };
-    let deleted = matches!(notice, Notice::Deleted { .. });
     store.observer().notice(notice);
-    deleted
+    result.ok()
 }

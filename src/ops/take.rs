@@ -94,7 +94,7 @@ pub(super) fn take_locked(
 ) -> Result<Snapshot> {
     let src = Source::of(store, source)?;
     store.remove_leftovers(lock)?;
-    store.remove_unneeded_held(lock)?;
+    store.remove_unneeded_held(lock, false)?;
     source.ensure_stopped()?;
 
     let new = store.begin(lock)?;
@@ -126,8 +126,13 @@ pub(super) fn take_locked(
     store.cancel().check()?;
     let registered =
         store.finish_container_dir(new.dir(), &config, &bases, store.entry(&new.name))?;
-    let snapshot = store.commit(new, lock)?;
+    let snapshot = store.commit(new, lock, stats.created_bytes)?;
     registered.keep();
+    if let (Some(_), Some(anchor)) = (&how.plan, &how.anchor) {
+        if !anchor.meta.held {
+            store.refresh_hidden(anchor)?;
+        }
+    }
     match (&how.reference, &how.reference_below) {
         (Some(reference), None) => store.now_shares(reference, &stats)?,
         // Linked from a layer and its anchor, which already share with
@@ -239,9 +244,13 @@ impl<'c> Source<'c> {
                 bytes: stats.bytes,
                 removed: plan.removed.clone(),
             });
-        let (files, bytes) = match &how.plan {
-            Some(plan) => (plan.tree_entries, plan.tree_bytes),
-            None => (stats.entries, stats.bytes),
+        let (files, bytes, refer) = match &how.plan {
+            Some(plan) => (plan.tree_entries, plan.tree_bytes, plan.tree_allocated),
+            None => (
+                stats.entries,
+                stats.bytes,
+                stats.created_bytes + stats.linked_allocated,
+            ),
         };
         Ok(Metadata {
             format_version: if layer.is_some() {
@@ -259,6 +268,8 @@ impl<'c> Source<'c> {
             lowers: self.lowers.clone(),
             files,
             bytes,
+            refer_bytes: Some(refer),
+            hidden_bytes: None,
             // Nothing links to the inodes the copy created yet.
             used_bytes: stats.created_bytes,
             pinned: false,

@@ -8,14 +8,16 @@
 //! - **Anchors and layers**: a snapshot may be stored as the changes since
 //!   an older whole one (its anchor) while they stay small.
 //! - **Holds**: a deleted anchor keeps its tree, unlisted, until the last
-//!   layer over it goes.
+//!   layer over it goes; only what some layer over it shows stays (the
+//!   rest is removed as it is deleted, and again as layers go).
 //! - **Dependents**: every snapshot is registered with the containers it
 //!   stands on (`lxc_rdepends` in it, `lxc_snapshots` in them), so that
 //!   `lxc-destroy` and `delete` refuse to pull a base from under it.
 
 use std::path::{Path, PathBuf};
 
-use super::{write_metadata, NameLock, Snapshot, Store, COMMENT_FILE, FORMAT_VERSION, TS_FILE};
+use super::sizes::{beside_tree_bytes, DiskChange, BESIDE_TREE};
+use super::{write_metadata, NameLock, Snapshot, Store, FORMAT_VERSION};
 use crate::dir::Dir;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
@@ -117,10 +119,19 @@ impl Store {
         Ok(NewSnapshot { name, staging })
     }
 
-    /// Moves a finished snapshot into place and records its number.
-    pub fn commit(&self, new: NewSnapshot, lock: &NameLock) -> Result<Snapshot> {
+    /// Moves a finished snapshot into place and records its number;
+    /// `tree_created`: the allocated bytes of the inodes its copy created
+    /// (what the family now takes on disk grows by those and the files
+    /// beside the tree).
+    pub fn commit(&self, new: NewSnapshot, lock: &NameLock, tree_created: u64) -> Result<Snapshot> {
         let name = new.name.clone();
-        new.staging.commit()?;
+        let trees = [super::Backing::Overlay, super::Backing::Dir].map(super::tree_rel);
+        let beside = beside_tree_bytes(new.dir(), &trees)?;
+        self.changing_disk(lock, || {
+            new.staging.commit()?;
+            let added = tree_created + beside;
+            Ok(((), DiskChange { added, freed: 0 }))
+        })?;
         self.state_dir()?.write_file(
             format!("{}.seq", lock.name()),
             format!("{}\n", name.number()).as_bytes(),
@@ -321,16 +332,19 @@ impl Store {
 
     /// Deletes a snapshot that passed [`Store::check_deletable`] (its
     /// container's lock is held) and takes it out of its bases'
-    /// `lxc_snapshots`. If layers are stored as changes to it, its tree
-    /// stays for them (held, no longer listed) until the last of them is
-    /// deleted.
-    pub fn delete_checked(&self, snapshot: &Snapshot, lock: &NameLock) -> Result<()> {
-        let unregister = self.unregistration(snapshot)?;
-        if !self.layers_of(snapshot)?.is_empty() {
-            return self.hold(snapshot, unregister);
-        }
-        self.remove(snapshot, lock, unregister)?;
-        self.remove_unneeded_held(lock)
+    /// `lxc_snapshots`. If layers are stored as changes to it, what of its
+    /// tree they show stays for them (held, no longer listed) until the
+    /// last of them is deleted. Returns the allocated bytes freed.
+    pub fn delete_checked(&self, snapshot: &Snapshot, lock: &NameLock) -> Result<u64> {
+        self.changing_disk(lock, || {
+            let unregister = self.unregistration(snapshot)?;
+            let freed = if self.layers_of(snapshot)?.is_empty() {
+                self.remove(snapshot, lock, unregister)? + self.remove_held(lock, true)?
+            } else {
+                self.hold(snapshot, unregister)?
+            };
+            Ok((freed.all(), freed.change()))
+        })
     }
 
     /// What takes `snapshot` out of its bases' `lxc_snapshots`; read before
@@ -347,47 +361,69 @@ impl Store {
         })
     }
 
-    /// Of the `deleted` snapshots of `container`, those whose files stay
-    /// for layers stored as changes to them, with those layers.
+    /// Of the `deleted` snapshots of `container`, those whose trees stay
+    /// for layers stored as changes to them, with those layers and what
+    /// each holds alone.
     pub fn held_for_layers(
         &self,
         container: &ContainerName,
         deleted: &[Snapshot],
-    ) -> Result<Vec<(String, Vec<String>)>> {
+    ) -> Result<Vec<(String, Vec<String>, u64)>> {
         let family = self.snapshots_of_with_held(container)?;
         Ok(family
             .iter()
             .filter(|s| s.meta.held && deleted.iter().any(|d| d.name == s.name))
-            .map(|held| (held.name.to_string(), layers_over(&family, &held.name)))
+            .map(|held| {
+                let layers = layers_over(&family, &held.name);
+                (held.name.to_string(), layers, held.meta.used_bytes)
+            })
             .collect())
     }
 
     /// Removes the held snapshots of the locked container that no layer needs
     /// any more (the last one was deleted, perhaps by a run that died), and
-    /// finishes holding those a run that died left with their config.
-    pub fn remove_unneeded_held(&self, lock: &NameLock) -> Result<()> {
+    /// finishes holding those a run that died left with their config; with
+    /// `trim`, also removes from the others what their layers all hide now
+    /// ([`Store::trim_held`]). Returns the allocated bytes freed.
+    pub fn remove_unneeded_held(&self, lock: &NameLock, trim: bool) -> Result<u64> {
         let family = self.snapshots_of_with_held(lock.name())?;
+        if !family.iter().any(|s| s.meta.held) {
+            return Ok(0);
+        }
+        self.changing_disk(lock, || {
+            let freed = self.remove_held(lock, trim)?;
+            Ok((freed.all(), freed.change()))
+        })
+    }
+
+    /// [`Store::remove_unneeded_held`] within a change already recorded.
+    fn remove_held(&self, lock: &NameLock, trim: bool) -> Result<Freed> {
+        let family = self.snapshots_of_with_held(lock.name())?;
+        let mut freed = Freed::default();
         for held in family.iter().filter(|s| s.meta.held) {
             let unregister = self.unregistration(held)?;
             if layers_over(&family, &held.name).is_empty() {
-                self.remove(held, lock, unregister)?;
+                freed = freed + self.remove(held, lock, unregister)?;
             } else if held.dir.join("config").exists() {
-                self.hold(held, unregister)?;
+                freed = freed + self.hold(held, unregister)?;
+            } else if trim {
+                freed.bytes += self.trim_held(held, &family)?;
             }
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// Deletes `snapshot` (of the locked container): first renames it out
     /// of sight, so that a crash never leaves a half-deleted snapshot that
     /// lists; `unregister` runs between the rename and the removal. What a
-    /// crash leaves is a leftover that the next run removes.
+    /// crash leaves is a leftover that the next run removes. Returns what
+    /// that freed.
     fn remove(
         &self,
         snapshot: &Snapshot,
         lock: &NameLock,
         unregister: impl FnOnce() -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Freed> {
         debug_assert_eq!(snapshot.name.container(), lock.name());
         let root = self.root()?;
         let hidden = format!(
@@ -399,23 +435,79 @@ impl Store {
         root.rename_new(snapshot.name.to_string(), root, &hidden)
             .map_err(|e| e.prefixed(&format!("moving aside {}", snapshot.dir.display())))?;
         unregister()?;
-        root.remove_tree(&hidden)
+        let scratch = remove_scratch(&root.open_dir(&hidden)?)?;
+        let bytes = root.remove_tree_freed(&hidden)?;
+        Ok(Freed { bytes, scratch })
     }
 
     /// Keeps a deleted snapshot's tree for the layers over it: marks it
     /// held (it no longer lists), runs `unregister`, then removes its
-    /// config, so it cannot be started, and its comment and time stamp.
-    fn hold(&self, snapshot: &Snapshot, unregister: impl FnOnce() -> Result<()>) -> Result<()> {
+    /// config, so it cannot be started, and its comment and time stamp,
+    /// what it wrote when started, and from its tree what the layers all
+    /// hide. Returns what that freed.
+    fn hold(&self, snapshot: &Snapshot, unregister: impl FnOnce() -> Result<()>) -> Result<Freed> {
         let mut meta = snapshot.meta.clone();
         meta.held = true;
         meta.pinned = false;
+        meta.hidden_bytes = None;
         meta.format_version = FORMAT_VERSION;
         let dir = self.snapshot_dir(snapshot)?;
         write_metadata(&dir, &meta)?;
         unregister()?;
-        for name in ["config", TS_FILE, COMMENT_FILE] {
-            dir.remove_file(name)?;
+        let mut freed = 0;
+        for name in BESIDE_TREE {
+            if let Some(st) = dir.stat_at(name)? {
+                dir.remove_file(name)?;
+                freed += st.st_blocks as u64 * 512;
+            }
         }
-        dir.sync()
+        dir.sync()?;
+        let scratch = remove_scratch(&dir)?;
+        let family = self.snapshots_of_with_held(snapshot.name.container())?;
+        let held = self.get_with_held(&snapshot.name)?;
+        let bytes = freed + self.trim_held(&held, &family)?;
+        Ok(Freed { bytes, scratch })
     }
+}
+
+/// What removing (part of) a snapshot freed: `bytes` of what the family's
+/// record of its size counts, and `scratch`, what it wrote when started.
+#[derive(Debug, Clone, Copy, Default)]
+struct Freed {
+    bytes: u64,
+    scratch: u64,
+}
+
+impl Freed {
+    fn all(self) -> u64 {
+        self.bytes + self.scratch
+    }
+
+    fn change(self) -> DiskChange {
+        DiskChange {
+            added: 0,
+            freed: self.bytes,
+        }
+    }
+}
+
+impl std::ops::Add for Freed {
+    type Output = Freed;
+    fn add(self, other: Freed) -> Freed {
+        Freed {
+            bytes: self.bytes + other.bytes,
+            scratch: self.scratch + other.scratch,
+        }
+    }
+}
+
+/// Removes what a snapshot wrote when started (its scratch directory);
+/// returns the bytes freed.
+fn remove_scratch(snapshot_dir: &Dir) -> Result<u64> {
+    let private = match snapshot_dir.open_dir("private") {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    private.remove_tree_freed("scratch")
 }

@@ -51,14 +51,26 @@ pub struct Metadata {
     pub lowers: Vec<PathBuf>,
     /// Entries in the captured tree.
     pub files: u64,
-    /// Bytes of regular files in the captured tree.
+    /// Bytes of regular files in the captured tree (apparent sizes).
     pub bytes: u64,
+    /// Allocated bytes of the captured tree, each inode once, as `du`
+    /// counts them: what the snapshot refers to (for a layer, with what
+    /// it uses of its anchor). Absent from metadata written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refer_bytes: Option<u64>,
     /// Allocated bytes only this snapshot holds: what deleting it would
     /// free. Files unchanged since the previous snapshot are hard links
     /// shared with it, so this is kept up to date for the neighbours when a
     /// snapshot is taken or deleted.
     #[serde(default)]
     pub used_bytes: u64,
+    /// For a snapshot layers are stored over: the allocated bytes of its
+    /// inodes that every one of those layers hides (see
+    /// [`crate::copy::hidden_by_all`]). Deleting it keeps its tree for the
+    /// layers without these, so this is what that frees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_bytes: Option<u64>,
     /// A pinned snapshot is never pruned and is deleted only with --force.
     #[serde(default)]
     pub pinned: bool,

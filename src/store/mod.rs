@@ -200,7 +200,7 @@ impl Store {
     /// The snapdir if it exists. A missing default snapdir is an empty
     /// one (nothing was snapshotted yet); any other is an error, so that a
     /// mistyped `--snapdir` never reads as "no snapshots".
-    fn existing_root(&self) -> Result<Option<&Dir>> {
+    pub(super) fn existing_root(&self) -> Result<Option<&Dir>> {
         if let Some(dir) = self.root.get() {
             return Ok(Some(dir));
         }
@@ -464,6 +464,8 @@ mod tests {
             files: 3,
             bytes: 10,
             used_bytes: 4096,
+            hidden_bytes: None,
+            refer_bytes: Some(12288),
             pinned: false,
             lower_fingerprints: Vec::new(),
             multi_name_inodes: Some(Vec::new()),
@@ -606,13 +608,13 @@ mod tests {
         let first = store.begin(&lock).expect("begin");
         assert_eq!(first.name.number(), 0);
         write_metadata(first.dir(), &meta("c")).expect("meta");
-        store.commit(first, &lock).expect("commit");
+        store.commit(first, &lock, 0).expect("commit");
         // Something else named c_7 (not ours) still counts.
         fs::create_dir(d.path().join("c_7")).expect("mkdir");
         let second = store.begin(&lock).expect("begin");
         assert_eq!(second.name.number(), 8);
         write_metadata(second.dir(), &meta("c")).expect("meta");
-        store.commit(second, &lock).expect("commit");
+        store.commit(second, &lock, 0).expect("commit");
         fs::remove_dir_all(d.path().join("c_8")).expect("delete newest");
         fs::remove_dir_all(d.path().join("c_7")).expect("delete");
         assert_eq!(store.begin(&lock).expect("begin").name.number(), 9);

@@ -8,8 +8,12 @@
 //! snapshot taken or deleted, and only those are recomputed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
 
-use super::{Snapshot, Store};
+use nix::sys::stat::FileStat;
+
+use super::family::layers_over;
+use super::{NameLock, Snapshot, Store};
 use crate::copy::CopyStats;
 use crate::dir::Dir;
 use crate::error::Result;
@@ -38,11 +42,13 @@ impl<'a> Usage<'a> {
         }
     }
 
-    /// Nothing while layers need `snapshot`'s tree (it is held for them);
-    /// for the last layer over a held snapshot, that one's bytes as well.
+    /// What deleting `snapshot` alone frees: what only it holds; while
+    /// layers are stored over it, only what all of them hide (its tree
+    /// stays for them without that); for the last layer over a held
+    /// snapshot, that one's bytes as well.
     pub fn frees(&self, snapshot: &Snapshot) -> u64 {
         if self.layers_over.contains_key(&snapshot.name) {
-            return 0;
+            return snapshot.meta.hidden_bytes.unwrap_or(0);
         }
         let held_below = snapshot
             .anchor()
@@ -56,6 +62,60 @@ impl<'a> Usage<'a> {
         snapshot.meta.used_bytes + held_below.unwrap_or(0)
     }
 }
+
+/// Counts what removing names frees: every inode met, with how many of
+/// its names were met. A directory is freed with its one name; any other
+/// inode when all its names were met.
+#[derive(Default)]
+pub struct Tally {
+    /// (dev, ino) -> (names met, link count, allocated bytes, directory)
+    inodes: HashMap<(u64, u64), (u64, u64, u64, bool)>,
+}
+
+impl Tally {
+    fn add(&mut self, st: &FileStat) {
+        let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let slot = self.inodes.entry((st.st_dev, st.st_ino)).or_insert((
+            0,
+            st.st_nlink,
+            st.st_blocks as u64 * 512,
+            dir,
+        ));
+        slot.0 += 1;
+    }
+
+    /// The tree and everything below it.
+    pub fn add_tree(&mut self, tree: &Dir) -> Result<()> {
+        crate::walk::for_each_entry(tree, |st| self.add(st))
+    }
+
+    /// `name` in `parent`, and everything below it; nothing if it is not
+    /// there.
+    pub fn add_entry(&mut self, parent: &Dir, name: &OsStr) -> Result<()> {
+        let Some(st) = parent.stat_at(name)? else {
+            return Ok(());
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            self.add_tree(&parent.open_dir(name)?)
+        } else {
+            self.add(&st);
+            Ok(())
+        }
+    }
+
+    /// Allocated bytes of what removing every name met would free.
+    pub fn freed(&self) -> u64 {
+        self.inodes
+            .values()
+            .filter(|(met, nlink, _, dir)| *dir || met >= nlink)
+            .map(|(_, _, bytes, _)| bytes)
+            .sum()
+    }
+}
+
+/// The files of a snapshot's directory beside its tree, which deleting it
+/// removes even while its tree stays for layers.
+pub(super) const BESIDE_TREE: [&str; 3] = ["config", super::TS_FILE, super::COMMENT_FILE];
 
 /// what removing the tree would free. Walks without following symlinks.
 pub fn exclusive_bytes(tree: &Dir) -> Result<u64> {
@@ -94,6 +154,146 @@ pub fn disk_usage(root: &Dir) -> Option<u64> {
 }
 
 impl Store {
+    /// The entries of `anchor`'s tree that every one of `layers` hides,
+    /// each as its parent directory (opened beneath the tree, no symlink
+    /// followed) and name; those not there are left out.
+    fn hidden_entries(
+        &self,
+        anchor: &Snapshot,
+        layers: &[&Snapshot],
+    ) -> Result<Vec<(Dir, std::ffi::OsString)>> {
+        let tree = self.tree_dir(anchor)?;
+        let layer_trees = layers
+            .iter()
+            .map(|l| self.tree_dir(l))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Dir> = layer_trees.iter().collect();
+        let mut found = Vec::new();
+        for rel in crate::copy::hidden_by_all(&tree, &refs)? {
+            let (Some(parent), Some(name)) = (rel.parent(), rel.name()) else {
+                continue;
+            };
+            let dir = if parent.is_root() {
+                tree.try_clone()?
+            } else {
+                match tree.open_below(&parent.to_path(), crate::dir::Below::Nothing) {
+                    Ok(dir) => dir,
+                    Err(e) if e.kind() == crate::error::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if dir.stat_at(name)?.is_some() {
+                found.push((dir, name.to_os_string()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Adds to `tally` what deleting `snapshot` while `layers` stay over
+    /// it removes: the files beside its tree, its scratch directory and
+    /// what all of them hide.
+    pub fn tally_hidden(
+        &self,
+        tally: &mut Tally,
+        snapshot: &Snapshot,
+        layers: &[&Snapshot],
+    ) -> Result<()> {
+        let dir = self.snapshot_dir(snapshot)?;
+        for name in BESIDE_TREE {
+            tally.add_entry(&dir, OsStr::new(name))?;
+        }
+        match dir.open_dir("private") {
+            Ok(private) => tally.add_entry(&private, OsStr::new("scratch"))?,
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        for (parent, name) in self.hidden_entries(snapshot, layers)? {
+            tally.add_entry(&parent, &name)?;
+        }
+        Ok(())
+    }
+
+    /// Removes from a held snapshot's tree what every layer over it hides
+    /// (no overlay of one of them shows it, and flattening none takes it),
+    /// and records what it holds alone now. Each removal leaves a tree the
+    /// layers see as before, so a crash half way loses nothing. Returns
+    /// the bytes freed.
+    pub fn trim_held(&self, held: &Snapshot, family: &[Snapshot]) -> Result<u64> {
+        let names = layers_over(family, &held.name);
+        let layers: Vec<&Snapshot> = family
+            .iter()
+            .filter(|s| names.contains(&s.name.to_string()))
+            .collect();
+        if layers.is_empty() {
+            return Ok(0);
+        }
+        let mut freed = 0;
+        for (parent, name) in self.hidden_entries(held, &layers)? {
+            freed += parent.remove_tree_freed(&name)?;
+        }
+        if freed > 0 {
+            self.set_used(held, held.meta.used_bytes.saturating_sub(freed))?;
+        }
+        Ok(freed)
+    }
+
+    /// Records in `anchor`'s metadata what all the listed layers over it
+    /// hide ([`Usage::frees`] of a snapshot layers stand on).
+    pub fn refresh_hidden(&self, anchor: &Snapshot) -> Result<()> {
+        let family = self.snapshots_of_with_held(anchor.name.container())?;
+        let names = layers_over(&family, &anchor.name);
+        let layers: Vec<&Snapshot> = family
+            .iter()
+            .filter(|s| names.contains(&s.name.to_string()))
+            .collect();
+        let hidden = if layers.is_empty() {
+            None
+        } else {
+            let mut tally = Tally::default();
+            for (parent, name) in self.hidden_entries(anchor, &layers)? {
+                tally.add_entry(&parent, &name)?;
+            }
+            Some(tally.freed())
+        };
+        // Re-read: the caller's copy may be older than the metadata.
+        let current = self.get_with_held(&anchor.name)?;
+        if current.meta.hidden_bytes != hidden {
+            let mut meta = current.meta.clone();
+            meta.hidden_bytes = hidden;
+            super::write_metadata(&self.snapshot_dir(&current)?, &meta)?;
+        }
+        Ok(())
+    }
+
+    /// What deleting `gone` (snapshots of `container`) would free, with
+    /// the held snapshots that would go or be trimmed with them.
+    pub fn predict_freed(&self, container: &ContainerName, gone: &[SnapshotName]) -> Result<u64> {
+        let family = self.snapshots_of_with_held(container)?;
+        let mut tally = Tally::default();
+        for s in &family {
+            let goes = gone.contains(&s.name);
+            if !goes && !s.meta.held {
+                continue;
+            }
+            let all = layers_over(&family, &s.name);
+            let staying: Vec<&Snapshot> = family
+                .iter()
+                .filter(|l| all.contains(&l.name.to_string()) && !gone.contains(&l.name))
+                .collect();
+            if staying.is_empty() {
+                tally.add_tree(&self.snapshot_dir(s)?)?;
+            } else if goes {
+                self.tally_hidden(&mut tally, s, &staying)?;
+            } else if staying.len() < all.len() {
+                // A held snapshot trimmed to the layers that stay.
+                for (parent, name) in self.hidden_entries(s, &staying)? {
+                    tally.add_entry(&parent, &name)?;
+                }
+            }
+        }
+        Ok(tally.freed())
+    }
+
     /// Recomputes what only `snapshot` holds (see [`exclusive_bytes`]) and
     /// records it in its metadata.
     pub fn refresh_used(&self, snapshot: &Snapshot) -> Result<()> {
@@ -137,6 +337,11 @@ impl Store {
         for s in remaining.iter().filter(|s| touched.contains(&s.name)) {
             self.refresh_used(s)?;
         }
+        // What their layers hide changed for the anchors of deleted layers.
+        let anchors: BTreeSet<SnapshotName> = deleted.iter().filter_map(Snapshot::anchor).collect();
+        for a in remaining.iter().filter(|s| anchors.contains(&s.name)) {
+            self.refresh_hidden(a)?;
+        }
         Ok(())
     }
 
@@ -164,4 +369,123 @@ impl Store {
         let used = previous.meta.used_bytes.saturating_sub(unshared);
         self.set_used(previous, used)
     }
+}
+
+/// What a family's snapshots take on disk is recorded in
+/// `<snapdir>/.lxc-snap/NAME.disk` by every run that changes the family,
+/// so that `list` need not walk every tree to tell. What started
+/// snapshots write (below `private/scratch`) is left out: it changes while
+/// they run, so `list` adds it when it looks.
+const DISK_SUFFIX: &str = "disk";
+
+/// Where a started snapshot writes, below its directory.
+pub(super) const SCRATCH: &str = "private/scratch";
+
+impl Store {
+    /// What the snapdir's own directory and its state directory take on
+    /// disk.
+    pub fn own_disk(&self) -> Result<u64> {
+        let Some(root) = self.existing_root()? else {
+            return Ok(0);
+        };
+        let mut total = root.stat()?.st_blocks as u64 * 512;
+        match root.open_dir(super::layout::STATE_DIR) {
+            Ok(state) => crate::walk::for_each_entry(&state, |st| {
+                total += st.st_blocks as u64 * 512;
+            })?,
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(total)
+    }
+
+    /// What `container`'s snapshots (held ones too) take on disk, scratch
+    /// left out, as the last run that changed them recorded it.
+    pub fn recorded_disk(&self, container: &ContainerName) -> Option<u64> {
+        let root = self.existing_root().ok()??;
+        let state = root.open_dir(super::layout::STATE_DIR).ok()?;
+        let text = state
+            .read_file(format!("{container}.{DISK_SUFFIX}"), 64, "size record")
+            .ok()?;
+        std::str::from_utf8(&text).ok()?.trim().parse().ok()
+    }
+
+    /// What `container`'s snapshots take on disk, scratch left out, by
+    /// walking their directories (each inode once).
+    pub fn measure_disk(&self, container: &ContainerName) -> Result<u64> {
+        let mut seen = HashSet::new();
+        let mut total = 0u64;
+        let scratch = std::path::Path::new(SCRATCH);
+        for s in self.snapshots_of_with_held(container)? {
+            crate::walk::for_each_entry_but(&self.snapshot_dir(&s)?, &[scratch], |st| {
+                if seen.insert((st.st_dev, st.st_ino)) {
+                    total += st.st_blocks as u64 * 512;
+                }
+            })?;
+        }
+        Ok(total)
+    }
+
+    /// What `container`'s snapshots take on disk, scratch left out: as
+    /// recorded, else measured.
+    pub fn disk(&self, container: &ContainerName) -> Result<u64> {
+        match self.recorded_disk(container) {
+            Some(bytes) => Ok(bytes),
+            None => self.measure_disk(container),
+        }
+    }
+
+    /// The allocated bytes below a snapshot's scratch directory (what it
+    /// wrote when last started), the directory included; `None` when it
+    /// cannot be read.
+    pub fn scratch_bytes(&self, snapshot: &Snapshot) -> Option<u64> {
+        let dir = self
+            .snapshot_dir(snapshot)
+            .ok()?
+            .open_below(std::path::Path::new(SCRATCH), crate::dir::Below::Nothing)
+            .ok()?;
+        disk_usage(&dir)
+    }
+
+    /// Runs `change`, which changes the locked container's snapshots on
+    /// disk by the bytes it returns (added, freed), and keeps the record of
+    /// what they take up to date. The record is removed first, so a run
+    /// that dies half way leaves none, and the next one measures.
+    pub(super) fn changing_disk<T>(
+        &self,
+        lock: &NameLock,
+        change: impl FnOnce() -> Result<(T, DiskChange)>,
+    ) -> Result<T> {
+        let container = lock.name();
+        let before = self.disk(container)?;
+        let state = self.state_dir()?;
+        let record = format!("{container}.{DISK_SUFFIX}");
+        state.remove_file(&record)?;
+        state.sync()?;
+        let (value, delta) = change()?;
+        let after = before
+            .saturating_add(delta.added)
+            .saturating_sub(delta.freed);
+        state.write_file(&record, format!("{after}\n").as_bytes(), 0o644)?;
+        Ok(value)
+    }
+}
+
+/// How a change moved what a family takes on disk, scratch left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskChange {
+    pub added: u64,
+    pub freed: u64,
+}
+
+/// The allocated bytes of a snapshot's directory but its tree and
+/// scratch: its metadata, config and the directories around the tree.
+pub(super) fn beside_tree_bytes(dir: &Dir, trees: &[&std::path::Path]) -> Result<u64> {
+    let mut total = 0;
+    let mut skip = trees.to_vec();
+    skip.push(std::path::Path::new(SCRATCH));
+    crate::walk::for_each_entry_but(dir, &skip, |st| {
+        total += st.st_blocks as u64 * 512;
+    })?;
+    Ok(total)
 }

@@ -350,3 +350,47 @@ pub fn stat_at(dir: &std::fs::File, name: &str) -> nix::sys::stat::FileStat {
     )
     .expect("fstatat")
 }
+
+/// What `du -s -B1` says `path` takes, read through a read-only
+/// `noatime` bind mount of it, so that du's reading moves no atime in the
+/// trees it walks (which tests compare to the nanosecond).
+#[allow(dead_code)]
+pub fn du(path: &Path) -> u64 {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let at = std::env::temp_dir().join(format!(
+        "lxc-snap-du.{}.{}",
+        std::process::id(),
+        lxc_snap::dir::random_suffix()
+    ));
+    std::fs::create_dir(&at).expect("mount point");
+    let none: Option<&str> = None;
+    mount(
+        Some(path),
+        &at,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .expect("bind mount for du");
+    let bound = Unmount(at);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOATIME;
+    mount(none, &bound.0, none, flags, none).expect("remounting noatime for du");
+    let out = Command::new("du")
+        .args(["-s", "-B1"])
+        .arg(&bound.0)
+        .output()
+        .expect("du");
+    assert!(out.status.success(), "du {}: {out:?}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a number")
+}
