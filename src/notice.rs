@@ -159,6 +159,12 @@ pub trait Observer: Progress {
     fn copy_started(&self) {}
 
     fn copy_ended(&self) {}
+
+    /// Whether progress reports are shown to anyone: an operation may then
+    /// spend a little to know its total beforehand.
+    fn shows_progress(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that drops everything: for callers that only want results.

@@ -130,15 +130,68 @@ impl Terminal {
 }
 
 impl Progress for Terminal {
-    fn advance(&self, done: Counts, _total: Option<Counts>) {
+    fn advance(&self, done: Counts, total: Option<Counts>) {
         if let Some(b) = self.bar().as_ref() {
-            if b.bar.is_hidden() && b.start.elapsed() > Duration::from_secs(1) {
+            let elapsed = b.start.elapsed();
+            if b.bar.is_hidden() && elapsed > Duration::from_secs(1) {
                 b.bar
                     .set_draw_target(indicatif::ProgressDrawTarget::stderr());
             }
-            b.bar.set_position(done.bytes);
+            b.bar.set_message(progress_line(done, total, elapsed));
         }
     }
+}
+
+/// What an entry costs a copy, in bytes' worth of time: a tree of small
+/// files takes about as long per entry as this many bytes of a big one.
+const ENTRY_COST: u64 = 16 << 10;
+
+/// The progress line of a copy: what is done, of how much when that is
+/// known, with the share done and the time left (judged from the rate so
+/// far, entries and bytes both counted).
+pub fn progress_line(done: Counts, total: Option<Counts>, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        format!("{}/s", human_bytes((done.bytes as f64 / secs) as u64))
+    } else {
+        "-".to_string()
+    };
+    let Some(total) = total else {
+        return format!(
+            "copied {}, {} entries, {rate}",
+            human_bytes(done.bytes),
+            done.entries
+        );
+    };
+    // A tree that grew since it was counted: the total is at least what is done.
+    let total = Counts {
+        entries: total.entries.max(done.entries),
+        bytes: total.bytes.max(done.bytes),
+    };
+    let work = |c: Counts| c.bytes as f64 + (c.entries * ENTRY_COST) as f64;
+    let share = if work(total) > 0.0 {
+        work(done) / work(total)
+    } else {
+        1.0
+    };
+    let left = if (0.01..1.0).contains(&share) {
+        let s = (secs * (1.0 - share) / share).round() as u64;
+        if s >= 60 {
+            format!(", {} min {} s left", s / 60, s % 60)
+        } else {
+            format!(", {s} s left")
+        }
+    } else {
+        String::new()
+    };
+    format!(
+        "copied {} of {}, {} of {} entries, {}%, {rate}{left}",
+        human_bytes(done.bytes),
+        human_bytes(total.bytes),
+        done.entries,
+        total.entries,
+        (share * 100.0).floor() as u64
+    )
 }
 
 impl Observer for Terminal {
@@ -157,9 +210,7 @@ impl Observer for Terminal {
         }
         let bar =
             indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} copied {bytes} ({bytes_per_sec}) {elapsed}",
-        ) {
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
             bar.set_style(style);
         }
         *self.bar() = Some(Bar {
@@ -172,6 +223,10 @@ impl Observer for Terminal {
         if let Some(b) = self.bar().take() {
             b.bar.finish_and_clear();
         }
+    }
+
+    fn shows_progress(&self) -> bool {
+        !self.ui.quiet && std::io::stderr().is_terminal()
     }
 }
 
@@ -278,6 +333,29 @@ pub use crate::printable::human_bytes;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines_know_the_total_share_and_time_left() {
+        let c = |entries, bytes| Counts { entries, bytes };
+        let secs = Duration::from_secs;
+        assert_eq!(
+            progress_line(c(0, 1 << 30), Some(c(0, 4 << 30)), secs(10)),
+            "copied 1.0 GiB of 4.0 GiB, 0 of 0 entries, 25%, 102.4 MiB/s, 30 s left"
+        );
+        assert_eq!(
+            progress_line(c(10, 0), Some(c(100, 0)), secs(20)),
+            "copied 0 B of 0 B, 10 of 100 entries, 10%, 0 B/s, 3 min 0 s left"
+        );
+        // A tree that grew: never more than all, and no time left to tell.
+        assert_eq!(
+            progress_line(c(5, 2048), Some(c(4, 1024)), secs(1)),
+            "copied 2.0 KiB of 2.0 KiB, 5 of 5 entries, 100%, 2.0 KiB/s"
+        );
+        assert_eq!(
+            progress_line(c(7, 3 << 20), None, secs(2)),
+            "copied 3.0 MiB, 7 entries, 1.5 MiB/s"
+        );
+    }
 
     #[test]
     fn human_sizes() {

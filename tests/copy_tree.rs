@@ -1272,6 +1272,32 @@ fn progress_reports_entries_and_bytes_up_to_the_totals() {
 }
 
 #[test]
+fn progress_moves_within_a_big_file() {
+    let tmp = temp_dir();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    let size: u64 = 64 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    fs::write(src.join("big"), &data).expect("write");
+    for path in [DataPath::CopyFileRange, DataPath::ReadWrite] {
+        let sink = Reports::default();
+        let opts = CopyOptions {
+            progress: Some(&sink),
+            ..CopyOptions::default()
+        };
+        let dst = tmp.path().join(format!("dst-{path:?}"));
+        copy_tree_by(&src, &dst, &opts, path).expect("copy");
+        let reports = sink.0.into_inner().expect("lock");
+        let within = reports
+            .iter()
+            .filter(|r| r.bytes > 0 && r.bytes < size)
+            .count();
+        assert!(within >= 3, "{path:?}: {reports:?}");
+        assert_eq!(reports.last().map(|r| r.bytes), Some(size), "{path:?}");
+    }
+}
+
+#[test]
 fn planning_and_flattening_layers_honour_a_set_cancel_flag() {
     use lxc_snap::copy::{flatten, plan_layer};
     let tmp = temp_dir();

@@ -34,6 +34,8 @@ const PRINTING: &[&[&str]] = &[
     &["diff", "c_0", "c_1", "--json"],
     &["prune", "c", "--keep-last", "1", "--dry-run"],
     &["prune", "c", "--keep-last", "1", "--dry-run", "--json"],
+    &["rm", "--dry-run", "c_0"],
+    &["--bytes", "list", "c", "-o", "number,stored,used"],
     &["comment", "c_0"],
     &["completions", "bash"],
     &["--help"],
@@ -332,4 +334,75 @@ fn scripts_get_the_new_snapshot_as_json_and_tables_without_a_header() {
     let rows = env.ok(&["list", "--no-header"]);
     assert!(rows.trim_start().starts_with("c "), "{rows}");
     assert_eq!(rows.lines().count(), 1, "{rows}");
+}
+
+/// Quotes `word` for `sh`.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+#[test]
+fn the_progress_line_on_a_terminal_knows_the_total_share_and_time_left() {
+    if !common::system_tests_enabled(
+        "the_progress_line_on_a_terminal_knows_the_total_share_and_time_left",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    let delta = overlay_clone(&env, "c");
+    // Big enough that the copy outlasts the second before the line shows.
+    let chunk: Vec<u8> = (0..(64u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let mut big = fs::File::create(delta.join("big")).expect("create");
+    for _ in 0..48 {
+        std::io::Write::write_all(&mut big, &chunk).expect("write");
+    }
+    drop(big);
+    let bin = common::bin();
+    let line = [
+        bin.to_str().expect("utf-8"),
+        "-P",
+        env.lxcpath.to_str().expect("utf-8"),
+        "--snapdir",
+        env.snapdir.to_str().expect("utf-8"),
+        "snap",
+        "c",
+    ]
+    .iter()
+    .map(|w| sh_quote(w))
+    .collect::<Vec<_>>()
+    .join(" ");
+    // script(1) gives the run a terminal, as an administrator's shell does.
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .env_remove("LXC_SNAP_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("created snapshot c_0"), "{text}");
+    // The first snapshot counts the tree first: the line knows the total.
+    assert!(text.contains(" of 3.0 GiB, "), "no total in: {text}");
+    assert!(text.contains(" entries, "), "{text}");
+    let share = shares_in(&text);
+    assert!(
+        share.iter().any(|p| *p > 0 && *p < 100),
+        "a share between none and all: {share:?} in {text}"
+    );
+    assert!(text.contains(" s left"), "no time left in: {text}");
+}
+
+/// Every `NN%` in `text`.
+fn shares_in(text: &str) -> Vec<u64> {
+    text.split('%')
+        .filter_map(|before| {
+            let digits: String = before
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.chars().rev().collect::<String>().parse().ok()
+        })
+        .collect()
 }

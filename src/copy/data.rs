@@ -58,7 +58,14 @@ impl Copier<'_> {
             Mode::from_bits_truncate(mode),
         )
         .map_err(|e| Error::sys("creating", dst_path, e))?;
-        self.data.copy(&file, &out, st, &src_path, dst_path)?;
+        // Progress moves within a big file, not only after it.
+        let moved = AtomicU64::new(0);
+        let report = |n: u64| {
+            moved.fetch_add(n, Relaxed);
+            self.add_bytes(n);
+        };
+        self.data
+            .copy(&file, &out, st, &src_path, dst_path, &report)?;
         if st.st_size >= EARLY_WRITEBACK {
             start_writeback(&out);
         }
@@ -72,7 +79,8 @@ impl Copier<'_> {
             self.created_as,
         )?;
         self.count_created(Node::Fd(&out), dst_path)?;
-        self.add_bytes(size);
+        // Holes count as done too.
+        self.add_bytes(size.saturating_sub(moved.into_inner()));
         Ok(true)
     }
 }
@@ -95,7 +103,8 @@ impl DataCopier {
     }
 
     /// Copies the contents of `src` into the empty `dst`, holes kept, and
-    /// sizes it.
+    /// sizes it, telling `moved` of the bytes as they are copied (a clone
+    /// tells nothing).
     pub(super) fn copy(
         &self,
         src: &File,
@@ -103,6 +112,7 @@ impl DataCopier {
         st: &FileStat,
         src_path: &Path,
         dst_path: &Path,
+        moved: &dyn Fn(u64),
     ) -> Result<()> {
         let size = st.st_size;
         if size == 0 {
@@ -118,7 +128,7 @@ impl DataCopier {
             && size < SMALL_FILE
             && !self.can_clone.load(Relaxed)
         {
-            return self.copy_range(src, dst, 0, size, src_path, dst_path);
+            return self.copy_range(src, dst, 0, size, src_path, dst_path, moved);
         }
         if self.can_clone.load(Relaxed) {
             // SAFETY: FICLONE takes the source descriptor as its argument.
@@ -138,7 +148,7 @@ impl DataCopier {
             }
         }
         if dense {
-            return self.copy_range(src, dst, 0, size, src_path, dst_path);
+            return self.copy_range(src, dst, 0, size, src_path, dst_path, moved);
         }
         let fd = src.as_raw_fd();
         let mut pos = 0;
@@ -155,7 +165,7 @@ impl DataCopier {
             let end = unistd::lseek(fd, start, Whence::SeekHole)
                 .map_err(|e| Error::sys("reading", src_path, e))?
                 .min(size);
-            self.copy_range(src, dst, start, end - start, src_path, dst_path)?;
+            self.copy_range(src, dst, start, end - start, src_path, dst_path, moved)?;
             pos = end;
         }
         dst.set_len(size as u64)
@@ -163,7 +173,9 @@ impl DataCopier {
     }
 
     /// Copies `len` bytes at `start`: by `copy_file_range` where possible,
-    /// except small pieces, which one read and one write copy faster.
+    /// except small pieces, which one read and one write copy faster;
+    /// `moved` hears of each piece done.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn copy_range(
         &self,
         src: &File,
@@ -172,6 +184,7 @@ impl DataCopier {
         len: i64,
         src_path: &Path,
         dst_path: &Path,
+        moved: &dyn Fn(u64),
     ) -> Result<()> {
         let in_kernel = len >= SMALL_FILE || self.path == DataPath::CopyFileRange;
         let shrank = || {
@@ -185,10 +198,13 @@ impl DataCopier {
         while done < len && in_kernel && self.can_copy_range.load(Relaxed) {
             let mut off_in = start + done;
             let mut off_out = off_in;
-            let want = (len - done).min(1 << 30) as usize;
+            let want = (len - done).min(CHUNK) as usize;
             match fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
                 Ok(0) => return Err(shrank()),
-                Ok(n) => done += n as i64,
+                Ok(n) => {
+                    done += n as i64;
+                    moved(n as u64);
+                }
                 Err(e @ (Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG)) => {
                     return Err(Error::sys("writing", dst_path, e))
                 }
@@ -204,10 +220,22 @@ impl DataCopier {
                 Err(e) => return Err(Error::sys("copying", src_path, e)),
             }
         }
-        copy_by_reading(src, dst, start + done, len - done, src_path, dst_path)
-            .map_err(|e| e.unwrap_or_else(shrank))
+        copy_by_reading(
+            src,
+            dst,
+            start + done,
+            len - done,
+            src_path,
+            dst_path,
+            moved,
+        )
+        .map_err(|e| e.unwrap_or_else(shrank))
     }
 }
+
+/// The most `copy_file_range` is asked to move at once, so that progress
+/// moves within a big file.
+const CHUNK: i64 = 16 << 20;
 
 /// Starts writing `file`'s dirty pages to disk without waiting for them.
 /// Only a hint: a failure shows up in the caller's sync.
@@ -285,6 +313,7 @@ pub(super) fn copy_by_reading(
     len: i64,
     src_path: &Path,
     dst_path: &Path,
+    moved: &dyn Fn(u64),
 ) -> std::result::Result<(), Option<Error>> {
     if len == 0 {
         return Ok(());
@@ -304,6 +333,7 @@ pub(super) fn copy_by_reading(
             dst.write_all_at(&buf[..n], off)
                 .map_err(|e| Some(Error::io("writing", dst_path, e)))?;
             done += n as i64;
+            moved(n as u64);
         }
         Ok(())
     })
@@ -330,7 +360,7 @@ mod tests {
             let dst_path = dir.path().join(format!("{path:?}"));
             let dst = File::create(&dst_path).expect("create dst");
             let data = DataCopier::new(path);
-            data.copy(&src, &dst, &st, &src_path, &dst_path)
+            data.copy(&src, &dst, &st, &src_path, &dst_path, &|_| {})
                 .expect("copy");
 
             let data = std::fs::read(&dst_path).expect("read dst");

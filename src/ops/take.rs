@@ -21,6 +21,7 @@ use crate::lxc::files::copy_config_files;
 use crate::lxc::{Container, LxcConfig, Rootfs};
 use crate::names::ContainerName;
 use crate::notice::Notice;
+use crate::progress::Counts;
 use crate::store::{
     self, Backing, Layer, Metadata, NameLock, NewSnapshot, Snapshot, Store, TreeFingerprint,
     FORMAT_VERSION, WHOLE_FORMAT_VERSION,
@@ -295,6 +296,8 @@ struct Storage {
     reference: Option<Snapshot>,
     reference_below: Option<Snapshot>,
     compare: Compare,
+    /// What a whole copy is about to do, when known.
+    estimate: Option<Counts>,
 }
 
 impl Storage {
@@ -360,12 +363,32 @@ impl Storage {
             (None, Some(p)) if p.meta.layer.is_some() => store.anchor_of(p),
             _ => None,
         };
+        // How much a whole copy has to do, for its progress line: about
+        // what the last snapshot captured, or (for the first, when the
+        // progress is shown) a quick count.
+        let estimate = if plan.is_some() {
+            None
+        } else {
+            let last = match &previous {
+                Some(p) => Some(p.clone()),
+                None => store.previous(name, src.backing, &src.lowers)?,
+            };
+            match last {
+                Some(p) => Some(Counts {
+                    entries: p.meta.files,
+                    bytes: p.meta.bytes,
+                }),
+                None if store.observer().shows_progress() => Some(quick_count(&src.tree.dir)?),
+                None => None,
+            }
+        };
         Ok(Storage {
             anchor,
             plan,
             reference: previous,
             reference_below,
             compare,
+            estimate,
         })
     }
 
@@ -393,10 +416,26 @@ impl Storage {
                 tree_name,
                 references,
                 self.compare,
-                None,
+                self.estimate,
             ),
         }
     }
+}
+
+/// Entries below `tree` and the sizes of its regular files (each inode
+/// once), as a copy of it counts them.
+fn quick_count(tree: &Dir) -> Result<Counts> {
+    let mut seen = std::collections::HashSet::new();
+    let mut counts = Counts::default();
+    crate::walk::for_each_entry(tree, |st| {
+        counts.entries += 1;
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG && seen.insert(st.st_ino) {
+            counts.bytes += st.st_size as u64;
+        }
+    })?;
+    // The root is no entry of the copy.
+    counts.entries = counts.entries.saturating_sub(1);
+    Ok(counts)
 }
 
 fn unsupported(name: &ContainerName, why: &str) -> Error {
