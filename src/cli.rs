@@ -87,6 +87,12 @@ pub enum Command {
         snapshot: SnapshotName,
         backup: bool,
     },
+    /// Empty what the snapshot wrote when started; `starting`: run by
+    /// LXC's pre-start hook.
+    Reset {
+        snapshot: SnapshotName,
+        starting: bool,
+    },
     Mount {
         snapshot: SnapshotName,
         dir: PathBuf,
@@ -440,6 +446,20 @@ enum Sub {
         /// Snapshot, e.g. mysql_2
         snap: String,
     },
+    /// Empty what SNAP wrote when started (each start does this itself)
+    Reset {
+        /// Run as the snapshot's lxc.hook.pre-start: the snapshot is
+        /// starting; LXC's own arguments after SNAP are ignored, and SNAP
+        /// defaults to $LXC_NAME
+        #[arg(long, hide = true)]
+        from_lxc: bool,
+        /// Snapshot to reset, e.g. mysql_2
+        #[arg(required_unless_present = "from_lxc")]
+        snap: Option<String>,
+        /// What LXC passes a hook after the container name
+        #[arg(hide = true, requires = "from_lxc")]
+        lxc_args: Vec<String>,
+    },
     /// Put the (stopped) container back to SNAP in place
     Rollback {
         /// Do not snapshot the current state first
@@ -742,6 +762,22 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             snapshot: SnapshotName::parse(&snap)?,
             json,
         },
+        Sub::Reset {
+            from_lxc,
+            snap,
+            lxc_args: _,
+        } => {
+            let name = match snap {
+                Some(s) => s,
+                None => std::env::var("LXC_NAME").map_err(|_| {
+                    Error::new(ErrorKind::Usage, "reset needs SNAP (or LXC_NAME from LXC)")
+                })?,
+            };
+            Command::Reset {
+                snapshot: SnapshotName::parse(&name)?,
+                starting: from_lxc,
+            }
+        }
         Sub::Rollback { no_backup, snap } => Command::Rollback {
             snapshot: SnapshotName::parse(&snap)?,
             backup: !no_backup,

@@ -52,6 +52,26 @@ impl fmt::Display for ContainerName {
     }
 }
 
+/// A host name for a container called `name`: `name` itself when it is a
+/// DNS label (letters, digits and inner hyphens, at most 63 bytes), else
+/// `name` with every other character made a hyphen, hyphens trimmed from
+/// the ends and cut to 63 bytes (`mysql_0` -> `mysql-0`), as systemd and
+/// resolvers want it. Container names are never empty, so neither is this.
+pub fn host_name_for(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let trimmed = mapped.trim_matches('-');
+    let cut = &trimmed[..trimmed.len().min(63)];
+    let label = cut.trim_end_matches('-');
+    if label.is_empty() {
+        "localhost".to_string()
+    } else {
+        label.to_string()
+    }
+}
+
 /// Snapshot number `number` of `container`, spelled `<container>_<number>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapshotName {
@@ -183,6 +203,20 @@ mod tests {
                 ErrorKind::Usage
             );
         }
+    }
+
+    #[test]
+    fn host_names_are_dns_labels() {
+        assert_eq!(host_name_for("web"), "web");
+        assert_eq!(host_name_for("mysql_0"), "mysql-0");
+        assert_eq!(host_name_for("mysql_tmp"), "mysql-tmp");
+        assert_eq!(host_name_for("db.example"), "db-example");
+        assert_eq!(host_name_for("_x_"), "x");
+        assert_eq!(host_name_for("___"), "localhost");
+        assert_eq!(host_name_for("é"), "localhost");
+        let long = "a".repeat(62) + "_b";
+        assert_eq!(host_name_for(&long), "a".repeat(62));
+        assert_eq!(host_name_for(&"b".repeat(64)).len(), 63);
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub enum Notice {
     },
     /// A snapshot no rule keeps stays, because deleting it failed.
     NotDeleted { snapshot: String, error: String },
+    /// The snapshot has no hook to empty its scratch at each start.
+    NoResetHook { snapshot: String, why: String },
+    /// A container's name is no DNS label, so its host name is this one.
+    HostName {
+        container: String,
+        host_name: String,
+    },
     /// The tree a rollback replaced was not all removed.
     OldTreeLeft { error: String },
 }
@@ -71,6 +78,7 @@ impl Notice {
         match self {
             Notice::Deleted { .. } => Level::Done,
             Notice::SkippedMount { .. }
+            | Notice::NoResetHook { .. }
             | Notice::SkippedEntry { .. }
             | Notice::NotDeleted { .. }
             | Notice::OldTreeLeft { .. } => Level::Warning,
@@ -142,6 +150,19 @@ impl fmt::Display for Shown<'_> {
                 layers.join(", "),
             ),
             Notice::NotDeleted { snapshot, error } => write!(f, "kept {snapshot}: {error}"),
+            Notice::NoResetHook { snapshot, why } => write!(
+                f,
+                "{snapshot} keeps what it writes when started until lxc-snap reset {snapshot}: \
+                 this lxc-snap is no hook root may run ({why})"
+            ),
+            Notice::HostName {
+                container,
+                host_name,
+            } => write!(
+                f,
+                "{container} is called {host_name} inside (lxc.uts.name, /etc/hostname): \
+                 a host name has only letters, digits and inner hyphens"
+            ),
             Notice::OldTreeLeft { error } => {
                 write!(f, "the old tree was not all removed: {error}")
             }

@@ -156,7 +156,17 @@ fn assert_overlay_snapshot_layout(lab: &Lab, container: &str, snap: &str, base: 
         ),
         "snapshot rootfs"
     );
-    assert_eq!(config_value(&config, "lxc.uts.name"), snap);
+    // Its host name is its name made a DNS label.
+    assert_eq!(
+        config_value(&config, "lxc.uts.name"),
+        snap.replace('_', "-")
+    );
+    assert!(
+        config_values(&config, "lxc.hook.pre-start")
+            .iter()
+            .any(|h| h.ends_with(" reset --from-lxc")),
+        "the hook that empties the scratch at each start: {config}"
+    );
     assert!(config_values(&config, "lxc.utsname").is_empty());
     for v in config_values(&config, "lxc.ephemeral") {
         assert_eq!(v, "0", "snapshot config keeps lxc.ephemeral = {v}");
@@ -211,7 +221,11 @@ fn assert_restored_overlay(lab: &Lab, snap: &str, new: &str, base: &str) {
         format!("overlay:{lxcpath}/{base}/rootfs:{lxcpath}/{new}/overlay/delta"),
         "restored rootfs"
     );
-    assert_eq!(config_value(&config, "lxc.uts.name"), new);
+    // The host name is the name made a DNS label.
+    assert_eq!(
+        config_value(&config, "lxc.uts.name"),
+        lxc_snap::names::host_name_for(new)
+    );
     assert!(config_values(&config, "lxc.utsname").is_empty());
     assert_eq!(
         read(&lab.lxcpath().join(new).join("lxc_rdepends")),
@@ -231,7 +245,7 @@ fn assert_restored_overlay(lab: &Lab, snap: &str, new: &str, base: &str) {
     );
     assert_eq!(
         read(&lab.delta(new).join("etc/hostname")).trim_end(),
-        new,
+        lxc_snap::names::host_name_for(new),
         "etc/hostname in {new}'s delta"
     );
 }
@@ -723,10 +737,10 @@ fn overlay_round_trip() {
     let tmp_mac = config_value(&lab.config(lab.lxcpath(), "mysql_tmp"), "lxc.net.0.hwaddr");
     let lp = lab.lxcpath();
     lab.start(lp, "mysql_tmp");
-    assert_eq!(lab.attach(lp, "mysql_tmp", "hostname").trim(), "mysql_tmp");
+    assert_eq!(lab.attach(lp, "mysql_tmp", "hostname").trim(), "mysql-tmp");
     assert_eq!(
         lab.attach(lp, "mysql_tmp", "cat /etc/hostname").trim(),
-        "mysql_tmp"
+        "mysql-tmp"
     );
     assert_eq!(
         lab.attach(lp, "mysql_tmp", "cat /sys/class/net/eth0/address")
@@ -755,7 +769,7 @@ fn overlay_round_trip() {
     lab.start(lp, "mysql_first");
     assert_eq!(
         lab.attach(lp, "mysql_first", "hostname").trim(),
-        "mysql_first"
+        "mysql-first"
     );
     assert!(present(&lab, lp, "mysql_first", "/root/added"));
     assert!(!present(&lab, lp, "mysql_first", "/root/second"));
@@ -876,7 +890,15 @@ fn starting_a_snapshot_does_not_change_it() {
 
     let sd = lab.snapdir();
     lab.start(sd, "mysql_0");
-    assert_eq!(lab.attach(sd, "mysql_0", "hostname").trim(), "mysql_0");
+    // Its own name, as a host name can be.
+    assert_eq!(lab.attach(sd, "mysql_0", "hostname").trim(), "mysql-0");
+    assert_eq!(
+        lab.attach(sd, "mysql_0", "cat /etc/hostname").trim(),
+        "mysql-0"
+    );
+    assert!(config.contains("lxc.uts.name = mysql-0\n"), "{config}");
+    let err = env.fails_with(5, &["reset", "mysql_0"]);
+    assert!(err.contains("running"), "{err}");
     assert_eq!(
         lab.attach(sd, "mysql_0", "wc -c < /root/added").trim(),
         "10000"
@@ -904,6 +926,42 @@ fn starting_a_snapshot_does_not_change_it() {
     assert_eq!(read(&snap.join("config")), config);
     assert_eq!(read(&snap.join("lxc-snap.json")), meta);
     assert_eq!(read(&snap.join("ts")), ts);
+    let scratch = |env: &common::TestEnv| {
+        json(&env.ok(&["info", "mysql_0", "--json"]))["scratch_bytes"]
+            .as_u64()
+            .expect("scratch size")
+    };
+    let written = scratch(env);
+    assert!(
+        written > 4 * 4096,
+        "info counts what the boot wrote: {written}"
+    );
+
+    // The next start begins from what was captured.
+    lab.start(sd, "mysql_0");
+    assert!(!present(&lab, sd, "mysql_0", "/root/written-by-boot"));
+    assert!(present(&lab, sd, "mysql_0", "/root/added"));
+    assert!(present(&lab, sd, "mysql_0", "/etc/udhcpc"));
+    assert_eq!(
+        lab.attach(sd, "mysql_0", "cat /etc/hostname").trim(),
+        "mysql-0"
+    );
+    lab.attach(sd, "mysql_0", "echo again > /root/second-boot && sync");
+    lab.stop(sd, "mysql_0");
+    // And reset empties it at once.
+    let out = env.ok(&["reset", "mysql_0"]);
+    assert!(
+        out.starts_with("reset mysql_0: removed what it wrote when started ("),
+        "{out}"
+    );
+    assert!(!snap.join("private/scratch/upper/root").exists());
+    assert!(scratch(env) < written);
+    assert_same_tree(
+        "mysql_0's layer after two boots and a reset",
+        &captured,
+        &tree_manifest(&snap.join("private/delta")),
+        &[],
+    );
 
     // A restore gives exactly the captured files.
     assert_eq!(
@@ -935,6 +993,21 @@ fn starting_a_snapshot_does_not_change_it() {
         "again"
     );
     lab.stop(lab.lxcpath(), "again");
+    assert!(!read(&lab.lxcpath().join("again/config")).contains("reset --from-lxc"));
+
+    // A name that is no host name gives one that is, and says so.
+    let out = env.run(&["restore", "mysql_0", "mysql_tmp"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mysql_tmp is called mysql-tmp inside"),
+        "{stderr}"
+    );
+    assert!(read(&lab.lxcpath().join("mysql_tmp/config")).contains("lxc.uts.name = mysql-tmp\n"));
+    assert_eq!(
+        read(&lab.delta("mysql_tmp").join("etc/hostname")),
+        "mysql-tmp\n"
+    );
 }
 
 #[test]
@@ -984,7 +1057,7 @@ fn dir_backed_round_trip() {
     );
     assert_eq!(
         config_value(&lab.config(lab.snapdir(), "plain_0"), "lxc.uts.name"),
-        "plain_0"
+        "plain-0"
     );
     assert_same_tree(
         "captured rootfs vs plain's",
@@ -1169,7 +1242,11 @@ fn restore_and_name_errors() {
         env.ok(&["restore", "mysql_0", &max]),
         format!("restored mysql_0 as {max}\n")
     );
-    assert_eq!(config_value(&lab.config(lp, &max), "lxc.uts.name"), max);
+    // A host name is at most 63 bytes.
+    assert_eq!(
+        config_value(&lab.config(lp, &max), "lxc.uts.name"),
+        "b".repeat(63)
+    );
     lab.lxc("lxc-destroy", &["-P", lab.lxcpath_str(), "-n", &max]);
 
     // Restore under the original name once it is gone.
@@ -1543,7 +1620,7 @@ fn a_layer_boots_over_the_older_snapshot_without_writing_either() {
     assert!(lab.snapdir().join("c1_0/private/delta").is_dir());
 
     lab.start(lab.snapdir(), "c1_1");
-    assert_eq!(lab.attach(lab.snapdir(), "c1_1", "hostname").trim(), "c1_1");
+    assert_eq!(lab.attach(lab.snapdir(), "c1_1", "hostname").trim(), "c1-1");
     assert_eq!(lab.attach(lab.snapdir(), "c1_1", "cat /root/two"), "two\n");
     assert!(!present(&lab, lab.snapdir(), "c1_1", "/root/one"));
     assert!(!present(&lab, lab.snapdir(), "c1_1", "/bin/vi"));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::fixtures::{config_value, overlay_clone};
+use common::fixtures::overlay_clone;
 use common::TestEnv;
 
 const USER: u32 = 1000;
@@ -379,10 +379,16 @@ fn a_hook_someone_else_can_change_is_refused() {
     set_config(&env, "c", "lxc.hook.pre-start", &hook);
     env.ok(&["-q", "c"]);
     let config = fs::read_to_string(env.snapdir.join("c_0/config")).expect("config");
-    assert_eq!(
-        config_value(&config, "lxc.hook.pre-start").as_deref(),
-        Some(hook.as_str())
-    );
+    // (Beside the hook lxc-snap adds to empty the snapshot's scratch.)
+    let hooks: Vec<&str> = config
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim() == "lxc.hook.pre-start")
+        .map(|(_, v)| v.trim())
+        .collect();
+    assert_eq!(hooks.len(), 2, "{config}");
+    assert_eq!(hooks[0], hook, "{config}");
+    assert!(hooks[1].ends_with(" reset --from-lxc"), "{config}");
     // ...unless the file itself is anyone's to write.
     chmod(&roots.join("pre"), 0o757);
     unsafe_refusal(&env, &["c"]);
@@ -1093,4 +1099,42 @@ fn a_symlink_exchange_racer_never_reaches_the_host() {
         fs::read_to_string(outside.join("file")).expect("read"),
         "HOST SECRET\n"
     );
+}
+
+#[test]
+fn an_lxc_snap_others_can_change_is_no_hook_of_a_snapshot() {
+    if !common::system_tests_enabled(
+        "an_lxc_snap_others_can_change_is_no_hook_of_a_snapshot",
+        true,
+    ) {
+        return;
+    }
+    let env = TestEnv::new();
+    overlay_clone(&env, "c");
+    let open = env.path().join("anyones");
+    fs::create_dir(&open).expect("mkdir");
+    chmod(&open, 0o777);
+    let copy = open.join("lxc-snap");
+    fs::copy(common::bin(), &copy).expect("copying the binary");
+    let out = Command::new(&copy)
+        .arg("-P")
+        .arg(&env.lxcpath)
+        .arg("--snapdir")
+        .arg(&env.snapdir)
+        .args(["snap", "c"])
+        .env_remove("LXC_SNAP_DIR")
+        .output()
+        .expect("running the copy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("c_0 keeps what it writes when started until lxc-snap reset c_0"),
+        "{stderr}"
+    );
+    let config = fs::read_to_string(env.snapdir.join("c_0/config")).expect("config");
+    assert!(!config.contains("reset --from-lxc"), "{config}");
+    // The trusted one puts its hook in.
+    env.ok(&["-q", "c"]);
+    let config = fs::read_to_string(env.snapdir.join("c_1/config")).expect("config");
+    assert!(config.contains("reset --from-lxc"), "{config}");
 }

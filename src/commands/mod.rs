@@ -13,6 +13,7 @@ mod list;
 mod mount;
 mod pin;
 mod prune;
+mod reset;
 mod restore;
 mod rollback;
 mod snap;
@@ -56,6 +57,7 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::Pin { snapshot, pinned } => pin::run(ctx, &snapshot, pinned),
         Command::Info { snapshot, json } => info::run(ctx, &snapshot, json),
         Command::Rollback { snapshot, backup } => rollback::run(ctx, &snapshot, backup),
+        Command::Reset { snapshot, starting } => reset::run(ctx, &snapshot, starting),
         Command::Mount { snapshot, dir } => mount::mount(ctx, &snapshot, &dir),
         Command::Umount { dir } => mount::umount(ctx, &dir),
         Command::Prune {

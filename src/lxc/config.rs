@@ -143,8 +143,14 @@ pub struct Retarget<'a> {
     pub old_dirs: &'a [&'a Path],
     pub new_dir: &'a Path,
     pub new_name: &'a str,
+    /// What `lxc.uts.name` says: the host name (a DNS label).
+    pub host_name: &'a str,
     pub rootfs: &'a Rootfs,
 }
+
+/// The arguments that mark the `lxc.hook.pre-start` lxc-snap puts in a
+/// snapshot's config to empty its scratch at each start.
+pub const RESET_HOOK_ARGS: &str = "reset --from-lxc";
 
 /// A rewritten config and the files it refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +268,18 @@ impl LxcConfig {
         n
     }
 
+    /// Removes the scratch-emptying hook lxc-snap put in a snapshot's
+    /// config ([`RESET_HOOK_ARGS`]) and, with `command`, puts this one in.
+    pub fn set_reset_hook(&mut self, command: Option<&str>) {
+        self.lines.retain(|l| {
+            !matches!(l, Line::Entry { key, value, .. }
+                if key == "lxc.hook.pre-start" && value.contains(RESET_HOOK_ARGS))
+        });
+        if let Some(command) = command {
+            self.push("lxc.hook.pre-start", command);
+        }
+    }
+
     fn push(&mut self, key: &str, value: &str) {
         self.lines.push(Line::Entry {
             key: key.to_string(),
@@ -297,7 +315,7 @@ impl LxcConfig {
 
         if c.map_values(
             |k| HOSTNAME_KEYS.contains(&k),
-            |_, _| Some(t.new_name.to_string()),
+            |_, _| Some(t.host_name.to_string()),
         ) == 0
         {
             let key = if c.is_legacy() {
@@ -305,8 +323,10 @@ impl LxcConfig {
             } else {
                 "lxc.uts.name"
             };
-            c.push(key, t.new_name);
+            c.push(key, t.host_name);
         }
+        // A snapshot's own hook is no hook of the new container.
+        c.set_reset_hook(None);
         c.map_values(is_hwaddr_key, |_, _| Some(random_mac()));
         c.map_values(|k| k == "lxc.ephemeral", |_, _| Some("0".to_string()));
 
@@ -544,6 +564,36 @@ lxc.ephemeral = 1
 ";
 
     #[test]
+    fn the_reset_hook_is_set_once_and_never_carried_to_a_restore() {
+        let mut cfg = LxcConfig::parse(NEW_STYLE);
+        let ours = "'/usr/bin/lxc-snap' --snapdir '/s' reset --from-lxc";
+        cfg.set_reset_hook(Some(ours));
+        cfg.set_reset_hook(Some(ours));
+        let hooks = |c: &LxcConfig| {
+            c.entries()
+                .filter(|(k, _)| *k == "lxc.hook.pre-start")
+                .map(|(_, v)| v.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            hooks(&cfg),
+            ["/var/lib/lxc/c1/pre.sh --flag x", ours],
+            "the container's own hook stays, ours once"
+        );
+        let rootfs = overlay("overlay", &["/var/lib/lxc/base/rootfs"], "/l/r/delta");
+        let t = Retarget {
+            old_dirs: &[Path::new("/s/c1_0")],
+            new_dir: Path::new("/l/r"),
+            new_name: "r",
+            host_name: "r",
+            rootfs: &rootfs,
+        };
+        let r = cfg.retarget(&t, || "10:66:6a:00:00:01".to_string());
+        assert_eq!(hooks(&r.config), ["/var/lib/lxc/c1/pre.sh --flag x"]);
+        assert!(r.outside.iter().all(|(_, p)| !p.ends_with("lxc-snap'")));
+    }
+
+    #[test]
     fn retarget_rewrites_what_lxc_copy_rewrites_in_new_spelling() {
         let cfg = LxcConfig::parse(NEW_STYLE);
         let rootfs = overlay(
@@ -555,6 +605,7 @@ lxc.ephemeral = 1
             old_dirs: &[Path::new("/var/lib/lxc/c1")],
             new_dir: Path::new("/s/c1_0"),
             new_name: "c1_0",
+            host_name: "c1-0",
             rootfs: &rootfs,
         };
         let mut macs = ["10:66:6a:00:00:01", "10:66:6a:00:00:02"].into_iter();
@@ -565,7 +616,7 @@ lxc.ephemeral = 1
             out.get("lxc.rootfs.mount"),
             Some("/usr/lib/x86_64-linux-gnu/lxc/rootfs")
         );
-        assert_eq!(out.get("lxc.uts.name"), Some("c1_0"));
+        assert_eq!(out.get("lxc.uts.name"), Some("c1-0"));
         assert_eq!(out.get("lxc.net.0.hwaddr"), Some("10:66:6a:00:00:01"));
         assert_eq!(out.get("lxc.net.1.hwaddr"), Some("10:66:6a:00:00:02"));
         assert_eq!(out.get("lxc.mount.fstab"), Some("/s/c1_0/fstab"));
@@ -609,6 +660,7 @@ lxc.ephemeral = 1
             old_dirs: &[Path::new("/var/lib/lxc/old")],
             new_dir: Path::new("/var/lib/lxc/new"),
             new_name: "new",
+            host_name: "new",
             rootfs: &rootfs,
         };
         let r = cfg.retarget(&t, random_mac);
@@ -642,6 +694,7 @@ lxc.ephemeral = 1
             old_dirs: &[Path::new("/l/o")],
             new_dir: Path::new("/l/n"),
             new_name: "n",
+            host_name: "n",
             rootfs: &rootfs,
         };
         let new = LxcConfig::parse("lxc.rootfs.path = dir:/l/o/rootfs\n")
@@ -666,6 +719,7 @@ lxc.ephemeral = 1
             old_dirs: &[Path::new("/l/o")],
             new_dir: Path::new("/l/n"),
             new_name: "n",
+            host_name: "n",
             rootfs: &rootfs,
         };
         let r = LxcConfig::parse(text).retarget(&t, random_mac);

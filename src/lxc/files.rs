@@ -91,7 +91,7 @@ fn check_root_file(st: &nix::sys::stat::FileStat, path: &Path) -> Result<()> {
 /// A file outside the container's directory that the config makes root
 /// read (fstab) or run (a host hook): kept in the new config only if it and
 /// every directory above it are root's alone.
-fn check_outside_file(key: &str, path: &Path) -> Result<()> {
+pub fn check_outside_file(key: &str, path: &Path) -> Result<()> {
     let in_context = |e: Error| e.prefixed(&format!("refusing {key} = {}", path.display()));
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(());

@@ -19,6 +19,7 @@ pub mod info;
 pub mod list;
 pub mod mount;
 pub mod prune;
+pub mod reset;
 pub mod restore;
 pub mod rollback;
 pub mod take;
@@ -32,6 +33,7 @@ pub use list::{
 };
 pub use mount::{mount, umount};
 pub use prune::{prune, PruneOptions, PruneRow, Pruned};
+pub use reset::{reset, Reset};
 pub use restore::{restore, Restored};
 pub use rollback::{rollback, RolledBack};
 pub use take::{take, Increment, TakeOptions};

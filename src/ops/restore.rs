@@ -16,7 +16,8 @@ use crate::lxc::container::{read_dependency_file, DependencyEntry, Lxcpath};
 use crate::lxc::files::copy_config_files;
 use crate::lxc::hostname::set_hostname;
 use crate::lxc::{Container, LxcConfig, Rootfs};
-use crate::names::{ContainerName, SnapshotName};
+use crate::names::{host_name_for, ContainerName, SnapshotName};
+use crate::notice::Notice;
 use crate::store::{Backing, Snapshot, Store};
 
 /// The container a restore created.
@@ -25,6 +26,9 @@ pub struct Restored {
     pub container: ContainerName,
     /// Its directory in the lxcpath.
     pub path: PathBuf,
+    /// Its host name (`lxc.uts.name`, `/etc/hostname`): its name, or a DNS
+    /// label made of it.
+    pub host_name: String,
 }
 
 /// Restores `name` as the new container `new_name`.
@@ -75,12 +79,13 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     let final_dir = staging.final_path();
     let meta = &snapshot.meta;
     let lowers: Vec<&Dir> = lower_dirs.iter().collect();
+    let host_name = host_name_for(new_name.as_str());
     let rootfs = match meta.backing {
         Backing::Overlay => {
             let overlay = staging.dir().mkdir("overlay", 0o755)?;
             copy_snapshot_tree(store, &snapshot, &overlay, "delta")?;
             staging.dir().mkdir("rootfs", 0o755)?;
-            set_hostname(&overlay.open_dir("delta")?, &lowers, new_name.as_str())?;
+            set_hostname(&overlay.open_dir("delta")?, &lowers, &host_name)?;
             Rootfs::Overlay {
                 prefix: meta.rootfs_prefix.clone(),
                 lowers: lower_dirs.iter().map(|d| d.path().to_path_buf()).collect(),
@@ -89,7 +94,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         }
         Backing::Dir => {
             copy_snapshot_tree(store, &snapshot, staging.dir(), "rootfs")?;
-            set_hostname(&staging.dir().open_dir("rootfs")?, &[], new_name.as_str())?;
+            set_hostname(&staging.dir().open_dir("rootfs")?, &[], &host_name)?;
             Rootfs::Dir {
                 prefix: meta.rootfs_prefix.clone(),
                 path: final_dir.join("rootfs"),
@@ -110,6 +115,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         old_dirs: &[snapshot_dir.path(), &snapshot.dir],
         new_dir: &final_dir,
         new_name: new_name.as_str(),
+        host_name: &host_name,
         rootfs: &rootfs,
     };
     let retargeted = LxcConfig::parse(&text).retarget(&retarget, random_mac);
@@ -142,9 +148,16 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         _ => e,
     })?;
     registered.keep();
+    if host_name != new_name.as_str() {
+        store.observer().notice(Notice::HostName {
+            container: new_name.to_string(),
+            host_name: host_name.clone(),
+        });
+    }
     Ok(Restored {
         container: new_name.clone(),
         path,
+        host_name,
     })
 }
 

@@ -19,7 +19,7 @@ use crate::lxc::container::bases_of_lowers;
 use crate::lxc::container::Tree;
 use crate::lxc::files::copy_config_files;
 use crate::lxc::{Container, LxcConfig, Rootfs};
-use crate::names::ContainerName;
+use crate::names::{host_name_for, ContainerName};
 use crate::notice::Notice;
 use crate::progress::Counts;
 use crate::store::{
@@ -103,7 +103,18 @@ pub(super) fn take_locked(
     private.mkdir("scratch", 0o700)?;
     let how = Storage::choose(store, &src, increment)?;
     let stats = how.copy(store, &src, &private)?;
-    let config = src.config_for(&new, &how)?;
+    let hook = match reset_hook(store) {
+        Ok(hook) => Some(hook),
+        Err(e) if e.kind() == ErrorKind::Unsafe => {
+            store.observer().notice(Notice::NoResetHook {
+                snapshot: new.name.to_string(),
+                why: e.to_string(),
+            });
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let config = src.config_for(&new, &how, hook.as_deref())?;
     let created = Local::now().fixed_offset();
     new.dir()
         .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
@@ -203,9 +214,16 @@ impl<'c> Source<'c> {
     }
 
     /// The container's config rewritten for the snapshot `new`: its tree
-    /// read-only (over its anchor's, for a layer) under a scratch upper, its
-    /// own name and new MACs; the files it names copied beside it.
-    fn config_for(&self, new: &NewSnapshot, how: &Storage) -> Result<LxcConfig> {
+    /// read-only (over its anchor's, for a layer) under a scratch upper
+    /// that `reset_hook` empties at each start, its own name (and host
+    /// name, a DNS label) and new MACs; the files it names copied beside
+    /// it.
+    fn config_for(
+        &self,
+        new: &NewSnapshot,
+        how: &Storage,
+        reset_hook: Option<&str>,
+    ) -> Result<LxcConfig> {
         let final_dir = new.final_path();
         let mut stacked = vec![store::tree_path(&final_dir, self.backing)];
         if let (Some(_), Some(anchor)) = (&how.plan, &how.anchor) {
@@ -217,14 +235,17 @@ impl<'c> Source<'c> {
             lowers: stacked,
             upper: store::scratch_upper(&final_dir),
         };
+        let name = new.name.to_string();
         let retarget = Retarget {
             old_dirs: &self.container.dir_spellings(),
             new_dir: &final_dir,
-            new_name: &new.name.to_string(),
+            new_name: &name,
+            host_name: &host_name_for(&name),
             rootfs: &rootfs,
         };
-        let retargeted = self.container.config.retarget(&retarget, random_mac);
+        let mut retargeted = self.container.config.retarget(&retarget, random_mac);
         copy_config_files(&retargeted, self.container.dir(), &self.tree.rel, new.dir())?;
+        retargeted.config.set_reset_hook(reset_hook);
         Ok(retargeted.config)
     }
 
@@ -420,6 +441,34 @@ impl Storage {
             ),
         }
     }
+}
+
+/// The command LXC runs before each start of a snapshot to empty its
+/// scratch: this program, on this snapdir and lxcpath, with the lowers
+/// allowed now (the reset reads the lowers for `/etc/hostname`). LXC runs
+/// hooks through `sh -c`, so every path is quoted; it appends the
+/// snapshot's name. Root runs it at each start, so this program must be
+/// root's alone, as any host hook must ([`ErrorKind::Unsafe`] if not).
+fn reset_hook(store: &Store) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("finding", std::path::Path::new("/proc/self/exe"), e))?;
+    crate::lxc::files::check_outside_file("lxc.hook.pre-start", &exe)?;
+    let absolute =
+        |p: &std::path::Path| std::path::absolute(p).map_err(|e| Error::io("resolving", p, e));
+    let quote = |p: &std::path::Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
+    let mut words = vec![
+        quote(&exe),
+        "-P".to_string(),
+        quote(&absolute(&store.lxcpath_path())?),
+        "--snapdir".to_string(),
+        quote(&absolute(store.dir())?),
+    ];
+    for lower in store.allowed_lowers() {
+        words.push("--allow-lower".to_string());
+        words.push(quote(&absolute(lower)?));
+    }
+    words.push(crate::lxc::config::RESET_HOOK_ARGS.to_string());
+    Ok(words.join(" "))
 }
 
 /// Entries below `tree` and the sizes of its regular files (each inode

@@ -20,6 +20,7 @@ pub mod layout;
 pub mod lock;
 pub mod lowers;
 pub mod metadata;
+pub mod scratch;
 pub mod sizes;
 
 use std::fs;
@@ -266,6 +267,12 @@ impl Store {
     }
 
     /// `-P`, else what `lxc-config lxc.lxcpath` prints, else /var/lib/lxc.
+    /// The lower layers allowed beyond containers' rootfs directories and
+    /// snapshots' trees (`--allow-lower`).
+    pub fn allowed_lowers(&self) -> &[PathBuf] {
+        &self.allow_lowers
+    }
+
     pub fn lxcpath_path(&self) -> PathBuf {
         if let Some(p) = &self.lxcpath_given {
             return p.clone();
