@@ -35,6 +35,7 @@ const PRINTING: &[&[&str]] = &[
     &["prune", "c", "--keep-last", "1", "--dry-run"],
     &["prune", "c", "--keep-last", "1", "--dry-run", "--json"],
     &["rm", "--dry-run", "c_0"],
+    &["reset", "c_0"],
     &["--bytes", "list", "c", "-o", "number,stored,used"],
     &["comment", "c_0"],
     &["completions", "bash"],

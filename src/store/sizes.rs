@@ -63,6 +63,15 @@ impl<'a> Usage<'a> {
     }
 }
 
+/// The listed snapshots of `family` stored as changes to `name`.
+fn layer_snapshots<'f>(family: &'f [Snapshot], name: &SnapshotName) -> Vec<&'f Snapshot> {
+    let names = layers_over(family, name);
+    family
+        .iter()
+        .filter(|s| names.contains(&s.name.to_string()))
+        .collect()
+}
+
 /// Counts what removing names frees: every inode met, with how many of
 /// its names were met. A directory is freed with its one name; any other
 /// inode when all its names were met.
@@ -219,11 +228,7 @@ impl Store {
     /// layers see as before, so a crash half way loses nothing. Returns
     /// the bytes freed.
     pub fn trim_held(&self, held: &Snapshot, family: &[Snapshot]) -> Result<u64> {
-        let names = layers_over(family, &held.name);
-        let layers: Vec<&Snapshot> = family
-            .iter()
-            .filter(|s| names.contains(&s.name.to_string()))
-            .collect();
+        let layers = layer_snapshots(family, &held.name);
         if layers.is_empty() {
             return Ok(0);
         }
@@ -241,11 +246,7 @@ impl Store {
     /// hide ([`Usage::frees`] of a snapshot layers stand on).
     pub fn refresh_hidden(&self, anchor: &Snapshot) -> Result<()> {
         let family = self.snapshots_of_with_held(anchor.name.container())?;
-        let names = layers_over(&family, &anchor.name);
-        let layers: Vec<&Snapshot> = family
-            .iter()
-            .filter(|s| names.contains(&s.name.to_string()))
-            .collect();
+        let layers = layer_snapshots(&family, &anchor.name);
         let hidden = if layers.is_empty() {
             None
         } else {
@@ -275,10 +276,11 @@ impl Store {
             if !goes && !s.meta.held {
                 continue;
             }
-            let all = layers_over(&family, &s.name);
-            let staying: Vec<&Snapshot> = family
+            let all = layer_snapshots(&family, &s.name);
+            let staying: Vec<&Snapshot> = all
                 .iter()
-                .filter(|l| all.contains(&l.name.to_string()) && !gone.contains(&l.name))
+                .copied()
+                .filter(|l| !gone.contains(&l.name))
                 .collect();
             if staying.is_empty() {
                 tally.add_tree(&self.snapshot_dir(s)?)?;
