@@ -1643,3 +1643,154 @@ fn a_layer_boots_over_the_older_snapshot_without_writing_either() {
     assert_same_tree("c1_0 after a boot of c1_1", &before0, &trees("c1_0"), &[]);
     assert_same_tree("c1_1 after its boot", &before1, &trees("c1_1"), &[]);
 }
+
+#[test]
+fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
+    if !common::system_tests_enabled(
+        "snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are",
+        true,
+    ) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let sd = lab.snapdir();
+    fs::create_dir_all(sd).expect("snapdir");
+    // What the original lxc-snap did: an LXC snapshot clone into the
+    // snapdir, keeping host name and MAC, then ts and comment beside it.
+    let legacy = |n: u32, ts: &str, comment: Option<&str>| {
+        let name = format!("mysql_{n}");
+        lab.lxc(
+            "lxc-copy",
+            &[
+                "-s",
+                "-K",
+                "-M",
+                "-P",
+                lab.lxcpath_str(),
+                "-p",
+                lab.snapdir_str(),
+                "-n",
+                "mysql",
+                "-N",
+                &name,
+            ],
+        );
+        fs::write(sd.join(&name).join("ts"), ts).expect("ts");
+        if let Some(c) = comment {
+            fs::write(sd.join(&name).join("comment"), c).expect("comment");
+        }
+    };
+    change_mysql(&lab, FIRST_CHANGES);
+    legacy(0, "2025:01:02 03:04:05", Some("before the upgrade\n"));
+    change_mysql(&lab, SECOND_CHANGES);
+    legacy(1, "2025:02:03 04:05:06", None);
+    // Broken ones: a time stamp that does not parse, a rootfs elsewhere.
+    legacy(2, "yesterday", None);
+    legacy(3, "2025:03:04 05:06:07", None);
+    let config3 = sd.join("mysql_3/config");
+    let text = read(&config3).replace(
+        &format!("{}/mysql_3/overlay/delta", lab.snapdir().display()),
+        &format!("{}/mysql/overlay/delta", lab.lxcpath().display()),
+    );
+    fs::write(&config3, text).expect("config");
+
+    let out = env.run(&["list", "mysql"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let rows = table_rows(&stdout);
+    let names: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["mysql_0", "mysql_1"], "{stdout}");
+    assert!(
+        stdout.contains("(original lxc-snap) before the upgrade"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("mysql_2") && stderr.contains("\"yesterday\" is no time"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("mysql_3") && stderr.contains("is not inside the snapshot"),
+        "{stderr}"
+    );
+    let listed = snapshots_json(&lab, "mysql");
+    assert_eq!(listed[0]["legacy"], true);
+    let created = lxc_snap::ui::local_time(listed[0]["created_at"].as_str().expect("time"));
+    assert_eq!(created, "2025-01-02 03:04:05", "the time from ts, local");
+    assert!(
+        listed[0]["refer_bytes"].as_u64().expect("refer") > 10000,
+        "{}",
+        listed[0]
+    );
+
+    // info and diff read them as they are.
+    let info = env.ok(&["info", "mysql_0"]);
+    assert!(
+        info.contains("a clone the original lxc-snap made"),
+        "{info}"
+    );
+    let diff = env.ok(&["diff", "mysql_0", "mysql_1"]);
+    assert!(
+        diff.contains("A /root/second\n") && diff.contains("D /bin/less\t(symlink -> "),
+        "{diff}"
+    );
+
+    // Numbering goes on after the highest legacy number; a new snapshot
+    // links nothing to a legacy one (a writable clone).
+    env.ok(&["-q", "snap", "mysql"]);
+    assert!(sd.join("mysql_4/lxc-snap.json").exists());
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("stat"));
+    assert_ne!(
+        ino(&sd.join("mysql_4/private/delta/root/second")),
+        ino(&sd.join("mysql_1/overlay/delta/root/second"))
+    );
+
+    // Restore, mount and comment work on them.
+    assert_eq!(
+        env.ok(&["restore", "mysql_0", "old"]),
+        "restored mysql_0 as old\n"
+    );
+    lab.start(lab.lxcpath(), "old");
+    assert!(present(&lab, lab.lxcpath(), "old", "/root/added"));
+    assert!(!present(&lab, lab.lxcpath(), "old", "/root/second"));
+    lab.stop(lab.lxcpath(), "old");
+    let at = env.path().join("browse");
+    fs::create_dir(&at).expect("mkdir");
+    env.ok(&["mount", "mysql_1", at.to_str().expect("utf-8")]);
+    let mounted = at.join("root/second").exists();
+    env.ok(&["umount", at.to_str().expect("utf-8")]);
+    assert!(mounted, "mysql_1 mounted shows its files");
+    env.ok(&["comment", "mysql_1", "set later"]);
+    assert_eq!(env.ok(&["comment", "mysql_1"]), "set later\n");
+    assert!(
+        !sd.join("mysql_0/lxc-snap.json").exists(),
+        "never rewritten"
+    );
+    assert!(
+        !sd.join("mysql_1/lxc-snap.json").exists(),
+        "never rewritten"
+    );
+
+    // Prune weighs them with the others.
+    let plan = env.ok(&["prune", "mysql", "--keep-last", "1", "--dry-run"]);
+    let verdict = |n: &str| {
+        table_rows(&plan)
+            .into_iter()
+            .find(|r| r[0] == n)
+            .map(|r| r[5].clone())
+            .unwrap_or_else(|| panic!("{n} in {plan}"))
+    };
+    assert_eq!(verdict("mysql_0"), "remove", "{plan}");
+    assert_eq!(verdict("mysql_4"), "keep", "{plan}");
+
+    // Deleting one takes it out of what it was registered with.
+    env.ok(&["delete", "mysql_1"]);
+    assert!(!sd.join("mysql_1").exists());
+    for c in ["base", "mysql"] {
+        let deps = read(&lab.lxcpath().join(c).join("lxc_snapshots"));
+        assert!(!deps.contains("mysql_1"), "{c}: {deps}");
+    }
+}

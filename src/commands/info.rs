@@ -105,6 +105,7 @@ fn print_text(i: &SnapshotInfo) {
             },
             if n == 1 { "entry" } else { "entries" }
         ),
+        _ if i.legacy => line!("stored as:     a clone the original lxc-snap made (read as it is)"),
         _ => line!("stored as:     a whole tree"),
     }
     for l in &i.lowers {

@@ -139,15 +139,23 @@ fn list_snapshots(
         C::Files => r.files.to_string(),
         C::Pinned => if r.pinned { "yes" } else { "" }.to_string(),
         C::Stored => match &r.layer_over {
+            _ if r.legacy => "original lxc-snap".to_string(),
             Some(anchor) => format!("layer over {anchor}"),
             None => "whole".to_string(),
         },
-        C::Comment => crate::printable::escape(
-            r.comment
+        C::Comment => {
+            let first = r
+                .comment
                 .as_deref()
                 .and_then(|c| c.lines().next())
-                .unwrap_or(""),
-        ),
+                .unwrap_or("");
+            let text = if r.legacy {
+                format!("(original lxc-snap) {first}")
+            } else {
+                first.to_string()
+            };
+            crate::printable::escape(text.trim_end())
+        }
         _ => String::new(),
     };
     let mut b = Builder::default();

@@ -77,6 +77,8 @@ pub struct SnapshotInfo {
     pub bytes_on_disk: Option<u64>,
     pub base: Vec<Dependency>,
     pub dependents: Vec<Dependency>,
+    /// Made by the original lxc-snap: an LXC clone read as it is.
+    pub legacy: bool,
     /// What is wrong with the snapshot; empty when nothing is.
     #[serde(skip)]
     pub broken: Vec<String>,
@@ -147,8 +149,10 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         },
         base: deps("lxc_rdepends")?,
         dependents: deps("lxc_snapshots")?,
+        legacy: snapshot.is_legacy(),
         broken,
-    })
+    }
+    .measured_if_legacy(store, &snapshot))
 }
 
 /// The listed snapshots `snapshot` may share inodes with: the nearest
@@ -159,7 +163,7 @@ fn shares_with(family: &[Snapshot], snapshot: &Snapshot) -> Vec<String> {
     let listed = || {
         family
             .iter()
-            .filter(|s| !s.meta.held && s.name != snapshot.name)
+            .filter(|s| !s.meta.held && !s.is_legacy() && s.name != snapshot.name)
     };
     let same_base = |s: &&Snapshot| {
         s.meta.backing == snapshot.meta.backing && s.meta.lowers == snapshot.meta.lowers
@@ -177,6 +181,27 @@ fn shares_with(family: &[Snapshot], snapshot: &Snapshot) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+impl SnapshotInfo {
+    /// A legacy snapshot records no sizes: they are measured.
+    fn measured_if_legacy(mut self, store: &Store, snapshot: &Snapshot) -> SnapshotInfo {
+        if !snapshot.is_legacy() {
+            return self;
+        }
+        let measured = store
+            .tree_dir(snapshot)
+            .ok()
+            .and_then(|t| crate::store::sizes::measure_tree(&t).ok());
+        if let Some(m) = measured {
+            self.files = m.entries;
+            self.bytes = m.bytes;
+            self.refer_bytes = m.allocated;
+            self.used_bytes = m.exclusive;
+        }
+        self.shares_with.clear();
+        self
+    }
 }
 
 fn lower_state(store: &Store, path: &Path, recorded: Option<&TreeFingerprint>) -> &'static str {

@@ -49,6 +49,8 @@ pub struct SnapshotRecord {
     pub used_bytes: u64,
     /// The snapshot this one is stored as changes to, if any.
     pub layer_over: Option<String>,
+    /// Made by the original lxc-snap (read as it is; see `adopt`).
+    pub legacy: bool,
     pub path: PathBuf,
 }
 
@@ -144,21 +146,42 @@ pub fn snapshot_record(store: &Store, name: &SnapshotName) -> Result<SnapshotRec
 
 /// The record of one snapshot; `usage` is of its whole family.
 pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotRecord> {
+    // A legacy snapshot records no sizes: its tree, an independent copy,
+    // is measured (as far as it can be read).
+    let measured = s
+        .is_legacy()
+        .then(|| store.tree_dir(s).ok())
+        .flatten()
+        .and_then(|tree| crate::store::sizes::measure_tree(&tree).ok());
+    let comment = match store.comment(s) {
+        Ok(c) => c,
+        Err(e) if s.is_legacy() => {
+            store
+                .observer()
+                .notice(crate::notice::Notice::SkippedEntry {
+                    path: s.dir.join(crate::store::COMMENT_FILE),
+                    error: e.to_string(),
+                });
+            None
+        }
+        Err(e) => return Err(e),
+    };
     Ok(SnapshotRecord {
         name: s.name.to_string(),
         container: s.meta.container.clone(),
         number: s.name.number(),
         created_at: super::utc_text(s.meta.created_time()?),
-        comment: store.comment(s)?,
+        comment,
         pinned: s.meta.pinned,
         backing: s.meta.backing,
         lxcpath: s.meta.lxcpath.clone(),
         lowers: s.meta.lowers.clone(),
-        files: s.meta.files,
-        bytes: s.meta.bytes,
-        refer_bytes: s.meta.refer_bytes.unwrap_or(s.meta.bytes),
-        used_bytes: usage.frees(s),
+        files: measured.map_or(s.meta.files, |m| m.entries),
+        bytes: measured.map_or(s.meta.bytes, |m| m.bytes),
+        refer_bytes: measured.map_or(s.meta.refer_bytes.unwrap_or(s.meta.bytes), |m| m.allocated),
+        used_bytes: measured.map_or(usage.frees(s), |m| m.exclusive),
         layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
+        legacy: s.is_legacy(),
         path: s.dir.clone(),
     })
 }

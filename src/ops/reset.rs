@@ -3,7 +3,7 @@
 //! config does this at each start; `lxc-snap reset SNAP` does it at once.
 
 use super::require_root;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::ensure_stopped;
 use crate::names::SnapshotName;
 use crate::store::Store;
@@ -23,6 +23,12 @@ pub fn reset(store: &Store, name: &SnapshotName, starting: bool) -> Result<Reset
     require_root("resetting a snapshot")?;
     let _lock = store.lock(name.container())?;
     let snapshot = store.get(name)?;
+    if snapshot.is_legacy() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("{name} is a clone the original lxc-snap made: it has no scratch to reset"),
+        ));
+    }
     if !starting {
         ensure_stopped(store.dir(), &name.to_string())?;
     }

@@ -12,7 +12,7 @@ use crate::dir::Dir;
 use crate::durable::Staging;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
-use crate::lxc::container::{read_dependency_file, DependencyEntry, Lxcpath};
+use crate::lxc::container::{bases_of_lowers, read_dependency_file, DependencyEntry, Lxcpath};
 use crate::lxc::files::copy_config_files;
 use crate::lxc::hostname::set_hostname;
 use crate::lxc::{Container, LxcConfig, Rootfs};
@@ -119,19 +119,26 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         rootfs: &rootfs,
     };
     let retargeted = LxcConfig::parse(&text).retarget(&retarget, random_mac);
-    copy_config_files(
-        &retargeted,
-        &snapshot_dir,
-        Path::new("private"),
-        staging.dir(),
-    )?;
+    // What the config names inside the snapshot but its tree travels.
+    let tree_top = snapshot.tree_rel();
+    let tree_top = tree_top.components().next().map_or_else(
+        || Path::new("private").to_path_buf(),
+        |c| c.as_os_str().into(),
+    );
+    copy_config_files(&retargeted, &snapshot_dir, &tree_top, staging.dir())?;
 
     // The restored tree is whole: it needs the base, not a layer's anchor.
     let anchor = snapshot.anchor().map(|a| store.entry(&a));
-    let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot_dir, "lxc_rdepends")?
-        .into_iter()
-        .filter(|b| Some(b) != anchor.as_ref())
-        .collect();
+    let bases: Vec<DependencyEntry> = if snapshot.is_legacy() {
+        // A clone of the original lxc-snap also names the container it
+        // was cloned from; the copy needs only its lowers' containers.
+        bases_of_lowers(&meta.lowers, lxcpath)
+    } else {
+        read_dependency_file(&snapshot_dir, "lxc_rdepends")?
+            .into_iter()
+            .filter(|b| Some(b) != anchor.as_ref())
+            .collect()
+    };
     // The last moment a cancel still leaves nothing behind.
     store.cancel().check()?;
     let registered = store.finish_container_dir(

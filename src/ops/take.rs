@@ -303,6 +303,7 @@ impl<'c> Source<'c> {
             multi_name_inodes: Some(stats.multi_name_inodes.clone()),
             layer,
             held: false,
+            legacy: None,
             other: serde_json::Map::new(),
         })
     }

@@ -249,8 +249,12 @@ impl Store {
         backing: super::Backing,
         lowers: &[PathBuf],
     ) -> Result<Option<Snapshot>> {
+        // A legacy snapshot is a writable clone: nothing to link to.
         Ok(self.snapshots_of(container)?.into_iter().rev().find(|s| {
-            s.meta.backing == backing && s.meta.lowers == lowers && s.ensure_complete().is_ok()
+            !s.is_legacy()
+                && s.meta.backing == backing
+                && s.meta.lowers == lowers
+                && s.ensure_complete().is_ok()
         }))
     }
 

@@ -13,8 +13,10 @@
 //! ```
 //!
 //! An entry is one of ours only if its name parses as `NAME_N` and it holds
-//! `lxc-snap.json` naming the same container; anything else in the snapdir
-//! (such as `lxc-snapshot`'s `<c>/snapN` trees) is ignored and never touched.
+//! `lxc-snap.json` naming the same container, or (without it) an LXC
+//! config: a snapshot of the original lxc-snap ([`super::legacy`]).
+//! Anything else in the snapdir (such as `lxc-snapshot`'s `<c>/snapN`
+//! trees) is ignored and never touched.
 
 use std::path::{Path, PathBuf};
 

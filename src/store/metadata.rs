@@ -92,6 +92,10 @@ pub struct Metadata {
     /// removed with the last of them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// Set for a snapshot the original lxc-snap made (made up in memory,
+    /// never written): where its tree is, relative to its directory.
+    #[serde(skip)]
+    pub legacy: Option<PathBuf>,
     /// Fields this version does not know (written by a newer one), kept as
     /// they are when the metadata is rewritten.
     #[serde(flatten)]
@@ -179,6 +183,15 @@ pub fn parse_metadata(bytes: &[u8], name: &SnapshotName) -> Result<Metadata> {
 
 /// Writes `lxc-snap.json` into a snapshot directory.
 pub fn write_metadata(dir: &Dir, meta: &Metadata) -> Result<()> {
+    if meta.legacy.is_some() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "{} is a snapshot of the original lxc-snap, which lxc-snap does not rewrite",
+                dir.path().display()
+            ),
+        ));
+    }
     let mut text = serde_json::to_string_pretty(meta)
         .map_err(|e| Error::new(ErrorKind::Other, format!("encoding metadata: {e}")))?;
     text.push('\n');

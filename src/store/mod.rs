@@ -17,6 +17,7 @@
 
 pub mod family;
 pub mod layout;
+pub mod legacy;
 pub mod lock;
 pub mod lowers;
 pub mod metadata;
@@ -71,7 +72,20 @@ pub struct Snapshot {
 impl Snapshot {
     /// The captured tree (for a layer, only the layer).
     pub fn tree(&self) -> PathBuf {
-        tree_path(&self.dir, self.meta.backing)
+        self.dir.join(self.tree_rel())
+    }
+
+    /// Where the captured tree is below the snapshot's directory.
+    pub fn tree_rel(&self) -> PathBuf {
+        match &self.meta.legacy {
+            Some(rel) => rel.clone(),
+            None => tree_rel(self.meta.backing).to_path_buf(),
+        }
+    }
+
+    /// Whether the original lxc-snap made it (see [`legacy`]).
+    pub fn is_legacy(&self) -> bool {
+        self.meta.legacy.is_some()
     }
 
     /// The name of the snapshot a layer is over, if this is a layer.
@@ -327,7 +341,7 @@ impl Store {
 
     /// The captured tree of a snapshot (for a layer, only the layer).
     pub fn tree_dir(&self, snapshot: &Snapshot) -> Result<Dir> {
-        let rel = Path::new(&snapshot.name.to_string()).join(tree_rel(snapshot.meta.backing));
+        let rel = Path::new(&snapshot.name.to_string()).join(snapshot.tree_rel());
         self.root()?.open_below(&rel, Below::Nothing)
     }
 
@@ -402,7 +416,16 @@ impl Store {
         let path = dir.join(META_FILE);
         let bytes = match snapshot_dir.read_file(META_FILE, MAX_META, "metadata") {
             Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let meta = self
+                    .load_legacy(name, &snapshot_dir)
+                    .map_err(|e| e.prefixed(&format!("{} (original lxc-snap)", dir.display())))?;
+                return Ok(meta.map(|meta| Snapshot {
+                    name: name.clone(),
+                    dir,
+                    meta,
+                }));
+            }
             Err(e) => return Err(e),
         };
         let meta = parse_metadata(&bytes, name)
@@ -440,6 +463,15 @@ impl Store {
 
     /// Rewrites `snapshot`'s metadata with `pinned` set as given.
     pub fn set_pinned(&self, snapshot: &Snapshot, pinned: bool) -> Result<()> {
+        if snapshot.is_legacy() {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "{} is a snapshot of the original lxc-snap, which has no pins",
+                    snapshot.name
+                ),
+            ));
+        }
         let mut meta = snapshot.meta.clone();
         meta.pinned = pinned;
         write_metadata(&self.snapshot_dir(snapshot)?, &meta)
@@ -478,6 +510,7 @@ mod tests {
             multi_name_inodes: Some(Vec::new()),
             layer: None,
             held: false,
+            legacy: None,
             other: serde_json::Map::new(),
         }
     }

@@ -126,26 +126,42 @@ impl Tally {
 /// removes even while its tree stays for layers.
 pub(super) const BESIDE_TREE: [&str; 3] = ["config", super::TS_FILE, super::COMMENT_FILE];
 
-/// what removing the tree would free. Walks without following symlinks.
+/// What removing the tree would free. Walks without following symlinks.
 pub fn exclusive_bytes(tree: &Dir) -> Result<u64> {
-    // inode -> (names seen in the tree, link count, allocated bytes)
-    let mut inodes: HashMap<(u64, u64), (u64, u64, u64)> = HashMap::new();
+    let mut tally = Tally::default();
+    tally.add_tree(tree)?;
+    Ok(tally.freed())
+}
+
+/// What a walk of a tree found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeMeasure {
+    /// Entries below its root.
+    pub entries: u64,
+    /// Apparent sizes of its regular files, each inode once.
+    pub bytes: u64,
+    /// Allocated bytes, each inode once.
+    pub allocated: u64,
+    /// Allocated bytes of the inodes all of whose names are in it.
+    pub exclusive: u64,
+}
+
+/// Measures `tree` ([`TreeMeasure`]), without following symlinks.
+pub fn measure_tree(tree: &Dir) -> Result<TreeMeasure> {
+    let mut tally = Tally::default();
+    let mut m = TreeMeasure::default();
+    let mut files = HashSet::new();
     crate::walk::for_each_entry(tree, |st| {
-        // A directory's link count counts its subdirectories' `..`; it has
-        // one name, which is in the tree.
-        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let nlink = if is_dir { 1 } else { st.st_nlink };
-        let slot =
-            inodes
-                .entry((st.st_dev, st.st_ino))
-                .or_insert((0, nlink, st.st_blocks as u64 * 512));
-        slot.0 += 1;
+        tally.add(st);
+        m.entries += 1;
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG && files.insert((st.st_dev, st.st_ino)) {
+            m.bytes += st.st_size as u64;
+        }
     })?;
-    Ok(inodes
-        .values()
-        .filter(|(seen, nlink, _)| seen >= nlink)
-        .map(|(_, _, bytes)| bytes)
-        .sum())
+    m.entries = m.entries.saturating_sub(1);
+    m.allocated = tally.inodes.values().map(|(_, _, bytes, _)| bytes).sum();
+    m.exclusive = tally.freed();
+    Ok(m)
 }
 
 /// Allocated bytes below `root`, each inode once, without following links
@@ -304,7 +320,8 @@ impl Store {
 
     /// Records `used` as what only `snapshot` holds.
     pub fn set_used(&self, snapshot: &Snapshot, used: u64) -> Result<()> {
-        if used != snapshot.meta.used_bytes {
+        // A legacy snapshot shares nothing and records nothing.
+        if used != snapshot.meta.used_bytes && !snapshot.is_legacy() {
             let mut meta = snapshot.meta.clone();
             meta.used_bytes = used;
             super::write_metadata(&self.snapshot_dir(snapshot)?, &meta)?;
@@ -321,7 +338,12 @@ impl Store {
         container: &ContainerName,
         deleted: &[Snapshot],
     ) -> Result<()> {
-        let remaining = self.snapshots_of(container)?;
+        // Legacy snapshots share nothing.
+        let remaining: Vec<Snapshot> = self
+            .snapshots_of(container)?
+            .into_iter()
+            .filter(|s| !s.is_legacy())
+            .collect();
         let mut touched = BTreeSet::new();
         for d in deleted.iter().filter(|d| d.name.container() == container) {
             let same_base =
