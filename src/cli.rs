@@ -87,6 +87,11 @@ pub enum Command {
         snapshot: SnapshotName,
         backup: bool,
     },
+    /// Convert the original lxc-snap's snapshots of `container`.
+    Adopt {
+        container: ContainerName,
+        dry_run: bool,
+    },
     /// Empty what the snapshot wrote when started; `starting`: run by
     /// LXC's pre-start hook.
     Reset {
@@ -446,6 +451,14 @@ enum Sub {
         /// Snapshot, e.g. mysql_2
         snap: String,
     },
+    /// Convert the original lxc-snap's snapshots of NAME into lxc-snap's own
+    Adopt {
+        /// Print what would be adopted; change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Container whose snapshots to adopt
+        name: String,
+    },
     /// Empty what SNAP wrote when started (each start does this itself)
     Reset {
         /// Run as the snapshot's lxc.hook.pre-start: the snapshot is
@@ -761,6 +774,10 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
         Sub::Info { json, snap } => Command::Info {
             snapshot: SnapshotName::parse(&snap)?,
             json,
+        },
+        Sub::Adopt { dry_run, name } => Command::Adopt {
+            container: ContainerName::parse(&name)?,
+            dry_run,
         },
         Sub::Reset {
             from_lxc,

@@ -140,6 +140,18 @@ impl Staging {
         Ok(self.final_path())
     }
 
+    /// Flushes the filesystem, then swaps the directory with what has its
+    /// final name (RENAME_EXCHANGE); returns the staging name, which now
+    /// holds what was there, for the caller to remove (a run that dies
+    /// first leaves it as a leftover).
+    pub fn commit_exchanging(mut self) -> Result<OsString> {
+        self.sync()?;
+        self.parent
+            .exchange(&self.name, &self.parent, &self.final_name)?;
+        self.lock = None;
+        Ok(std::mem::take(&mut self.name))
+    }
+
     /// Swaps `inner` (an entry of the staging directory) with `target` in
     /// `target_dir` in one atomic rename (RENAME_EXCHANGE): `target` then
     /// holds what was built and `inner` what was there before, which goes

@@ -1794,3 +1794,121 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
         assert!(!deps.contains("mysql_1"), "{c}: {deps}");
     }
 }
+
+#[test]
+fn adopting_the_original_lxc_snaps_snapshots_keeps_every_entry() {
+    if !common::system_tests_enabled(
+        "adopting_the_original_lxc_snaps_snapshots_keeps_every_entry",
+        true,
+    ) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let sd = lab.snapdir();
+    fs::create_dir_all(sd).expect("snapdir");
+    let legacy = |n: u32, ts: &str| {
+        let name = format!("mysql_{n}");
+        lab.lxc(
+            "lxc-copy",
+            &[
+                "-s",
+                "-K",
+                "-M",
+                "-P",
+                lab.lxcpath_str(),
+                "-p",
+                lab.snapdir_str(),
+                "-n",
+                "mysql",
+                "-N",
+                &name,
+            ],
+        );
+        fs::write(sd.join(&name).join("ts"), ts).expect("ts");
+        fs::write(sd.join(&name).join("comment"), format!("legacy {n}\n")).expect("comment");
+    };
+    change_mysql(&lab, FIRST_CHANGES);
+    legacy(0, "2025:01:02 03:04:05");
+    change_mysql(&lab, SECOND_CHANGES);
+    legacy(1, "2025:02:03 04:05:06");
+    let trees: Vec<_> = (0..2)
+        .map(|n| tree_manifest(&sd.join(format!("mysql_{n}/overlay/delta"))))
+        .collect();
+    let times: Vec<String> = snapshots_json(&lab, "mysql")
+        .iter()
+        .map(|s| s["created_at"].as_str().expect("time").to_string())
+        .collect();
+
+    let dry = env.ok(&["adopt", "--dry-run", "mysql"]);
+    assert_eq!(
+        dry,
+        "would adopt mysql_0 (an original lxc-snap clone, its tree in overlay/delta)\n\
+         would adopt mysql_1 (an original lxc-snap clone, its tree in overlay/delta)\n"
+    );
+    assert!(
+        !sd.join("mysql_0/lxc-snap.json").exists(),
+        "a dry run changes nothing"
+    );
+
+    let out = env.ok(&["adopt", "mysql"]);
+    assert_eq!(
+        out,
+        "adopted mysql_0 (stored whole)\nadopted mysql_1 (stored as changes to mysql_0)\n"
+    );
+    let snaps = snapshots_json(&lab, "mysql");
+    for (n, s) in snaps.iter().enumerate() {
+        assert_eq!(s["legacy"], false, "{s}");
+        assert_eq!(s["created_at"], times[n].as_str(), "the time from ts stays");
+        assert_eq!(s["comment"], format!("legacy {n}\n"));
+        // Entry by entry what the clone held.
+        assert_same_tree(
+            &format!("adopted mysql_{n}"),
+            &trees[n],
+            &tree_manifest(&captured_in(sd, env.path(), &format!("mysql_{n}"))),
+            &[],
+        );
+    }
+    assert!(
+        !sd.join("mysql_0/overlay").exists(),
+        "the clone's layout is gone"
+    );
+    let leftovers: Vec<_> = fs::read_dir(sd)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lxc-snap.tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Registered as snapshots are: with the base (and the anchor), no
+    // longer with the container they were cloned from.
+    let base = read(&lab.lxcpath().join("base/lxc_snapshots"));
+    assert!(
+        base.contains("mysql_0") && base.contains("mysql_1"),
+        "{base}"
+    );
+    let origin = read(&lab.lxcpath().join("mysql/lxc_snapshots"));
+    assert!(
+        !origin.contains("mysql_0") && !origin.contains("mysql_1"),
+        "{origin}"
+    );
+    assert!(read(&sd.join("mysql_0/lxc_snapshots")).contains("mysql_1"));
+    // They boot as snapshots do, and the next one goes after them.
+    lab.start(sd, "mysql_1");
+    assert!(present(&lab, sd, "mysql_1", "/root/second"));
+    assert_eq!(lab.attach(sd, "mysql_1", "hostname").trim(), "mysql-1");
+    lab.stop(sd, "mysql_1");
+    // The next one shares what is unchanged with them.
+    env.ok(&["-q", "snap", "mysql"]);
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("stat"));
+    let info = json(&env.ok(&["info", "mysql_2", "--json"]));
+    if info["layer_over"].is_null() {
+        assert_eq!(
+            ino(&sd.join("mysql_2/private/delta/root/added")),
+            ino(&sd.join("mysql_0/private/delta/root/added")),
+            "{info}"
+        );
+    } else {
+        assert_eq!(info["layer_over"], "mysql_0", "{info}");
+    }
+    env.fails_with(3, &["adopt", "mysql"]);
+}

@@ -4,6 +4,7 @@
 //! progress) reaches the terminal through the observer set up in
 //! [`crate::main_with_exit_code`].
 
+mod adopt;
 mod comment;
 mod completions;
 mod delete;
@@ -58,6 +59,7 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::Info { snapshot, json } => info::run(ctx, &snapshot, json),
         Command::Rollback { snapshot, backup } => rollback::run(ctx, &snapshot, backup),
         Command::Reset { snapshot, starting } => reset::run(ctx, &snapshot, starting),
+        Command::Adopt { container, dry_run } => adopt::run(ctx, &container, dry_run),
         Command::Mount { snapshot, dir } => mount::mount(ctx, &snapshot, &dir),
         Command::Umount { dir } => mount::umount(ctx, &dir),
         Command::Prune {

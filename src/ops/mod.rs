@@ -12,6 +12,7 @@
 
 mod copying;
 
+pub mod adopt;
 pub mod comment;
 pub mod delete;
 pub mod diff;
@@ -24,6 +25,7 @@ pub mod restore;
 pub mod rollback;
 pub mod take;
 
+pub use adopt::{adopt, AdoptedSnapshot};
 pub use comment::{comment, pin, set_comment};
 pub use delete::{delete, Deleted, Selection};
 pub use diff::{diff, diff_report, DiffOptions, DiffReport};

@@ -93,12 +93,32 @@ pub(super) fn take_locked(
     comment: Option<&str>,
     increment: Increment,
 ) -> Result<Snapshot> {
-    let src = Source::of(store, source)?;
+    take_as(store, source, lock, comment, increment, None)
+}
+
+/// [`take_locked`]; with `replacing` (a snapshot of the original lxc-snap,
+/// which `source` is), the new snapshot takes its name, time and place:
+/// it is built beside it and swapped in, and it is stored over the older
+/// snapshots only.
+pub(super) fn take_as(
+    store: &Store,
+    source: &Container,
+    lock: &NameLock,
+    comment: Option<&str>,
+    increment: Increment,
+    replacing: Option<&Snapshot>,
+) -> Result<Snapshot> {
+    let mut src = Source::of(store, source)?;
+    src.family = lock.name().clone();
+    src.before = replacing.map(|r| r.name.number());
     store.remove_leftovers(lock)?;
     store.remove_unneeded_held(lock, false)?;
     source.ensure_stopped()?;
 
-    let new = store.begin(lock)?;
+    let new = match replacing {
+        Some(r) => store.begin_as(lock, &r.name)?,
+        None => store.begin(lock)?,
+    };
     let private = new.dir().mkdir("private", 0o700)?;
     private.mkdir("scratch", 0o700)?;
     let how = Storage::choose(store, &src, increment)?;
@@ -115,14 +135,25 @@ pub(super) fn take_locked(
         Err(e) => return Err(e),
     };
     let config = src.config_for(&new, &how, hook.as_deref())?;
-    let created = Local::now().fixed_offset();
+    let created = match replacing {
+        Some(r) => r.meta.created_time()?,
+        None => Local::now().fixed_offset(),
+    };
     new.dir()
         .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
     store::write_comment(new.dir(), comment.filter(|c| !c.is_empty()))?;
-    let meta = src.metadata(&created, &how, &stats)?;
+    let mut meta = src.metadata(&created, &how, &stats)?;
+    if let Some(r) = replacing {
+        meta.lxcpath = r.meta.lxcpath.clone();
+    }
     store::write_metadata(new.dir(), &meta)?;
 
-    let mut bases = source.rdepends()?;
+    // An original lxc-snap clone also names the container it was cloned
+    // from; a snapshot needs only its lowers' containers.
+    let mut bases = match replacing {
+        Some(_) => Vec::new(),
+        None => source.rdepends()?,
+    };
     if bases.is_empty() {
         bases = bases_of_lowers(&src.lowers, store.lxcpath()?);
     }
@@ -136,10 +167,32 @@ pub(super) fn take_locked(
     }
     // The last moment a cancel still leaves nothing behind.
     store.cancel().check()?;
-    let registered =
-        store.finish_container_dir(new.dir(), &config, &bases, store.entry(&new.name))?;
-    let snapshot = store.commit(new, lock, stats.created_bytes)?;
+    // What replaces a snapshot registers only where that one was not:
+    // taken back on failure, no registration of the old one may go.
+    let old_bases = match replacing {
+        Some(r) => store.registered_bases(r)?,
+        None => Vec::new(),
+    };
+    let new_bases: Vec<_> = bases
+        .iter()
+        .filter(|b| !old_bases.contains(b))
+        .cloned()
+        .collect();
+    let registered = store.finish_container_dir_with(
+        new.dir(),
+        &config,
+        &bases,
+        &new_bases,
+        store.entry(&new.name),
+    )?;
+    let snapshot = match replacing {
+        Some(_) => store.commit_replacing(new, lock, stats.created_bytes)?,
+        None => store.commit(new, lock, stats.created_bytes)?,
+    };
     registered.keep();
+    for stale in old_bases.iter().filter(|b| !bases.contains(b)) {
+        store.unregister(stale, &snapshot.name)?;
+    }
     if let (Some(_), Some(anchor)) = (&how.plan, &how.anchor) {
         if !anchor.meta.held {
             store.refresh_hidden(anchor)?;
@@ -170,6 +223,11 @@ struct Source<'c> {
     lower_dirs: Vec<Dir>,
     /// As resolved: what the metadata records and later runs compare.
     lowers: Vec<PathBuf>,
+    /// The container whose snapshot this is (the source's own name, but
+    /// for an original lxc-snap clone being adopted).
+    family: ContainerName,
+    /// Only snapshots numbered below this may be linked to or stored over.
+    before: Option<u64>,
 }
 
 impl<'c> Source<'c> {
@@ -210,6 +268,8 @@ impl<'c> Source<'c> {
             prefix,
             lower_dirs,
             lowers,
+            family: container.name.clone(),
+            before: None,
         })
     }
 
@@ -281,7 +341,7 @@ impl<'c> Source<'c> {
                 WHOLE_FORMAT_VERSION
             },
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            container: self.container.name.to_string(),
+            container: self.family.to_string(),
             lxcpath: self.container.lxcpath.clone(),
             created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             backing: self.backing,
@@ -328,10 +388,10 @@ impl Storage {
     /// and a snapshot can be stored as its changes since an older one
     /// while they stay small ([`Store::anchor_for`]).
     fn choose(store: &Store, src: &Source, increment: Increment) -> Result<Storage> {
-        let name = &src.container.name;
+        let name = &src.family;
         let previous = match increment {
             Increment::Full => None,
-            _ => store.previous(name, src.backing, &src.lowers)?,
+            _ => store.previous_before(name, src.backing, &src.lowers, src.before)?,
         };
         let compare = if increment.by_contents() {
             Compare::Checksum
@@ -393,7 +453,7 @@ impl Storage {
         } else {
             let last = match &previous {
                 Some(p) => Some(p.clone()),
-                None => store.previous(name, src.backing, &src.lowers)?,
+                None => store.previous_before(name, src.backing, &src.lowers, src.before)?,
             };
             match last {
                 Some(p) => Some(Counts {

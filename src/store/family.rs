@@ -119,6 +119,50 @@ impl Store {
         Ok(NewSnapshot { name, staging })
     }
 
+    /// Starts building a snapshot that will replace `name` (a snapshot of
+    /// the original lxc-snap, of the locked container) in place.
+    pub fn begin_as(&self, lock: &NameLock, name: &SnapshotName) -> Result<NewSnapshot> {
+        debug_assert_eq!(name.container(), lock.name());
+        let staging = Staging::create(self.root()?, &name.to_string(), 0o755)?;
+        Ok(NewSnapshot {
+            name: name.clone(),
+            staging,
+        })
+    }
+
+    /// Swaps a finished snapshot from [`Store::begin_as`] with the one it
+    /// replaces, in one atomic rename, then removes that one: a crash
+    /// leaves one or the other in place, and the other as a leftover the
+    /// next run removes.
+    pub fn commit_replacing(
+        &self,
+        new: NewSnapshot,
+        lock: &NameLock,
+        tree_created: u64,
+    ) -> Result<Snapshot> {
+        let name = new.name.clone();
+        let trees = [super::Backing::Overlay, super::Backing::Dir].map(super::tree_rel);
+        let beside = beside_tree_bytes(new.dir(), &trees)?;
+        let root = self.root()?;
+        self.changing_disk(lock, || {
+            let old = new.staging.commit_exchanging()?;
+            let freed = root.remove_tree_freed(&old)?;
+            let added = tree_created + beside;
+            Ok(((), DiskChange { added, freed }))
+        })?;
+        self.get(&name)
+    }
+
+    /// The containers `snapshot` is registered with (its `lxc_rdepends`).
+    pub fn registered_bases(&self, snapshot: &Snapshot) -> Result<Vec<DependencyEntry>> {
+        read_dependency_file(&self.snapshot_dir(snapshot)?, "lxc_rdepends")
+    }
+
+    /// Takes `name` out of `base`'s `lxc_snapshots`.
+    pub fn unregister(&self, base: &DependencyEntry, name: &SnapshotName) -> Result<()> {
+        update_dependents(&self.places()?, base, &self.entry(name), false)
+    }
+
     /// Moves a finished snapshot into place and records its number;
     /// `tree_created`: the allocated bytes of the inodes its copy created
     /// (what the family now takes on disk grows by those and the files
@@ -218,6 +262,19 @@ impl Store {
         bases: &[DependencyEntry],
         dependent: DependencyEntry,
     ) -> Result<Registrations<'_>> {
+        self.finish_container_dir_with(dir, config, bases, bases, dependent)
+    }
+
+    /// [`Store::finish_container_dir`], registering with `register` only
+    /// (the others of `bases` list `dependent` already).
+    pub fn finish_container_dir_with(
+        &self,
+        dir: &Dir,
+        config: &LxcConfig,
+        bases: &[DependencyEntry],
+        register: &[DependencyEntry],
+        dependent: DependencyEntry,
+    ) -> Result<Registrations<'_>> {
         write_rdepends(dir, bases)?;
         dir.write_file("config", config.render().as_bytes(), 0o640)?;
         let mut r = Registrations {
@@ -226,7 +283,7 @@ impl Store {
             keep: false,
         };
         let places = self.places()?;
-        for base in bases {
+        for base in register {
             update_dependents(&places, base, &dependent, true)?;
             r.done.push((base.clone(), dependent.clone()));
         }
@@ -249,9 +306,21 @@ impl Store {
         backing: super::Backing,
         lowers: &[PathBuf],
     ) -> Result<Option<Snapshot>> {
+        self.previous_before(container, backing, lowers, None)
+    }
+
+    /// [`Store::previous`], among those numbered below `before` if given.
+    pub fn previous_before(
+        &self,
+        container: &ContainerName,
+        backing: super::Backing,
+        lowers: &[PathBuf],
+        before: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
         // A legacy snapshot is a writable clone: nothing to link to.
         Ok(self.snapshots_of(container)?.into_iter().rev().find(|s| {
             !s.is_legacy()
+                && before.map_or(true, |b| s.name.number() < b)
                 && s.meta.backing == backing
                 && s.meta.lowers == lowers
                 && s.ensure_complete().is_ok()
