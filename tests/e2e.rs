@@ -1644,6 +1644,25 @@ fn a_layer_boots_over_the_older_snapshot_without_writing_either() {
     assert_same_tree("c1_1 after its boot", &before1, &trees("c1_1"), &[]);
 }
 
+/// What the original lxc-snap did for `mysql_N`: an LXC snapshot clone
+/// of mysql into the snapdir, keeping host name and MAC, then `ts` and
+/// `comment` beside it.
+fn original_clone(lab: &Lab, n: u32, ts: &str, comment: Option<&str>) {
+    let name = format!("mysql_{n}");
+    let (lp, sd) = (lab.lxcpath_str(), lab.snapdir_str());
+    lab.lxc(
+        "lxc-copy",
+        &[
+            "-s", "-K", "-M", "-P", lp, "-p", sd, "-n", "mysql", "-N", &name,
+        ],
+    );
+    let dir = lab.snapdir().join(&name);
+    fs::write(dir.join("ts"), ts).expect("ts");
+    if let Some(c) = comment {
+        fs::write(dir.join("comment"), c).expect("comment");
+    }
+}
+
 #[test]
 fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
     if !common::system_tests_enabled(
@@ -1656,31 +1675,7 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
     let env = &lab.env;
     let sd = lab.snapdir();
     fs::create_dir_all(sd).expect("snapdir");
-    // What the original lxc-snap did: an LXC snapshot clone into the
-    // snapdir, keeping host name and MAC, then ts and comment beside it.
-    let legacy = |n: u32, ts: &str, comment: Option<&str>| {
-        let name = format!("mysql_{n}");
-        lab.lxc(
-            "lxc-copy",
-            &[
-                "-s",
-                "-K",
-                "-M",
-                "-P",
-                lab.lxcpath_str(),
-                "-p",
-                lab.snapdir_str(),
-                "-n",
-                "mysql",
-                "-N",
-                &name,
-            ],
-        );
-        fs::write(sd.join(&name).join("ts"), ts).expect("ts");
-        if let Some(c) = comment {
-            fs::write(sd.join(&name).join("comment"), c).expect("comment");
-        }
-    };
+    let legacy = |n: u32, ts: &str, comment: Option<&str>| original_clone(&lab, n, ts, comment);
     change_mysql(&lab, FIRST_CHANGES);
     legacy(0, "2025:01:02 03:04:05", Some("before the upgrade\n"));
     change_mysql(&lab, SECOND_CHANGES);
@@ -1807,27 +1802,7 @@ fn adopting_the_original_lxc_snaps_snapshots_keeps_every_entry() {
     let env = &lab.env;
     let sd = lab.snapdir();
     fs::create_dir_all(sd).expect("snapdir");
-    let legacy = |n: u32, ts: &str| {
-        let name = format!("mysql_{n}");
-        lab.lxc(
-            "lxc-copy",
-            &[
-                "-s",
-                "-K",
-                "-M",
-                "-P",
-                lab.lxcpath_str(),
-                "-p",
-                lab.snapdir_str(),
-                "-n",
-                "mysql",
-                "-N",
-                &name,
-            ],
-        );
-        fs::write(sd.join(&name).join("ts"), ts).expect("ts");
-        fs::write(sd.join(&name).join("comment"), format!("legacy {n}\n")).expect("comment");
-    };
+    let legacy = |n: u32, ts: &str| original_clone(&lab, n, ts, Some(&format!("legacy {n}\n")));
     change_mysql(&lab, FIRST_CHANGES);
     legacy(0, "2025:01:02 03:04:05");
     change_mysql(&lab, SECOND_CHANGES);
