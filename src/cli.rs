@@ -87,10 +87,13 @@ pub enum Command {
         snapshot: SnapshotName,
         backup: bool,
     },
-    /// Convert the original lxc-snap's snapshots of `container`.
+    /// Convert the original lxc-snap's snapshots of `container`, or with
+    /// `from_lxc_snapshot` lxc-snapshot's (kept with `keep`).
     Adopt {
         container: ContainerName,
         dry_run: bool,
+        from_lxc_snapshot: bool,
+        keep: bool,
     },
     /// Empty what the snapshot wrote when started; `starting`: run by
     /// LXC's pre-start hook.
@@ -456,6 +459,12 @@ enum Sub {
         /// Print what would be adopted; change nothing
         #[arg(short = 'n', long)]
         dry_run: bool,
+        /// Adopt lxc-snapshot's snapshots of NAME (LXCPATH/NAME/snaps/snapN)
+        #[arg(long)]
+        from_lxc_snapshot: bool,
+        /// Keep lxc-snapshot's originals
+        #[arg(long, requires = "from_lxc_snapshot")]
+        keep: bool,
         /// Container whose snapshots to adopt
         name: String,
     },
@@ -775,9 +784,16 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             snapshot: SnapshotName::parse(&snap)?,
             json,
         },
-        Sub::Adopt { dry_run, name } => Command::Adopt {
+        Sub::Adopt {
+            dry_run,
+            from_lxc_snapshot,
+            keep,
+            name,
+        } => Command::Adopt {
             container: ContainerName::parse(&name)?,
             dry_run,
+            from_lxc_snapshot,
+            keep,
         },
         Sub::Reset {
             from_lxc,

@@ -1887,3 +1887,86 @@ fn adopting_the_original_lxc_snaps_snapshots_keeps_every_entry() {
     }
     env.fails_with(3, &["adopt", "mysql"]);
 }
+
+#[test]
+fn adopting_lxc_snapshots_snapshots_in_their_order_and_removing_the_originals() {
+    if !common::system_tests_enabled(
+        "adopting_lxc_snapshots_snapshots_in_their_order_and_removing_the_originals",
+        true,
+    ) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let lp = lab.lxcpath_str();
+    let snaps = lab.lxcpath().join("mysql/snaps");
+    let comment = env.path().join("c");
+    fs::write(&comment, "first of lxc-snapshot\n").expect("comment");
+    change_mysql(&lab, FIRST_CHANGES);
+    let c = comment.to_str().expect("utf-8");
+    lab.lxc("lxc-snapshot", &["-P", lp, "-n", "mysql", "-c", c]);
+    change_mysql(&lab, SECOND_CHANGES);
+    lab.lxc("lxc-snapshot", &["-P", lp, "-n", "mysql"]);
+    let trees: Vec<_> = (0..2)
+        .map(|n| tree_manifest(&snaps.join(format!("snap{n}/overlay/delta"))))
+        .collect();
+    let ts0 = read(&snaps.join("snap0/ts"));
+
+    let dry = env.ok(&["adopt", "--from-lxc-snapshot", "--dry-run", "mysql"]);
+    assert_eq!(
+        dry,
+        "would adopt snap0 of mysql\nwould adopt snap1 of mysql\n"
+    );
+
+    // Kept, then adopted again: each once.
+    let out = env.ok(&["adopt", "--from-lxc-snapshot", "--keep", "mysql"]);
+    assert_eq!(
+        out,
+        "adopted snap0 as mysql_0 (stored whole; the original kept)\n\
+         adopted snap1 as mysql_1 (stored as changes to mysql_0; the original kept)\n"
+    );
+    assert!(snaps.join("snap0").is_dir() && snaps.join("snap1").is_dir());
+    let again = env.run(&["adopt", "--from-lxc-snapshot", "mysql"]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("no lxc-snapshot snapshot of mysql is left"));
+
+    let listed = snapshots_json(&lab, "mysql");
+    assert_eq!(names_of(&listed), ["mysql_0", "mysql_1"]);
+    assert_eq!(listed[0]["comment"], "first of lxc-snapshot\n");
+    assert_eq!(
+        lxc_snap::ui::local_time(listed[0]["created_at"].as_str().expect("time")),
+        ts0.replacen(':', "-", 2)
+    );
+    for (n, tree) in trees.iter().enumerate() {
+        assert_same_tree(
+            &format!("mysql_{n} adopted from snap{n}"),
+            tree,
+            &tree_manifest(&captured_in(
+                lab.snapdir(),
+                env.path(),
+                &format!("mysql_{n}"),
+            )),
+            &[],
+        );
+    }
+
+    // Without --keep, the originals go once adopted, and LXC forgets them.
+    fs::remove_dir_all(lab.snapdir()).expect("start again");
+    let out = env.ok(&["adopt", "--from-lxc-snapshot", "mysql"]);
+    assert!(
+        out.contains("adopted snap1 as mysql_1") && out.contains("the original removed"),
+        "{out}"
+    );
+    assert!(!snaps.join("snap0").exists() && !snaps.join("snap1").exists());
+    let listed = lab.lxc("lxc-snapshot", &["-P", lp, "-n", "mysql", "-L"]);
+    assert!(!listed.contains("snap0"), "{listed}");
+    let base = read(&lab.lxcpath().join("base/lxc_snapshots"));
+    assert!(
+        !base.contains("snap0") && base.contains("mysql_1"),
+        "{base}"
+    );
+    lab.start(lab.snapdir(), "mysql_1");
+    assert!(present(&lab, lab.snapdir(), "mysql_1", "/root/second"));
+    lab.stop(lab.snapdir(), "mysql_1");
+}

@@ -59,7 +59,18 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::Info { snapshot, json } => info::run(ctx, &snapshot, json),
         Command::Rollback { snapshot, backup } => rollback::run(ctx, &snapshot, backup),
         Command::Reset { snapshot, starting } => reset::run(ctx, &snapshot, starting),
-        Command::Adopt { container, dry_run } => adopt::run(ctx, &container, dry_run),
+        Command::Adopt {
+            container,
+            dry_run,
+            from_lxc_snapshot: false,
+            ..
+        } => adopt::run(ctx, &container, dry_run),
+        Command::Adopt {
+            container,
+            dry_run,
+            keep,
+            ..
+        } => adopt::run_lxc_snapshots(ctx, &container, keep, dry_run),
         Command::Mount { snapshot, dir } => mount::mount(ctx, &snapshot, &dir),
         Command::Umount { dir } => mount::umount(ctx, &dir),
         Command::Prune {

@@ -96,18 +96,35 @@ pub(super) fn take_locked(
     take_as(store, source, lock, comment, increment, None)
 }
 
-/// [`take_locked`]; with `replacing` (a snapshot of the original lxc-snap,
-/// which `source` is), the new snapshot takes its name, time and place:
-/// it is built beside it and swapped in, and it is stored over the older
-/// snapshots only.
+/// A snapshot another tool made, taken over as a snapshot of the locked
+/// container: `source` is that snapshot, an LXC container itself.
+pub(super) struct Adoption<'a> {
+    /// A snapshot of the original lxc-snap, which the new one replaces in
+    /// place: it takes its name and is stored over the older ones only.
+    pub replace: Option<&'a Snapshot>,
+    /// When it was taken.
+    pub created: DateTime<FixedOffset>,
+    /// The lxcpath of the container it is a snapshot of.
+    pub lxcpath: PathBuf,
+    /// Where it came from, recorded so that it is adopted once.
+    pub from: Option<PathBuf>,
+}
+
+/// The key of [`Adoption::from`] in `lxc-snap.json`.
+pub(super) const ADOPTED_FROM: &str = "adopted_from";
+
+/// [`take_locked`], or with `adoption` the snapshot it describes taken
+/// over (see [`Adoption`]): a replacement is built beside what it
+/// replaces and swapped in.
 pub(super) fn take_as(
     store: &Store,
     source: &Container,
     lock: &NameLock,
     comment: Option<&str>,
     increment: Increment,
-    replacing: Option<&Snapshot>,
+    adoption: Option<&Adoption>,
 ) -> Result<Snapshot> {
+    let replacing = adoption.and_then(|a| a.replace);
     let mut src = Source::of(store, source)?;
     src.family = lock.name().clone();
     src.before = replacing.map(|r| r.name.number());
@@ -135,22 +152,28 @@ pub(super) fn take_as(
         Err(e) => return Err(e),
     };
     let config = src.config_for(&new, &how, hook.as_deref())?;
-    let created = match replacing {
-        Some(r) => r.meta.created_time()?,
+    let created = match adoption {
+        Some(a) => a.created,
         None => Local::now().fixed_offset(),
     };
     new.dir()
         .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
     store::write_comment(new.dir(), comment.filter(|c| !c.is_empty()))?;
     let mut meta = src.metadata(&created, &how, &stats)?;
-    if let Some(r) = replacing {
-        meta.lxcpath = r.meta.lxcpath.clone();
+    if let Some(a) = adoption {
+        meta.lxcpath = a.lxcpath.clone();
+        if let Some(from) = &a.from {
+            meta.other.insert(
+                ADOPTED_FROM.to_string(),
+                from.to_string_lossy().into_owned().into(),
+            );
+        }
     }
     store::write_metadata(new.dir(), &meta)?;
 
     // An original lxc-snap clone also names the container it was cloned
     // from; a snapshot needs only its lowers' containers.
-    let mut bases = match replacing {
+    let mut bases = match adoption {
         Some(_) => Vec::new(),
         None => source.rdepends()?,
     };

@@ -160,7 +160,16 @@ impl Store {
 
     /// Takes `name` out of `base`'s `lxc_snapshots`.
     pub fn unregister(&self, base: &DependencyEntry, name: &SnapshotName) -> Result<()> {
-        update_dependents(&self.places()?, base, &self.entry(name), false)
+        self.unregister_entry(base, &self.entry(name))
+    }
+
+    /// Takes `dependent` out of `base`'s `lxc_snapshots`.
+    pub fn unregister_entry(
+        &self,
+        base: &DependencyEntry,
+        dependent: &DependencyEntry,
+    ) -> Result<()> {
+        update_dependents(&self.places()?, base, dependent, false)
     }
 
     /// Moves a finished snapshot into place and records its number;

@@ -32,6 +32,20 @@ impl Store {
     /// The metadata of the legacy snapshot `name` in `dir`, made up from
     /// what it holds; `None` when the directory is no LXC container at all.
     pub(super) fn load_legacy(&self, name: &SnapshotName, dir: &Dir) -> Result<Option<Metadata>> {
+        clone_metadata(dir, name.container(), self.lxcpath_path())
+    }
+}
+
+/// The metadata of a snapshot another tool made of `container` as an LXC
+/// clone in `dir` (its config, `ts`, `comment`, `lxc_rdepends`), made up in
+/// memory; `None` when `dir` holds no config. `lxcpath`: the container's,
+/// when `lxc_rdepends` does not say.
+pub fn clone_metadata(
+    dir: &Dir,
+    container: &crate::names::ContainerName,
+    lxcpath: PathBuf,
+) -> Result<Option<Metadata>> {
+    {
         let config_path = dir.join("config");
         let text = match dir.read_file("config", MAX_CONFIG, "config") {
             Ok(bytes) => bytes,
@@ -102,12 +116,12 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let container = name.container().to_string();
+        let container = container.to_string();
         let lxcpath = read_dependency_file(dir, "lxc_rdepends")?
             .into_iter()
             .rev()
             .find(|d| d.name == container)
-            .map_or_else(|| self.lxcpath_path(), |d| d.lxcpath);
+            .map_or(lxcpath, |d| d.lxcpath);
         Ok(Some(Metadata {
             format_version: 0,
             tool_version: "lxc-snap (original)".to_string(),
