@@ -1689,6 +1689,11 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
         &format!("{}/mysql/overlay/delta", lab.lxcpath().display()),
     );
     fs::write(&config3, text).expect("config");
+    // A delta gone, and a comment that is a symlink.
+    legacy(5, "2025:03:04 05:06:07", None);
+    fs::remove_dir_all(sd.join("mysql_5/overlay/delta")).expect("rm");
+    legacy(6, "2025:03:04 05:06:07", None);
+    std::os::unix::fs::symlink("/etc/shadow", sd.join("mysql_6/comment")).expect("symlink");
 
     let out = env.run(&["list", "mysql"]);
     let (stdout, stderr) = (
@@ -1698,7 +1703,17 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
     assert!(out.status.success(), "{stderr}");
     let rows = table_rows(&stdout);
     let names: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
-    assert_eq!(names, ["mysql_0", "mysql_1"], "{stdout}");
+    assert_eq!(names, ["mysql_0", "mysql_1", "mysql_6"], "{stdout}");
+    assert!(
+        stderr.contains("mysql_5") && stderr.contains("is missing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mysql_6/comment"), "{stderr}");
+    assert!(
+        !stdout.contains("root:"),
+        "a symlinked comment is never read: {stdout}"
+    );
+    env.ok(&["delete", "mysql_6"]);
     assert!(
         stdout.contains("(original lxc-snap) before the upgrade"),
         "{stdout}"
@@ -1736,10 +1751,10 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
     // Numbering goes on after the highest legacy number; a new snapshot
     // links nothing to a legacy one (a writable clone).
     env.ok(&["-q", "snap", "mysql"]);
-    assert!(sd.join("mysql_4/lxc-snap.json").exists());
+    assert!(sd.join("mysql_7/lxc-snap.json").exists());
     let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("stat"));
     assert_ne!(
-        ino(&sd.join("mysql_4/private/delta/root/second")),
+        ino(&sd.join("mysql_7/private/delta/root/second")),
         ino(&sd.join("mysql_1/overlay/delta/root/second"))
     );
 
@@ -1779,7 +1794,7 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
             .unwrap_or_else(|| panic!("{n} in {plan}"))
     };
     assert_eq!(verdict("mysql_0"), "remove", "{plan}");
-    assert_eq!(verdict("mysql_4"), "keep", "{plan}");
+    assert_eq!(verdict("mysql_7"), "keep", "{plan}");
 
     // Deleting one takes it out of what it was registered with.
     env.ok(&["delete", "mysql_1"]);

@@ -193,6 +193,20 @@ impl Store {
         self.get(&name)
     }
 
+    /// Records `name`'s number as issued (if it is the highest), so that it
+    /// is never given again once `name` is gone: a snapshot another tool
+    /// numbered is in no record otherwise.
+    fn note_issued(&self, lock: &NameLock, name: &SnapshotName) -> Result<()> {
+        if self.read_seq(lock.name())? >= Some(name.number()) {
+            return Ok(());
+        }
+        self.state_dir()?.write_file(
+            format!("{}.seq", lock.name()),
+            format!("{}\n", name.number()).as_bytes(),
+            0o644,
+        )
+    }
+
     fn read_seq(&self, container: &ContainerName) -> Result<Option<u64>> {
         match self
             .state_dir()?
@@ -418,6 +432,7 @@ impl Store {
     /// tree they show stays for them (held, no longer listed) until the
     /// last of them is deleted. Returns the allocated bytes freed.
     pub fn delete_checked(&self, snapshot: &Snapshot, lock: &NameLock) -> Result<u64> {
+        self.note_issued(lock, &snapshot.name)?;
         self.changing_disk(lock, || {
             let unregister = self.unregistration(snapshot)?;
             let freed = if self.layers_of(snapshot)?.is_empty() {

@@ -94,6 +94,20 @@ pub fn clone_metadata(
                 ),
             )
         })?;
+        match dir.open_below(&tree, crate::dir::Below::Nothing) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "reading {}: its tree {} is missing",
+                        config_path.display(),
+                        dir.join(&tree).display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
         let created = match dir.read_file(TS_FILE, 64, "time stamp") {
             Ok(bytes) => parse_ts(&bytes).ok_or_else(|| {
                 Error::new(
