@@ -1985,3 +1985,69 @@ fn adopting_lxc_snapshots_snapshots_in_their_order_and_removing_the_originals() 
     assert!(present(&lab, lab.snapdir(), "mysql_1", "/root/second"));
     lab.stop(lab.snapdir(), "mysql_1");
 }
+
+#[test]
+fn an_adoption_killed_half_way_leaves_each_snapshot_whole_and_is_finished_by_the_next() {
+    if !common::system_tests_enabled(
+        "an_adoption_killed_half_way_leaves_each_snapshot_whole_and_is_finished_by_the_next",
+        true,
+    ) {
+        return;
+    }
+    let lab = mysql_lab();
+    let env = &lab.env;
+    let sd = lab.snapdir();
+    fs::create_dir_all(sd).expect("snapdir");
+    change_mysql(&lab, FIRST_CHANGES);
+    original_clone(&lab, 0, "2025:01:02 03:04:05", None);
+    original_clone(&lab, 1, "2025:02:03 04:05:06", Some("second\n"));
+    // Enough in the second that its copy is under way when it is killed.
+    let data = sd.join("mysql_1/overlay/delta/data");
+    for d in 0..20 {
+        fs::create_dir_all(data.join(format!("d{d}"))).expect("mkdir");
+        for f in 0..100 {
+            fs::write(data.join(format!("d{d}/f{f}")), [d as u8; 4096]).expect("write");
+        }
+    }
+    let saved = tree_manifest(&sd.join("mysql_1/overlay/delta"));
+    let child = env
+        .cmd()
+        .args(["adopt", "mysql"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    common::kill_when_staging_appears(child, sd, ".lxc-snap.tmp.mysql_1");
+
+    // mysql_0 is adopted, mysql_1 still the clone it was, whole.
+    assert!(sd.join("mysql_0/lxc-snap.json").exists());
+    assert!(!sd.join("mysql_1/lxc-snap.json").exists());
+    assert_same_tree(
+        "mysql_1 after a killed adoption",
+        &saved,
+        &tree_manifest(&sd.join("mysql_1/overlay/delta")),
+        &[],
+    );
+    let listed = snapshots_json(&lab, "mysql");
+    assert_eq!(names_of(&listed), ["mysql_0", "mysql_1"]);
+    assert_eq!(listed[1]["legacy"], true);
+
+    // The next run removes what the dead one left and finishes.
+    assert_eq!(
+        env.ok(&["adopt", "mysql"]),
+        "adopted mysql_1 (stored as changes to mysql_0)\n"
+    );
+    let leftovers: Vec<_> = fs::read_dir(sd)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lxc-snap.tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_same_tree(
+        "mysql_1 adopted after a killed run",
+        &saved,
+        &tree_manifest(&captured_in(sd, env.path(), "mysql_1")),
+        &[],
+    );
+    assert_eq!(snapshots_json(&lab, "mysql")[1]["comment"], "second\n");
+}
