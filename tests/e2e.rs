@@ -1644,6 +1644,25 @@ fn a_layer_boots_over_the_older_snapshot_without_writing_either() {
     assert_same_tree("c1_1 after its boot", &before1, &trees("c1_1"), &[]);
 }
 
+/// The staging directories left in `dir`.
+fn staging_leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lxc-snap.tmp"))
+        .collect()
+}
+
+/// [`mysql_lab`] with its snapdir made, when the system tests run.
+fn lab_with_snapdir(test: &str) -> Option<Lab> {
+    if !common::system_tests_enabled(test, true) {
+        return None;
+    }
+    let lab = mysql_lab();
+    fs::create_dir_all(lab.snapdir()).expect("snapdir");
+    Some(lab)
+}
+
 /// What the original lxc-snap did for `mysql_N`: an LXC snapshot clone
 /// of mysql into the snapdir, keeping host name and MAC, then `ts` and
 /// `comment` beside it.
@@ -1665,16 +1684,13 @@ fn original_clone(lab: &Lab, n: u32, ts: &str, comment: Option<&str>) {
 
 #[test]
 fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
-    if !common::system_tests_enabled(
-        "snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are",
-        true,
-    ) {
+    let Some(lab) =
+        lab_with_snapdir("snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are")
+    else {
         return;
-    }
-    let lab = mysql_lab();
+    };
     let env = &lab.env;
     let sd = lab.snapdir();
-    fs::create_dir_all(sd).expect("snapdir");
     let legacy = |n: u32, ts: &str, comment: Option<&str>| original_clone(&lab, n, ts, comment);
     change_mysql(&lab, FIRST_CHANGES);
     legacy(0, "2025:01:02 03:04:05", Some("before the upgrade\n"));
@@ -1807,16 +1823,12 @@ fn snapshots_of_the_original_lxc_snap_are_listed_and_used_as_they_are() {
 
 #[test]
 fn adopting_the_original_lxc_snaps_snapshots_keeps_every_entry() {
-    if !common::system_tests_enabled(
-        "adopting_the_original_lxc_snaps_snapshots_keeps_every_entry",
-        true,
-    ) {
+    let Some(lab) = lab_with_snapdir("adopting_the_original_lxc_snaps_snapshots_keeps_every_entry")
+    else {
         return;
-    }
-    let lab = mysql_lab();
+    };
     let env = &lab.env;
     let sd = lab.snapdir();
-    fs::create_dir_all(sd).expect("snapdir");
     let legacy = |n: u32, ts: &str| original_clone(&lab, n, ts, Some(&format!("legacy {n}\n")));
     change_mysql(&lab, FIRST_CHANGES);
     legacy(0, "2025:01:02 03:04:05");
@@ -1863,11 +1875,7 @@ fn adopting_the_original_lxc_snaps_snapshots_keeps_every_entry() {
         !sd.join("mysql_0/overlay").exists(),
         "the clone's layout is gone"
     );
-    let leftovers: Vec<_> = fs::read_dir(sd)
-        .expect("ls")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".lxc-snap.tmp"))
-        .collect();
+    let leftovers = staging_leftovers(sd);
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Registered as snapshots are: with the base (and the anchor), no
     // longer with the container they were cloned from.
@@ -1988,16 +1996,13 @@ fn adopting_lxc_snapshots_snapshots_in_their_order_and_removing_the_originals() 
 
 #[test]
 fn an_adoption_killed_half_way_leaves_each_snapshot_whole_and_is_finished_by_the_next() {
-    if !common::system_tests_enabled(
+    let Some(lab) = lab_with_snapdir(
         "an_adoption_killed_half_way_leaves_each_snapshot_whole_and_is_finished_by_the_next",
-        true,
-    ) {
+    ) else {
         return;
-    }
-    let lab = mysql_lab();
+    };
     let env = &lab.env;
     let sd = lab.snapdir();
-    fs::create_dir_all(sd).expect("snapdir");
     change_mysql(&lab, FIRST_CHANGES);
     original_clone(&lab, 0, "2025:01:02 03:04:05", None);
     original_clone(&lab, 1, "2025:02:03 04:05:06", Some("second\n"));
@@ -2037,11 +2042,7 @@ fn an_adoption_killed_half_way_leaves_each_snapshot_whole_and_is_finished_by_the
         env.ok(&["adopt", "mysql"]),
         "adopted mysql_1 (stored as changes to mysql_0)\n"
     );
-    let leftovers: Vec<_> = fs::read_dir(sd)
-        .expect("ls")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".lxc-snap.tmp"))
-        .collect();
+    let leftovers = staging_leftovers(sd);
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_same_tree(
         "mysql_1 adopted after a killed run",
