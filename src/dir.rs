@@ -426,7 +426,7 @@ impl Dir {
         };
         let last_name = |st: &FileStat| {
             if st.st_nlink <= 1 {
-                st.st_blocks as u64 * 512
+                allocated(st)
             } else {
                 0
             }
@@ -550,7 +550,7 @@ impl Removal<'_> {
             dir,
             name: name.to_os_string(),
             todo,
-            allocated: now.st_blocks as u64 * 512,
+            allocated: allocated(&now),
         });
         Ok(())
     }
@@ -808,6 +808,12 @@ pub fn inside<'p>(path: &'p Path, dir: &Path) -> Option<&'p Path> {
     let rel = path.strip_prefix(dir).ok()?;
     let parts = plain_components(rel)?;
     (!parts.is_empty()).then_some(rel)
+}
+
+/// Bytes of disk an inode takes, as `du` counts them (`st_blocks` counts
+/// 512-byte units).
+pub fn allocated(st: &FileStat) -> u64 {
+    st.st_blocks as u64 * 512
 }
 
 fn dir_flags() -> OFlag {

@@ -246,10 +246,7 @@ pub(super) fn start_writeback(file: &File) {
     }
 }
 
-/// Bytes of disk an inode takes (`st_blocks` counts 512-byte units).
-pub(super) fn allocated(st: &FileStat) -> u64 {
-    st.st_blocks as u64 * 512
-}
+pub(super) use crate::dir::allocated;
 
 /// Whether two files hold the same first `size` bytes, holes reading as
 /// zeros. Only data is read: a stretch that is a hole in both files is

@@ -19,8 +19,8 @@ use crate::lxc::container::{read_dependency_file, DependencyEntry, Lxcpath};
 use crate::lxc::Container;
 use crate::names::{ContainerName, SnapshotName};
 use crate::store::legacy::clone_metadata;
+use crate::store::read_comment_file;
 use crate::store::Store;
-use crate::store::{COMMENT_FILE, MAX_COMMENT};
 
 /// One snapshot adopted (or, in a dry run, to adopt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,11 +199,7 @@ pub fn adopt_lxc_snapshots(
                     format!("{}: no LXC config", path.display()),
                 )
             })?;
-        let comment = match dir.read_file(COMMENT_FILE, MAX_COMMENT, "comment") {
-            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let comment = read_comment_file(&dir)?;
         let clone = Container::open(&snaps_lxcpath, &ContainerName::parse(&original)?)?;
         let adoption = Adoption {
             replace: None,

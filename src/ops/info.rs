@@ -189,11 +189,7 @@ impl SnapshotInfo {
         if !snapshot.is_legacy() {
             return self;
         }
-        let measured = store
-            .tree_dir(snapshot)
-            .ok()
-            .and_then(|t| crate::store::sizes::measure_tree(&t).ok());
-        if let Some(m) = measured {
+        if let Some(m) = store.measure_legacy(snapshot) {
             self.files = m.entries;
             self.bytes = m.bytes;
             self.refer_bytes = m.allocated;

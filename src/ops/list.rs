@@ -148,11 +148,7 @@ pub fn snapshot_record(store: &Store, name: &SnapshotName) -> Result<SnapshotRec
 pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotRecord> {
     // A legacy snapshot records no sizes: its tree, an independent copy,
     // is measured (as far as it can be read).
-    let measured = s
-        .is_legacy()
-        .then(|| store.tree_dir(s).ok())
-        .flatten()
-        .and_then(|tree| crate::store::sizes::measure_tree(&tree).ok());
+    let measured = store.measure_legacy(s);
     let comment = match store.comment(s) {
         Ok(c) => c,
         Err(e) if s.is_legacy() => {

@@ -140,17 +140,7 @@ impl Store {
         lock: &NameLock,
         tree_created: u64,
     ) -> Result<Snapshot> {
-        let name = new.name.clone();
-        let trees = [super::Backing::Overlay, super::Backing::Dir].map(super::tree_rel);
-        let beside = beside_tree_bytes(new.dir(), &trees)?;
-        let root = self.root()?;
-        self.changing_disk(lock, || {
-            let old = new.staging.commit_exchanging()?;
-            let freed = root.remove_tree_freed(&old)?;
-            let added = tree_created + beside;
-            Ok(((), DiskChange { added, freed }))
-        })?;
-        self.get(&name)
+        self.publish(new, lock, tree_created, true)
     }
 
     /// The containers `snapshot` is registered with (its `lxc_rdepends`).
@@ -177,19 +167,34 @@ impl Store {
     /// (what the family now takes on disk grows by those and the files
     /// beside the tree).
     pub fn commit(&self, new: NewSnapshot, lock: &NameLock, tree_created: u64) -> Result<Snapshot> {
+        self.publish(new, lock, tree_created, false)
+    }
+
+    /// [`Store::commit`], or with `replace` [`Store::commit_replacing`]:
+    /// puts the snapshot in place, keeps the family's size record and
+    /// records its number.
+    fn publish(
+        &self,
+        new: NewSnapshot,
+        lock: &NameLock,
+        tree_created: u64,
+        replace: bool,
+    ) -> Result<Snapshot> {
         let name = new.name.clone();
         let trees = [super::Backing::Overlay, super::Backing::Dir].map(super::tree_rel);
-        let beside = beside_tree_bytes(new.dir(), &trees)?;
+        let added = tree_created + beside_tree_bytes(new.dir(), &trees)?;
+        let root = self.root()?;
         self.changing_disk(lock, || {
-            new.staging.commit()?;
-            let added = tree_created + beside;
-            Ok(((), DiskChange { added, freed: 0 }))
+            let freed = if replace {
+                let old = new.staging.commit_exchanging()?;
+                root.remove_tree_freed(&old)?
+            } else {
+                new.staging.commit()?;
+                0
+            };
+            Ok(((), DiskChange { added, freed }))
         })?;
-        self.state_dir()?.write_file(
-            format!("{}.seq", lock.name()),
-            format!("{}\n", name.number()).as_bytes(),
-            0o644,
-        )?;
+        self.note_issued(lock, &name)?;
         self.get(&name)
     }
 
@@ -555,7 +560,7 @@ impl Store {
         for name in BESIDE_TREE {
             if let Some(st) = dir.stat_at(name)? {
                 dir.remove_file(name)?;
-                freed += st.st_blocks as u64 * 512;
+                freed += crate::dir::allocated(&st);
             }
         }
         dir.sync()?;

@@ -66,7 +66,9 @@ pub fn validate_comment(bytes: Vec<u8>, source: &str) -> Result<String> {
     })
 }
 
-pub(super) fn read_comment_file(dir: &Dir) -> Result<Option<String>> {
+/// The `comment` in a snapshot's directory, if it has one (never through
+/// a symlink).
+pub fn read_comment_file(dir: &Dir) -> Result<Option<String>> {
     match dir.read_file(COMMENT_FILE, MAX_COMMENT, "comment") {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

@@ -34,6 +34,15 @@ impl Store {
     pub(super) fn load_legacy(&self, name: &SnapshotName, dir: &Dir) -> Result<Option<Metadata>> {
         clone_metadata(dir, name.container(), self.lxcpath_path())
     }
+
+    /// The sizes of a legacy snapshot, which records none, measured on its
+    /// tree; `None` for any other snapshot or when the tree cannot be read.
+    pub fn measure_legacy(&self, snapshot: &super::Snapshot) -> Option<super::sizes::TreeMeasure> {
+        if !snapshot.is_legacy() {
+            return None;
+        }
+        super::sizes::measure_tree(&self.tree_dir(snapshot).ok()?).ok()
+    }
 }
 
 /// The metadata of a snapshot another tool made of `container` as an LXC

@@ -15,7 +15,7 @@ use nix::sys::stat::FileStat;
 use super::family::layers_over;
 use super::{NameLock, Snapshot, Store};
 use crate::copy::CopyStats;
-use crate::dir::Dir;
+use crate::dir::{allocated, Dir};
 use crate::error::Result;
 use crate::names::{ContainerName, SnapshotName};
 
@@ -87,7 +87,7 @@ impl Tally {
         let slot = self.inodes.entry((st.st_dev, st.st_ino)).or_insert((
             0,
             st.st_nlink,
-            st.st_blocks as u64 * 512,
+            allocated(st),
             dir,
         ));
         slot.0 += 1;
@@ -167,15 +167,29 @@ pub fn measure_tree(tree: &Dir) -> Result<TreeMeasure> {
 /// Allocated bytes below `root`, each inode once, without following links
 /// or touching access times; `None` when the tree cannot be read.
 pub fn disk_usage(root: &Dir) -> Option<u64> {
-    let mut seen = HashSet::new();
-    let mut total = 0u64;
-    crate::walk::for_each_entry(root, |st| {
-        if seen.insert((st.st_dev, st.st_ino)) {
-            total += st.st_blocks as u64 * 512;
-        }
-    })
-    .ok()?;
-    Some(total)
+    let mut usage = DiskUsage::default();
+    usage.add(root, &[]).ok()?;
+    Some(usage.total)
+}
+
+/// Allocated bytes below one or more directories, each inode once
+/// however many names it has in them.
+#[derive(Default)]
+struct DiskUsage {
+    seen: HashSet<(u64, u64)>,
+    total: u64,
+}
+
+impl DiskUsage {
+    /// `root` and everything below it but the entries at `skip` (paths
+    /// relative to `root`) and below them.
+    fn add(&mut self, root: &Dir, skip: &[&std::path::Path]) -> Result<()> {
+        crate::walk::for_each_entry_but(root, skip, |st| {
+            if self.seen.insert((st.st_dev, st.st_ino)) {
+                self.total += allocated(st);
+            }
+        })
+    }
 }
 
 impl Store {
@@ -412,15 +426,13 @@ impl Store {
         let Some(root) = self.existing_root()? else {
             return Ok(0);
         };
-        let mut total = root.stat()?.st_blocks as u64 * 512;
+        let mut usage = DiskUsage::default();
         match root.open_dir(super::layout::STATE_DIR) {
-            Ok(state) => crate::walk::for_each_entry(&state, |st| {
-                total += st.st_blocks as u64 * 512;
-            })?,
+            Ok(state) => usage.add(&state, &[])?,
             Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(total)
+        Ok(allocated(&root.stat()?) + usage.total)
     }
 
     /// What `container`'s snapshots (held ones too) take on disk, scratch
@@ -437,17 +449,12 @@ impl Store {
     /// What `container`'s snapshots take on disk, scratch left out, by
     /// walking their directories (each inode once).
     pub fn measure_disk(&self, container: &ContainerName) -> Result<u64> {
-        let mut seen = HashSet::new();
-        let mut total = 0u64;
+        let mut usage = DiskUsage::default();
         let scratch = std::path::Path::new(SCRATCH);
         for s in self.snapshots_of_with_held(container)? {
-            crate::walk::for_each_entry_but(&self.snapshot_dir(&s)?, &[scratch], |st| {
-                if seen.insert((st.st_dev, st.st_ino)) {
-                    total += st.st_blocks as u64 * 512;
-                }
-            })?;
+            usage.add(&self.snapshot_dir(&s)?, &[scratch])?;
         }
-        Ok(total)
+        Ok(usage.total)
     }
 
     /// What `container`'s snapshots take on disk, scratch left out: as
@@ -505,11 +512,9 @@ pub struct DiskChange {
 /// The allocated bytes of a snapshot's directory but its tree and
 /// scratch: its metadata, config and the directories around the tree.
 pub(super) fn beside_tree_bytes(dir: &Dir, trees: &[&std::path::Path]) -> Result<u64> {
-    let mut total = 0;
     let mut skip = trees.to_vec();
     skip.push(std::path::Path::new(SCRATCH));
-    crate::walk::for_each_entry_but(dir, &skip, |st| {
-        total += st.st_blocks as u64 * 512;
-    })?;
-    Ok(total)
+    let mut usage = DiskUsage::default();
+    usage.add(dir, &skip)?;
+    Ok(usage.total)
 }
