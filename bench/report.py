@@ -160,9 +160,11 @@ def main():
     incr = load_rounds(results, "incremental")
     growth = load(results, "incremental-growth.json")
     lst = load_rounds(results, "list")
+    lookup = load_rounds(results, "lookup")
+    lookup_path = load(results, "lookup-path.json")
     reflink = load_rounds(results, "reflink")
 
-    fr, rr, ir, lr, xr = (by_name(x) for x in (full, restore, incr, lst, reflink))
+    fr, rr, ir, lr, xr, kr = (by_name(x) for x in (full, restore, incr, lst, reflink, lookup))
     targets = []  # (what, target, result, met)
 
     r = ratio(fr.get("lxc-snapshot"), fr.get("lxc-snap"))
@@ -190,6 +192,9 @@ def main():
     n_list = meta.get("list_snapshots", "1000")
     targets.append((f"`lxc-snap -l` over {int(n_list):,} snapshots", "< 50 ms (median)",
                     dur(lt["median"]) if lt else "n/a", None if not lt else lt["median"] < 0.050))
+    lc = kr.get("lxc-snap cat")
+    targets.append(("looking up one path in a layered snapshot (`lxc-snap cat`)", "< 20 ms (median)",
+                    dur(lc["median"]) if lc else "n/a", None if not lc else lc["median"] < 0.020))
     rss = rss_kib(results, "lxc-snap")
     targets.append(("peak RSS of a full snapshot", "< 64 MiB",
                     size(rss * 1024) if rss else "n/a", None if rss is None else rss * 1024 < 64 * MIB))
@@ -215,7 +220,7 @@ def main():
     w(f"    {knobs} make bench   # the values used here")
     w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs a round")
     w("")
-    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list memory reflink`), "
+    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list lookup memory reflink`), "
       "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "
       "`BENCH_FS=here`, `BENCH_EXT4_SIZE`, `BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; "
       "see the top of bench/run.sh.")
@@ -347,6 +352,14 @@ def main():
             f"{meta.get('list_runs', '?')} runs, output to a pipe, no shell. `lxc-snap -l` (all "
             "containers) reads the same snapshots.")
 
+    where = (f"`{lookup_path['file']}` ({lookup_path['depth']} levels deep) of `{lookup_path['snapshot']}`, "
+             f"a layer over `{lookup_path['anchor']}`" if lookup_path else "the deepest file")
+    section("Looking up one path", "lookup", lookup, None,
+            f"`lxc-snap cat` of {where}, a whole snapshot of the tree, over the busybox base; and "
+            "`lxc-snap ls -l` of its directory. Whole processes, output to a pipe, no shell; "
+            f"3 warmup runs, {meta.get('list_runs', '?')} runs. `lxc-snap --version` is the cost "
+            "of starting the program at all.")
+
     w("## Peak memory")
     w("")
     w("Maximum resident set size of one full snapshot, from `/usr/bin/time -v`.")
@@ -390,7 +403,7 @@ def main():
     if entries:
         w(f"- Ratios above 1 mean lxc-snap was faster. A target marked not met describes the binary "
           f"measured here, commit `{meta.get('commit', '?')}`.")
-    failed = [p for p in ("full", "restore", "incremental", "list", "memory", "reflink")
+    failed = [p for p in ("full", "restore", "incremental", "list", "lookup", "memory", "reflink")
               if status(results, p).startswith("failed")]
     if failed:
         w(f"- Failed phases: {', '.join(failed)} (see the output of `make bench`).")

@@ -25,6 +25,9 @@
 #   incremental  one file changed after a full snapshot: lxc-snap snap vs
 #                lxc-snapshot, and how much the snapdir grows
 #   list         lxc-snap -l over BENCH_LIST_SNAPSHOTS snapshots
+#   lookup       lxc-snap cat and ls -l of the deepest file of the tree in a
+#                layer over a whole snapshot of it (one path looked up
+#                through snapshot, anchor and base)
 #   memory       peak RSS of one full snapshot (/usr/bin/time -v), of the
 #                default tree and of one with half the entries
 #   reflink      the full comparison on an XFS image with reflinks (loop mount)
@@ -42,7 +45,7 @@
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
 #   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs a round,
 #                        unless set explicitly
-#   BENCH_PHASES="full restore incremental list memory reflink"  a subset
+#   BENCH_PHASES="full restore incremental list lookup memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_FS=image|here  a fresh ext4 image (default) or BENCH_TMPDIR's
 #                        filesystem as it is
@@ -189,7 +192,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 RUNS=${BENCH_RUNS:-1}
 LIST_SNAPSHOTS=${BENCH_LIST_SNAPSHOTS:-1000}
 LIST_RUNS=${BENCH_LIST_RUNS:-30}
-PHASES=${BENCH_PHASES:-full restore incremental list memory reflink}
+PHASES=${BENCH_PHASES:-full restore incremental list lookup memory reflink}
 TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 RESULTS=${BENCH_RESULTS:-$REPO/target/bench-results}
 
@@ -218,7 +221,7 @@ command -v mkfs.ext4 >/dev/null 2>&1 || die "mkfs.ext4 not found (apt-get instal
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
 for p in $PHASES; do
     case $p in
-        full | restore | incremental | list | memory | reflink) ;;
+        full | restore | incremental | list | lookup | memory | reflink) ;;
         *) die "BENCH_PHASES: unknown phase $p" ;;
     esac
 done
@@ -575,6 +578,34 @@ phase_list() {
     else
         rm -rf --one-file-system -- "$S"/tiny_*
     fi
+}
+
+phase_lookup() {
+    # A layer over a whole snapshot of the tree: one file changed.
+    ensure_base_snapshots
+    local k n file dir
+    k=$(newest "$S" bench)
+    # The deepest file with a plain name (the tree has hostile ones too).
+    file=$(cd "$DELTA" && find . -type f -regex '[./A-Za-z0-9_-]*' -printf '%d %P\n' |
+        LC_ALL=C sort -k1,1nr -k2 | sed -n 1p | cut -d' ' -f2-)
+    [[ -n $file ]] || die "no file with a plain name in the tree"
+    echo "changed by the lookup benchmark" >>"$DELTA/$file"
+    "$BIN" -P "$L" --snapdir "$S" -q snap bench
+    n=$(newest "$S" bench)
+    jq -e '.layer != null' "$S/bench_$n/lxc-snap.json" >/dev/null ||
+        die "bench_$n is not a layer over bench_$k"
+    dir=$(dirname "/$file")
+    sync -f "$S"
+    hyperfine -N --warmup 3 --runs "$LIST_RUNS" --output=pipe \
+        --export-json "$RESULTS/lookup.json" \
+        -n "lxc-snap cat" "$(q "$BIN" -P "$L" --snapdir "$S" cat "bench_$n" "/$file")" \
+        -n "lxc-snap ls -l" "$(q "$BIN" -P "$L" --snapdir "$S" ls -l "bench_$n" "$dir")" \
+        -n "lxc-snap --version" "$(q "$BIN" --version)"
+    jq -n --arg file "/$file" --arg snap "bench_$n" --arg anchor "bench_$k" \
+        --arg depth "$(($(tr -cd / <<<"/$file" | wc -c)))" \
+        '{file: $file, snapshot: $snap, anchor: $anchor, depth: ($depth | tonumber)}' \
+        >"$RESULTS/lookup-path.json"
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench "$k"
 }
 
 # Peak RSS and wall time of COMMAND, into RESULTS/memory-NAME.txt.

@@ -108,6 +108,32 @@ pub enum Command {
     Umount {
         dir: PathBuf,
     },
+    /// A directory of a snapshot, or one entry (`path`: raw bytes).
+    Ls {
+        snapshot: SnapshotName,
+        path: Vec<u8>,
+        long: bool,
+        json: bool,
+    },
+    Cat {
+        snapshot: SnapshotName,
+        path: Vec<u8>,
+    },
+    Cp {
+        snapshot: SnapshotName,
+        path: Vec<u8>,
+        dest: PathBuf,
+    },
+    /// Put `paths` of the snapshot's (stopped) container back as the
+    /// snapshot has them.
+    Undo {
+        snapshot: SnapshotName,
+        paths: Vec<Vec<u8>>,
+        dry_run: bool,
+        backup: bool,
+        content: bool,
+        json: bool,
+    },
 }
 
 /// A shell lxc-snap has a completion script for.
@@ -502,6 +528,54 @@ enum Sub {
         /// Where it is mounted
         dir: PathBuf,
     },
+    /// List a directory of SNAP as it was captured (no mounting)
+    Ls {
+        /// Show type, mode, owner, size and mtime
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Snapshot, e.g. mysql_2
+        snap: String,
+        /// Path in the container [default: /]
+        path: Option<PathBuf>,
+    },
+    /// Print a file of SNAP as it was captured
+    Cat {
+        /// Snapshot, e.g. mysql_2
+        snap: String,
+        /// Path of a regular file in the container, e.g. /etc/hosts
+        path: PathBuf,
+    },
+    /// Copy a file or a tree out of a snapshot, with owners, times and xattrs
+    Cp {
+        /// What to copy, e.g. mysql_2:/etc/nginx
+        #[arg(value_name = "SNAP:PATH")]
+        source: PathBuf,
+        /// Where to: a new name, or a directory to copy into
+        dest: PathBuf,
+    },
+    /// Put PATHs of the stopped container back as they are in SNAP
+    Undo {
+        /// Print what would change, as diff does; change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Do not snapshot the current state first
+        #[arg(long)]
+        no_backup: bool,
+        /// Compare file contents byte by byte instead of size and mtime
+        #[arg(long)]
+        content: bool,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Snapshot to take the paths from, e.g. mysql_2
+        snap: String,
+        /// Paths in the container, e.g. /etc/nginx/nginx.conf
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Print the comment of SNAP, or replace it with TEXT or FILE's contents
     Comment {
         /// Read the new comment from FILE (- for standard input)
@@ -820,7 +894,61 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             dir,
         },
         Sub::Umount { dir } => Command::Umount { dir },
+        Sub::Ls {
+            long,
+            json,
+            snap,
+            path,
+        } => Command::Ls {
+            snapshot: SnapshotName::parse(&snap)?,
+            path: path.map_or_else(|| b"/".to_vec(), path_bytes),
+            long,
+            json,
+        },
+        Sub::Cat { snap, path } => Command::Cat {
+            snapshot: SnapshotName::parse(&snap)?,
+            path: path_bytes(path),
+        },
+        Sub::Cp { source, dest } => {
+            let text = path_bytes(source);
+            let Some(colon) = text.iter().position(|&b| b == b':') else {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!(
+                        "{}: expected SNAP:PATH, e.g. mysql_2:/etc/hosts",
+                        crate::printable::escape_bytes(&text, true)
+                    ),
+                ));
+            };
+            let snap = String::from_utf8_lossy(&text[..colon]).into_owned();
+            Command::Cp {
+                snapshot: SnapshotName::parse(&snap)?,
+                path: text[colon + 1..].to_vec(),
+                dest,
+            }
+        }
+        Sub::Undo {
+            dry_run,
+            no_backup,
+            content,
+            json,
+            snap,
+            paths,
+        } => Command::Undo {
+            snapshot: SnapshotName::parse(&snap)?,
+            paths: paths.into_iter().map(path_bytes).collect(),
+            dry_run,
+            backup: !no_backup,
+            content,
+            json,
+        },
     })
+}
+
+/// A path from the command line, byte for byte.
+fn path_bytes(path: PathBuf) -> Vec<u8> {
+    use std::os::unix::ffi::OsStringExt;
+    path.into_os_string().into_vec()
 }
 
 /// `mysql_2` or `mysql_2..mysql_5`.

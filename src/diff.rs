@@ -1,25 +1,9 @@
 //! The engine of `lxc-snap diff`: what changed between two views of a
 //! container's filesystem, read from the captured trees without mounting.
 //!
-//! A [`View`] is what a container sees: a stack of layer directories, top
-//! first. With more than one layer it is resolved the way overlayfs resolves
-//! it: a name in a layer hides the same name below; a whiteout (a 0/0
-//! character device, or a zero-size regular file carrying the `whiteout`
-//! attribute inside a directory whose `opaque` attribute is `x`) hides it and
-//! shows nothing; a directory whose `opaque` attribute is `y` hides the
-//! directories of the same name below it (not at the root, where overlayfs
-//! ignores it); other directories merge with the directories of the same
-//! name below, the upper one's metadata winning. Whiteouts are hidden in
-//! every layer, as overlayfs's lookup does (its readdir still lists one in a
-//! directory that exists in a single lower layer, but it cannot be stat'ed).
-//! A one-layer view is a plain tree: a 0/0 device there is a device.
-//!
-//! The overlay attributes are `trusted.overlay.*`, or `user.overlay.*` for a
-//! view whose overlay is mounted with `userxattr` ([`View::userxattr`]); only
-//! that view's namespace is honoured, because a container can set `user.*`
-//! attributes on its own files. Those private attributes are not compared.
-//! An entry carrying a `redirect` or `metacopy` attribute is refused
-//! ([`ErrorKind::Unsupported`]): such a layer is not self-contained.
+//! Both sides are [`View`]s, resolved as [`crate::copy::view`] says
+//! (whiteouts, opaque directories, the overlay's own attributes, which are
+//! not compared); it also says how nothing in them is followed.
 //!
 //! What is reported, one [`Change`] per path, in tree order (a directory
 //! before its contents, siblings by the bytes of their names), `/` included:
@@ -43,14 +27,6 @@
 //! and the new side of `R`), `bytes_removed` those only in the older one,
 //! `bytes_changed` the newer sizes of files whose content changed.
 //!
-//! Safety: the layers were written by a container's root user. Nothing is
-//! followed: entries are inspected with `fstatat(AT_SYMLINK_NOFOLLOW)`
-//! relative to open directory descriptors, directories and files are opened
-//! with `O_NOFOLLOW` and checked to be the inode inspected, attributes are
-//! read through `/proc/self/fd/N/NAME` with the l*xattr calls, and device
-//! nodes, fifos and sockets are never opened. Only the layer paths given are
-//! trusted.
-//!
 //! Cost: only what can differ is walked. A directory is entered only when
 //! the two views build it from different layer directories, and then only
 //! the names in the layers that are not shared by both views (the common
@@ -61,66 +37,21 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use nix::errno::Errno;
-use nix::fcntl::{self, AtFlags, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::stat::{self, FileStat, Mode, SFlag};
+use nix::sys::stat::{FileStat, SFlag};
 use serde::{Serialize, Serializer};
 
+use crate::copy::view::{
+    child_stack, entry_type, file_type, fstat, list_dir, lookup, open_root, open_verified,
+    read_link, read_xattrs, Loc, Side, Stack,
+};
+pub use crate::copy::view::{EntryType, View};
 use crate::dir::RelPath;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::progress::Cancel;
-
-/// What a container sees: layer directories, top first. For an overlay
-/// snapshot `[<snapshot>/private/delta, lowers...]`, for a running or
-/// stopped overlay container `[its delta, lowers...]`, for a directory-backed
-/// one `[rootfs]`.
-#[derive(Debug)]
-pub struct View {
-    pub layers: Vec<PathBuf>,
-    /// The layers, held open, when the caller has them so.
-    held: Vec<crate::dir::Dir>,
-    /// The overlay keeps its attributes in `user.overlay.*` (mounted with
-    /// `userxattr`) rather than `trusted.overlay.*`.
-    pub userxattr: bool,
-}
-
-impl View {
-    /// A directory-backed root filesystem: one plain tree.
-    pub fn dir(rootfs: impl Into<PathBuf>) -> View {
-        View {
-            layers: vec![rootfs.into()],
-            held: Vec::new(),
-            userxattr: false,
-        }
-    }
-
-    /// Layers held open, top first: one is a plain tree, several an overlay.
-    pub fn of_dirs(layers: Vec<crate::dir::Dir>) -> View {
-        View {
-            layers: layers.iter().map(|d| d.path().to_path_buf()).collect(),
-            held: layers,
-            userxattr: false,
-        }
-    }
-
-    /// An overlay: `upper` over `lowers` (top first).
-    pub fn overlay(upper: impl Into<PathBuf>, lowers: &[PathBuf]) -> View {
-        let mut layers = vec![upper.into()];
-        layers.extend(lowers.iter().cloned());
-        View {
-            layers,
-            held: Vec::new(),
-            userxattr: false,
-        }
-    }
-}
 
 /// How to compare.
 #[derive(Debug, Clone, Default)]
@@ -128,7 +59,7 @@ pub struct Options {
     /// Compare regular files byte for byte instead of by size and mtime.
     pub content: bool,
     /// Checked before each entry: once set, the comparison stops with
-    /// [`ErrorKind::Cancelled`].
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
     pub cancel: Option<Cancel>,
 }
 
@@ -149,33 +80,6 @@ impl Kind {
             Kind::Modified => 'M',
             Kind::Deleted => 'D',
             Kind::TypeChanged => 'R',
-        }
-    }
-}
-
-/// The type of a filesystem entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryType {
-    File,
-    Directory,
-    Symlink,
-    Fifo,
-    Socket,
-    CharDevice,
-    BlockDevice,
-}
-
-impl EntryType {
-    pub fn name(self) -> &'static str {
-        match self {
-            EntryType::File => "file",
-            EntryType::Directory => "directory",
-            EntryType::Symlink => "symlink",
-            EntryType::Fifo => "fifo",
-            EntryType::Socket => "socket",
-            EntryType::CharDevice => "char device",
-            EntryType::BlockDevice => "block device",
         }
     }
 }
@@ -342,6 +246,17 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds another comparison's counts.
+    pub fn add(&mut self, other: &Summary) {
+        self.added += other.added;
+        self.modified += other.modified;
+        self.deleted += other.deleted;
+        self.type_changed += other.type_changed;
+        self.bytes_added += other.bytes_added;
+        self.bytes_removed += other.bytes_removed;
+        self.bytes_changed += other.bytes_changed;
+    }
+
     fn count(&mut self, c: &Change) {
         match c.kind {
             Kind::Added => {
@@ -382,9 +297,17 @@ pub fn escape_path(bytes: &[u8]) -> String {
 
 /// Compares `old` with `new`, calling `each` for every change in tree order,
 /// and returns the totals. See the module documentation.
-pub fn diff(
+pub fn diff(old: &View, new: &View, opts: &Options, each: impl FnMut(&Change)) -> Result<Summary> {
+    diff_at(old, new, &[], opts, each)
+}
+
+/// [`diff`] of what is at `at` (names from the root; empty for the whole
+/// views) and below it. A path that is not there, or lies below something
+/// that is not a directory, in one view is compared as missing there.
+pub fn diff_at(
     old: &View,
     new: &View,
+    at: &[&OsStr],
     opts: &Options,
     mut each: impl FnMut(&Change),
 ) -> Result<Summary> {
@@ -402,88 +325,38 @@ pub fn diff(
         per_level: old.layers.len() + new.layers.len(),
         each: &mut each,
     };
-    differ.run(old_root, new_root)?;
+    match at.split_last() {
+        None => differ.run(old_root, new_root)?,
+        Some((last, above)) => {
+            let mut rel = RelPath::root();
+            for name in above {
+                rel = rel.child(name);
+            }
+            let old = descend(&differ.a, old_root, above)?;
+            let new = descend(&differ.b, new_root, above)?;
+            let level = Level {
+                rel,
+                old,
+                new,
+                names: vec![last.to_os_string()],
+            };
+            differ.walk(vec![level])?;
+        }
+    }
     Ok(differ.summary)
 }
 
-/// How one view is read.
-struct Side {
-    overlay: bool,
-    /// `trusted.overlay.` or `user.overlay.`.
-    private: &'static str,
-}
-
-impl Side {
-    fn of(view: &View) -> Side {
-        Side {
-            overlay: view.layers.len() > 1,
-            private: if view.userxattr {
-                "user.overlay."
-            } else {
-                "trusted.overlay."
-            },
-        }
+/// The stack of the directory at `names`; empty when there is none.
+fn descend(side: &Side, mut stack: Stack, names: &[&OsStr]) -> Result<Stack> {
+    for name in names {
+        stack = match lookup(side, &stack, name)? {
+            Some(found) if file_type(&found.st) == SFlag::S_IFDIR => {
+                child_stack(side, &stack, &found, name)?
+            }
+            _ => return Ok(Vec::new()),
+        };
     }
-
-    fn attr(&self, name: &str) -> OsString {
-        OsString::from(format!("{}{name}", self.private))
-    }
-}
-
-/// One layer's directory at some path of a view.
-struct LayerDir {
-    fd: File,
-    id: (u64, u64),
-    /// Where it is on the host, for messages: its layer's root and its
-    /// path below it (one name a level, shared).
-    root: Arc<Path>,
-    rel: RelPath,
-    /// Hides the directories of the same name below it.
-    opaque: bool,
-    /// May hold whiteouts in the form of marked regular files.
-    xwhiteouts: bool,
-}
-
-/// The layer directories that make up one directory of a view, top first,
-/// already cut below an opaque one. Empty where the view has no directory.
-type Stack = Vec<LayerDir>;
-
-/// An entry a stack resolved a name to.
-struct Found {
-    /// Index in the stack of the layer it comes from.
-    pos: usize,
-    st: FileStat,
-}
-
-/// An entry addressed by name in an open directory; `.` is the directory.
-#[derive(Clone, Copy)]
-struct Loc<'a> {
-    dir: &'a LayerDir,
-    name: &'a OsStr,
-}
-
-impl LayerDir {
-    fn path(&self) -> PathBuf {
-        self.rel.under(&self.root)
-    }
-}
-
-impl Loc<'_> {
-    fn path(&self) -> PathBuf {
-        if self.name == "." {
-            self.dir.path()
-        } else {
-            self.dir.path().join(self.name)
-        }
-    }
-
-    /// The entry itself for the l*xattr calls: `/proc/self/fd/N` pins the
-    /// directory, and the last component is not followed.
-    fn proc_path(&self) -> PathBuf {
-        Path::new("/proc/self/fd")
-            .join(self.dir.fd.as_raw_fd().to_string())
-            .join(self.name)
-    }
+    Ok(stack)
 }
 
 /// A directory being compared: both sides' stacks and the names still to do.
@@ -540,8 +413,12 @@ impl Differ<'_> {
                 )?;
             }
         }
-        let mut levels = Vec::new();
-        levels.extend(self.level(RelPath::root(), old_root, new_root)?);
+        let levels = self.level(RelPath::root(), old_root, new_root)?;
+        self.walk(levels.into_iter().collect())
+    }
+
+    /// Compares the names left in `levels` and everything below them.
+    fn walk(&mut self, mut levels: Vec<Level>) -> Result<()> {
         let mut held: usize = levels
             .iter()
             .map(|l: &Level| l.old.len() + l.new.len())
@@ -784,229 +661,6 @@ impl Differ<'_> {
     }
 }
 
-/// The roots of every layer: overlayfs merges them all, whatever their
-/// `opaque` attribute says (only a child's stack is ever cut).
-fn open_root(side: &Side, view: &View) -> Result<Stack> {
-    if view.layers.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Other,
-            "comparing: a view without layers",
-        ));
-    }
-    let mut stack = Vec::new();
-    for (i, layer) in view.layers.iter().enumerate() {
-        // Held by the caller, or named by it and trusted up to its last
-        // component, which must be a directory and is not followed.
-        let opened;
-        let dir = match view.held.get(i) {
-            Some(dir) => dir,
-            None => {
-                opened = crate::dir::Dir::open_given(layer, "comparing")?;
-                &opened
-            }
-        };
-        let fd = dir
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io("opening", layer, e))?;
-        let st = stat::fstat(fd.as_raw_fd()).map_err(|e| Error::sys("inspecting", layer, e))?;
-        stack.push(layer_dir(
-            side,
-            fd,
-            &st,
-            Arc::from(layer.as_path()),
-            RelPath::root(),
-        )?);
-    }
-    Ok(stack)
-}
-
-/// Resolves `name` in a merged directory; `None` when no layer has it or a
-/// whiteout hides it.
-fn lookup(side: &Side, stack: &[LayerDir], name: &OsStr) -> Result<Option<Found>> {
-    for (pos, dir) in stack.iter().enumerate() {
-        let st = match stat::fstatat(Some(dir.fd.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            // Listed but gone (a running container): as if never listed.
-            Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(Error::sys("inspecting", &dir.path().join(name), e)),
-        };
-        if side.overlay && is_whiteout(side, Loc { dir, name }, &st)? {
-            return Ok(None);
-        }
-        return Ok(Some(Found { pos, st }));
-    }
-    Ok(None)
-}
-
-fn is_whiteout(side: &Side, loc: Loc, st: &FileStat) -> Result<bool> {
-    Ok(match file_type(st) {
-        SFlag::S_IFCHR => st.st_rdev == 0,
-        SFlag::S_IFREG if st.st_size == 0 && loc.dir.xwhiteouts => {
-            xattr::get(loc.proc_path(), side.attr("whiteout"))
-                .map_err(|e| Error::io("reading extended attributes of", &loc.path(), e))?
-                .is_some()
-        }
-        _ => false,
-    })
-}
-
-/// The stack of the directory `found`: it and, unless it is opaque, the
-/// directories of the same name below it down to the first layer where the
-/// name is opaque, not a directory, or whited out.
-fn child_stack(side: &Side, stack: &[LayerDir], found: &Found, name: &OsStr) -> Result<Stack> {
-    let top = &stack[found.pos];
-    let mut out = vec![open_dir(side, Some(top), name, &found.st)?];
-    if !side.overlay || out[0].opaque {
-        return Ok(out);
-    }
-    for dir in &stack[found.pos + 1..] {
-        let st = match stat::fstatat(Some(dir.fd.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(Error::sys("inspecting", &dir.path().join(name), e)),
-        };
-        if file_type(&st) != SFlag::S_IFDIR {
-            break;
-        }
-        let below = open_dir(side, Some(dir), name, &st)?;
-        let opaque = below.opaque;
-        out.push(below);
-        if opaque {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// Opens a directory inspected as `st` without following anything, and
-/// reads its overlay attributes.
-fn open_dir(
-    side: &Side,
-    parent: Option<&LayerDir>,
-    name: &OsStr,
-    st: &FileStat,
-) -> Result<LayerDir> {
-    let (root, rel) = match parent {
-        Some(p) => (Arc::clone(&p.root), p.rel.child(name)),
-        None => (Arc::from(Path::new(name)), RelPath::root()),
-    };
-    let path = rel.under(&root);
-    let fd = open_verified(parent.map(|p| &p.fd), name, st, OFlag::O_DIRECTORY, &path)?;
-    layer_dir(side, fd, st, root, rel)
-}
-
-/// A layer directory opened (and checked to be `st`) as `fd`, with its
-/// overlay attributes read.
-fn layer_dir(
-    side: &Side,
-    fd: File,
-    st: &FileStat,
-    root: Arc<Path>,
-    rel: RelPath,
-) -> Result<LayerDir> {
-    let mut dir = LayerDir {
-        fd,
-        id: (st.st_dev, st.st_ino),
-        root,
-        rel,
-        opaque: false,
-        xwhiteouts: false,
-    };
-    if side.overlay {
-        let loc = Loc {
-            dir: &dir,
-            name: OsStr::new("."),
-        };
-        let err = |e| Error::io("reading extended attributes of", &dir.path(), e);
-        for attr in ["redirect", "metacopy"] {
-            if xattr::get(loc.proc_path(), side.attr(attr))
-                .map_err(err)?
-                .is_some()
-            {
-                return Err(not_self_contained(&dir.path(), &side.attr(attr)));
-            }
-        }
-        let opaque = xattr::get(loc.proc_path(), side.attr("opaque")).map_err(err)?;
-        dir.opaque = opaque.as_deref() == Some(b"y");
-        dir.xwhiteouts = opaque.as_deref() == Some(b"x");
-    }
-    Ok(dir)
-}
-
-fn not_self_contained(path: &Path, attr: &OsStr) -> Error {
-    Error::overlay_not_self_contained("comparing", path, attr)
-}
-
-/// Opens an entry read-only without following it or touching its atime,
-/// and checks it is still the inode `st` describes.
-fn open_verified(
-    dir: Option<&File>,
-    name: &OsStr,
-    st: &FileStat,
-    flags: OFlag,
-    path: &Path,
-) -> Result<File> {
-    let flags = flags | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let open = |flags| {
-        fcntl::openat(dir.map(|d| d.as_raw_fd()), name, flags, Mode::empty())
-            // SAFETY: openat just returned this descriptor and nothing else owns it.
-            .map(|fd| unsafe { File::from_raw_fd(fd) })
-    };
-    // O_NOATIME is refused (EPERM) on inodes we do not own without CAP_FOWNER.
-    let file = match open(flags | OFlag::O_NOATIME) {
-        Err(Errno::EPERM) => open(flags),
-        other => other,
-    }
-    .map_err(|e| Error::sys("opening", path, e))?;
-    let now = stat::fstat(file.as_raw_fd()).map_err(|e| Error::sys("inspecting", path, e))?;
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || file_type(&now) != file_type(st) {
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!("comparing {}: changed while being compared", path.display()),
-        ));
-    }
-    Ok(file)
-}
-
-fn fstat(dir: &LayerDir) -> Result<FileStat> {
-    stat::fstat(dir.fd.as_raw_fd()).map_err(|e| Error::sys("inspecting", &dir.path(), e))
-}
-
-/// Adds the names in `dir` to `names`.
-fn list_dir(dir: &LayerDir, names: &mut BTreeSet<OsString>) -> Result<()> {
-    let found = crate::dir::list_names(&dir.fd)
-        .map_err(|e| Error::sys("reading directory", &dir.path(), e))?;
-    names.extend(found);
-    Ok(())
-}
-
-fn read_link(loc: Loc) -> Result<OsString> {
-    fcntl::readlinkat(Some(loc.dir.fd.as_raw_fd()), loc.name)
-        .map_err(|e| Error::sys("reading link", &loc.path(), e))
-}
-
-/// The entry's extended attributes but the overlay's own, sorted.
-fn read_xattrs(side: &Side, loc: Loc) -> Result<Vec<(OsString, Vec<u8>)>> {
-    let err = |e| Error::io("reading extended attributes of", &loc.path(), e);
-    let p = loc.proc_path();
-    let mut out = Vec::new();
-    for name in xattr::list(&p).map_err(err)? {
-        if side.overlay && name.as_bytes().starts_with(side.private.as_bytes()) {
-            if [side.attr("redirect"), side.attr("metacopy")].contains(&name) {
-                return Err(not_self_contained(&loc.path(), &name));
-            }
-            continue;
-        }
-        // None: removed since it was listed.
-        if let Some(value) = xattr::get(&p, &name).map_err(err)? {
-            out.push((name, value));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Whether two regular files of the same size hold the same bytes (holes
 /// in both are not read).
 fn same_bytes(old: Loc, old_st: &FileStat, new: Loc, new_st: &FileStat) -> Result<bool> {
@@ -1019,37 +673,15 @@ fn same_bytes(old: Loc, old_st: &FileStat, new: Loc, new_st: &FileStat) -> Resul
         .map_err(|e| Error::io("comparing", &new.path(), e))
 }
 
-fn file_type(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
-}
-
-fn entry_type(st: &FileStat, path: &Path) -> Result<EntryType> {
-    Ok(match file_type(st) {
-        SFlag::S_IFREG => EntryType::File,
-        SFlag::S_IFDIR => EntryType::Directory,
-        SFlag::S_IFLNK => EntryType::Symlink,
-        SFlag::S_IFIFO => EntryType::Fifo,
-        SFlag::S_IFSOCK => EntryType::Socket,
-        SFlag::S_IFCHR => EntryType::CharDevice,
-        SFlag::S_IFBLK => EntryType::BlockDevice,
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "comparing {}: unknown file type {:o}",
-                    path.display(),
-                    st.st_mode
-                ),
-            ))
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy::view::Found;
+    use crate::error::ErrorKind;
+    use nix::sys::stat;
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::{Path, PathBuf};
     use std::time::{Duration, SystemTime};
 
     fn run(old: &View, new: &View, content: bool) -> (Vec<String>, Summary) {

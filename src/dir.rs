@@ -114,6 +114,12 @@ impl Dir {
         &self.path
     }
 
+    /// A directory opened by other means (beneath a [`Dir`], checked to be
+    /// the inode inspected) and the path it had then.
+    pub(crate) fn held(file: File, path: PathBuf) -> Dir {
+        Dir { file, path }
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -226,6 +232,31 @@ impl Dir {
         stat::fchmod(dir.file.as_raw_fd(), Mode::from_bits_truncate(mode))
             .map_err(|e| Error::sys("setting the mode of", &path, e))?;
         Ok(dir)
+    }
+
+    /// Creates an overlay whiteout named `name` here: a 0/0 character
+    /// device, which hides the same name in the layers below.
+    pub fn make_whiteout(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = self.component(name.as_ref())?;
+        stat::mknodat(
+            Some(self.file.as_raw_fd()),
+            name,
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            0,
+        )
+        .map_err(|e| Error::sys("creating a whiteout at", &self.join(name), e))
+    }
+
+    /// Sets the extended attribute `attr` of this directory itself.
+    pub fn set_attr(&self, attr: &str, value: &[u8]) -> Result<()> {
+        xattr::FileExt::set_xattr(&self.file, attr, value).map_err(|e| {
+            Error::io(
+                &format!("setting extended attribute {attr} on"),
+                &self.path,
+                e,
+            )
+        })
     }
 
     /// Opens the file `name` here with `flags` (never following a symlink,

@@ -125,6 +125,11 @@ impl Staging {
         &self.dir
     }
 
+    /// Its temporary name in its parent.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
     /// The path the directory will have once committed.
     pub fn final_path(&self) -> PathBuf {
         self.parent.join(&self.final_name)
@@ -138,6 +143,16 @@ impl Staging {
             .rename_new(&self.name, &self.parent, &self.final_name)?;
         self.lock = None;
         Ok(self.final_path())
+    }
+
+    /// [`Staging::commit`] to another final name than the one it was
+    /// created for (one that is not UTF-8, say).
+    pub fn commit_as(mut self, final_name: &OsStr) -> Result<()> {
+        self.sync()?;
+        self.parent
+            .rename_new(&self.name, &self.parent, final_name)?;
+        self.lock = None;
+        Ok(())
     }
 
     /// Flushes the filesystem, then swaps the directory with what has its

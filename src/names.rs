@@ -46,6 +46,13 @@ impl ContainerName {
     }
 }
 
+/// As JSON: the name as text.
+impl serde::Serialize for ContainerName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for ContainerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -120,6 +127,13 @@ impl SnapshotName {
 
     pub fn number(&self) -> u64 {
         self.number
+    }
+}
+
+/// As JSON: the name as text.
+impl serde::Serialize for SnapshotName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

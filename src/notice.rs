@@ -26,6 +26,7 @@ pub enum Level {
 pub enum Leftover {
     Snapshot,
     Restore,
+    /// A rollback's or an undo's (they stage beside the same tree).
     Rollback,
 }
 
@@ -118,7 +119,7 @@ impl fmt::Display for Shown<'_> {
                 match of {
                     Leftover::Snapshot => "an incomplete snapshot left by an interrupted run",
                     Leftover::Restore => "an incomplete restore left by an interrupted run",
-                    Leftover::Rollback => "left by an interrupted rollback",
+                    Leftover::Rollback => "left by an interrupted rollback or undo",
                 }
             ),
             Notice::WholeSnapshot { why } => write!(f, "taking a whole snapshot: {why}"),

@@ -5,12 +5,15 @@
 //! [`crate::main_with_exit_code`].
 
 mod adopt;
+mod cat;
 mod comment;
 mod completions;
+mod cp;
 mod delete;
 mod diff;
 mod info;
 mod list;
+mod ls;
 mod mount;
 mod pin;
 mod prune;
@@ -18,11 +21,12 @@ mod reset;
 mod restore;
 mod rollback;
 mod snap;
+mod undo;
 
 use crate::cli::{Command, CommentSource};
 use crate::durable;
 use crate::error::Result;
-use crate::ops::{DiffOptions, PruneOptions};
+use crate::ops::{DiffOptions, PruneOptions, UndoOptions};
 use crate::store::{self, Store};
 use crate::ui::Ui;
 
@@ -93,6 +97,36 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             content,
             json,
         } => diff::run(ctx, &DiffOptions { old, new, content }, json),
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+            json,
+        } => ls::run(ctx, &snapshot, &path, long, json),
+        Command::Cat { snapshot, path } => cat::run(ctx, &snapshot, &path),
+        Command::Cp {
+            snapshot,
+            path,
+            dest,
+        } => cp::run(ctx, &snapshot, &path, &dest),
+        Command::Undo {
+            snapshot,
+            paths,
+            dry_run,
+            backup,
+            content,
+            json,
+        } => undo::run(
+            ctx,
+            &UndoOptions {
+                snapshot,
+                paths,
+                dry_run,
+                backup,
+                content,
+            },
+            json,
+        ),
     }
 }
 

@@ -43,8 +43,7 @@ impl Copier<'_> {
             lock(&self.skipped_mounts).push(src_path);
             return Ok(false);
         }
-        let xattrs = read_xattrs(Node::Fd(&file), &src_path)?;
-        refuse_redirects(&xattrs, &src_path)?;
+        let xattrs = self.source_xattrs(Node::Fd(&file), &src_path)?;
         let perms = st.st_mode & 0o7777;
         let final_mode = self.create_umask.is_some_and(|umask| {
             perms & (0o7000 | umask) == 0 && !xattrs.iter().any(|(n, _)| n == ACL_ACCESS)

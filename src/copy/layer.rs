@@ -333,9 +333,9 @@ pub fn make_layer_at(
 }
 
 /// Reports a second pass's progress after a first one's.
-struct After<'a> {
-    inner: &'a dyn Progress,
-    before: Counts,
+pub(super) struct After<'a> {
+    pub(super) inner: &'a dyn Progress,
+    pub(super) before: Counts,
 }
 
 impl Progress for After<'_> {

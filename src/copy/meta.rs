@@ -183,6 +183,13 @@ pub(super) fn drop_stale_xattrs(dir: &DirCopy, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Leaves out the attributes starting with `prefix`, if there is one.
+pub(super) fn drop_private(xattrs: &mut Xattrs, prefix: Option<&str>) {
+    if let Some(prefix) = prefix {
+        xattrs.retain(|(n, _)| !n.as_bytes().starts_with(prefix.as_bytes()));
+    }
+}
+
 pub(super) fn refuse_redirects(xattrs: &Xattrs, path: &Path) -> Result<()> {
     match xattrs.iter().find(|(name, _)| {
         NOT_SELF_CONTAINED

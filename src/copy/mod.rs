@@ -149,8 +149,10 @@ use crate::{Error, ErrorKind, Result};
 mod data;
 mod layer;
 mod meta;
+mod out;
 mod reference;
 mod select;
+pub mod view;
 mod walk;
 
 pub use data::same_contents;
@@ -160,6 +162,7 @@ pub use layer::{
     plan_at as plan_layer_at, LayerPlan, Plan,
 };
 use meta::*;
+pub use out::{copy_dir_metadata, copy_out};
 use reference::*;
 pub use select::{Select, Selection};
 use walk::*;
@@ -250,6 +253,12 @@ pub struct CopyOptions<'a> {
     /// same name is reused and gets the source's metadata, keeping only its
     /// overlay `opaque` attribute; anything else must not exist yet.
     pub merge: bool,
+    /// The source is an overlay layer whose own attributes start with this
+    /// (`trusted.overlay.`), and the copy is to be a plain tree: whiteouts
+    /// (0/0 character devices, and empty regular files carrying the
+    /// `whiteout` attribute) are left out, and no attribute with this
+    /// prefix is copied.
+    pub overlay_private: Option<&'a str>,
 }
 
 /// Copies the directory tree `src` to `dst` (which must not exist; its parent
@@ -330,8 +339,9 @@ fn copy_dir_by(
     let src = src_root.path();
     let dst = &dst_parent.join(dst_name);
     let (src_dir, src_st, src_mount) = held(src_root)?;
-    let xattrs = read_xattrs(Node::Fd(&src_dir), src)?;
+    let mut xattrs = read_xattrs(Node::Fd(&src_dir), src)?;
     refuse_redirects(&xattrs, src)?;
+    drop_private(&mut xattrs, opts.overlay_private);
     let names = list_dir(&src_dir, src)?;
     let not_src = |r: &Dir| -> Result<(File, (u64, Option<u64>))> {
         let (dir, st, mount) = held(r)?;
@@ -389,6 +399,7 @@ fn copy_dir_by(
         cancel: opts.cancel,
         select: opts.select,
         merge: opts.merge,
+        overlay_private: opts.overlay_private,
         keep_link_atimes: opts.keep_link_atimes,
         can_link_reference: AtomicBool::new(true),
         link_max: link_max(&dst_dir),

@@ -85,6 +85,7 @@ pub(super) struct Copier<'a> {
     pub(super) cancel: Option<&'a Cancel>,
     pub(super) select: Option<&'a Selection>,
     pub(super) merge: bool,
+    pub(super) overlay_private: Option<&'a str>,
     pub(super) keep_link_atimes: bool,
     /// Cleared for good once the filesystems refuse it.
     pub(super) can_link_reference: AtomicBool,
@@ -373,6 +374,9 @@ impl Copier<'_> {
             return self.enter_dir(parent, name, st, src_path, dst_path, sel);
         }
         let whiteout = is_whiteout(&st);
+        if self.is_overlay_whiteout(parent, name, &st, &src_path)? {
+            return Ok(None);
+        }
         if st.st_nlink == 1 || whiteout {
             self.copy_non_dir(parent, name, &st, src_path, &dst_path)?;
             return Ok(None);
@@ -448,8 +452,7 @@ impl Copier<'_> {
                 ),
             ));
         }
-        let xattrs = read_xattrs(Node::Fd(&dir), &src_path)?;
-        refuse_redirects(&xattrs, &src_path)?;
+        let xattrs = self.source_xattrs(Node::Fd(&dir), &src_path)?;
         let names = list_dir(&dir, &src_path)?;
         let (out, existing) = match make_dir(&parent.dst, name, &dst_path) {
             Err(e) if self.merge && e.kind() == ErrorKind::Exists => (
@@ -480,6 +483,40 @@ impl Copier<'_> {
             }),
             names,
         }))
+    }
+
+    /// An entry's extended attributes, refused when they make it part of a
+    /// layer that is not self-contained, without the overlay's own when
+    /// the copy is to be a plain tree.
+    pub(super) fn source_xattrs(&self, node: Node, path: &Path) -> Result<Xattrs> {
+        let mut xattrs = read_xattrs(node, path)?;
+        refuse_redirects(&xattrs, path)?;
+        drop_private(&mut xattrs, self.overlay_private);
+        Ok(xattrs)
+    }
+
+    /// Whether the entry is a whiteout of the overlay the source is a
+    /// layer of (see [`CopyOptions::overlay_private`]).
+    pub(super) fn is_overlay_whiteout(
+        &self,
+        parent: &DirCopy,
+        name: &OsStr,
+        st: &FileStat,
+        path: &Path,
+    ) -> Result<bool> {
+        let Some(prefix) = self.overlay_private else {
+            return Ok(false);
+        };
+        if is_whiteout(st) {
+            return Ok(true);
+        }
+        if file_type(st) != SFlag::S_IFREG || st.st_size != 0 {
+            return Ok(false);
+        }
+        let attr = format!("{prefix}whiteout");
+        let marked = xattr::get(proc_path(&parent.src, name), attr)
+            .map_err(|e| Error::io("reading extended attributes of", path, e))?;
+        Ok(marked.is_some())
     }
 
     /// Only mount points reach here, so nothing on the mounted filesystem is read.
@@ -555,8 +592,7 @@ impl Copier<'_> {
         src_path: &Path,
         dst_path: &Path,
     ) -> Result<()> {
-        let xattrs = read_xattrs(Node::At(&parent.src, name), src_path)?;
-        refuse_redirects(&xattrs, src_path)?;
+        let xattrs = self.source_xattrs(Node::At(&parent.src, name), src_path)?;
         let dst_dir = Some(parent.dst.as_raw_fd());
         if kind == SFlag::S_IFLNK {
             let target = read_link(&parent.src, name, st, self.keep_link_atimes, src_path)?;

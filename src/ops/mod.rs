@@ -16,6 +16,7 @@ pub mod adopt;
 pub mod comment;
 pub mod delete;
 pub mod diff;
+pub mod files;
 pub mod info;
 pub mod list;
 pub mod mount;
@@ -24,11 +25,13 @@ pub mod reset;
 pub mod restore;
 pub mod rollback;
 pub mod take;
+pub mod undo;
 
 pub use adopt::{adopt, AdoptedSnapshot};
 pub use comment::{comment, pin, set_comment};
 pub use delete::{delete, Deleted, Selection};
 pub use diff::{diff, diff_report, DiffOptions, DiffReport};
+pub use files::{cat, cp, ls, CapturedFile, Copied, FileRecord, Listing};
 pub use info::{info, SnapshotInfo};
 pub use list::{
     containers, disk, snapdir_disk, snapshot_record, snapshots, ContainerRecord, SnapshotRecord,
@@ -39,6 +42,7 @@ pub use reset::{reset, Reset};
 pub use restore::{restore, Restored};
 pub use rollback::{rollback, RolledBack};
 pub use take::{take, Increment, TakeOptions};
+pub use undo::{undo, UndoOptions, Undone};
 
 use crate::error::{Error, ErrorKind, Result};
 

@@ -457,9 +457,31 @@ impl Entry {
 /// Every entry under ROOT (ROOT itself as ""), keyed by relative path,
 /// never following symlinks.
 pub fn tree_manifest(root: &Path) -> BTreeMap<String, Entry> {
+    manifest(root, false)
+}
+
+/// [`tree_manifest`] of an overlay mount, whose directory listings may
+/// name whiteouts that cannot be looked up (a directory that comes from a
+/// single layer lists that layer's whiteouts): those are not there.
+pub fn view_manifest(root: &Path) -> BTreeMap<String, Entry> {
+    manifest(root, true)
+}
+
+fn manifest(root: &Path, skip_unlisted: bool) -> BTreeMap<String, Entry> {
     let mut map = BTreeMap::new();
-    for item in walkdir::WalkDir::new(root).follow_links(false) {
-        let item = item.unwrap_or_else(|e| panic!("walking {}: {e}", root.display()));
+    for item in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
+        let item = match item {
+            Err(e)
+                if skip_unlisted
+                    && e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue
+            }
+            item => item.unwrap_or_else(|e| panic!("walking {}: {e}", root.display())),
+        };
         let path = item.path();
         let rel = path
             .strip_prefix(root)

@@ -4,6 +4,7 @@
 
 pub mod fidelity;
 pub mod fixtures;
+pub mod history;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
