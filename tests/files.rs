@@ -89,12 +89,22 @@ fn kind_of(md: &fs::Metadata) -> &'static str {
 }
 
 /// Names sharing an inode below `root`, as sets of relative paths.
-fn link_groups(root: &Path) -> BTreeSet<Vec<String>> {
-    let mut by_inode: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for p in paths_in(root) {
-        let md = fs::symlink_metadata(root.join(p.trim_start_matches('/'))).expect("lstat");
+fn link_groups(root: &Path) -> BTreeSet<Vec<PathBuf>> {
+    let mut by_inode: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false);
+    for entry in walk.into_iter().filter_map(|e| e.ok()) {
+        // A whiteout a listing names but a lookup does not find is not there.
+        let Ok(md) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
         if md.is_file() && md.nlink() > 1 {
-            by_inode.entry(md.ino()).or_default().push(p);
+            let rel = entry.path().strip_prefix(root).expect("below");
+            by_inode
+                .entry(md.ino())
+                .or_default()
+                .push(rel.to_path_buf());
         }
     }
     by_inode.into_values().filter(|v| v.len() > 1).collect()
@@ -663,4 +673,77 @@ fn undo_hides_what_lower_layers_have_where_the_snapshot_has_less() {
     assert!(fs::symlink_metadata(delta.join("d3"))
         .expect("lstat")
         .is_dir());
+}
+
+#[test]
+fn cp_keeps_every_kind_of_entry_and_all_it_carries() {
+    if !common::system_tests_enabled("cp_keeps_every_kind_of_entry_and_all_it_carries", false) {
+        return;
+    }
+    use common::fidelity::{assert_trees_identical, build_every_kind, settle_link_atimes};
+    let env = TestEnv::new();
+    // Directory-backed: the snapshot is one plain tree, copied out as it is.
+    let rootfs = common::fixtures::make_base(&env, "b");
+    fs::remove_dir_all(&rootfs).expect("rm");
+    build_every_kind(&rootfs);
+    settle_link_atimes(&rootfs);
+    env.ok(&["-q", "snap", "b"]);
+    let out = env.path().join("out");
+    fs::create_dir(&out).expect("mkdir");
+    env.ok(&["-q", "cp", "b_0:/", out.join("b").to_str().expect("utf-8")]);
+    assert_trees_identical(&env.snapdir.join("b_0/private/rootfs"), &out.join("b"));
+    env.ok(&["-q", "cp", "b_0:/", out.to_str().expect("utf-8")]);
+    assert_trees_identical(&env.snapdir.join("b_0/private/rootfs"), &out.join("b_0"));
+
+    // Overlay: what the kernel shows of the snapshot, whiteouts hidden.
+    let delta = overlay_clone(&env, "c");
+    fs::remove_dir_all(&delta).expect("rm");
+    build_every_kind(&delta);
+    settle_link_atimes(&delta);
+    env.ok(&["-q", "snap", "c"]);
+    env.ok(&["-q", "cp", "c_0:/", out.join("c").to_str().expect("utf-8")]);
+    let m = mounted_snapshot(&env, "c_0");
+    let copy = out.join("c");
+    // Times to the nanosecond, and holes kept; looked at before anything
+    // reads a file through the mount (which moves the snapshot's atimes).
+    let listed = walkdir::WalkDir::new(&m.0).follow_links(false).into_iter();
+    for entry in listed.filter_map(|e| e.ok()) {
+        let rel = entry.path().strip_prefix(&m.0).expect("below");
+        // A whiteout a listing names but a lookup does not find is not there.
+        let Ok(a) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let b = fs::symlink_metadata(copy.join(rel))
+            .unwrap_or_else(|e| panic!("{}: {e}", copy.join(rel).display()));
+        let rel = rel.display();
+        if a.is_dir() {
+            continue;
+        }
+        assert_eq!(
+            (b.mtime(), b.mtime_nsec()),
+            (a.mtime(), a.mtime_nsec()),
+            "mtime of {rel}"
+        );
+        assert_eq!(
+            (b.atime(), b.atime_nsec()),
+            (a.atime(), a.atime_nsec()),
+            "atime of {rel}"
+        );
+        assert!(
+            b.blocks() <= a.blocks() + 16,
+            "{rel}: {} blocks, {} in the snapshot",
+            b.blocks(),
+            a.blocks()
+        );
+    }
+    let seen = view_manifest(&m.0);
+    assert_same_tree("cp c_0:/", &seen, &tree_manifest(&copy), &[]);
+    assert!(
+        seen.keys().any(|k| k.starts_with("sparse")),
+        "{:?}",
+        seen.keys()
+    );
+    let links = link_groups(&copy);
+    assert!(!links.is_empty(), "the tree has hard links");
+    assert_eq!(links, link_groups(&m.0));
 }

@@ -1,4 +1,4 @@
-//! The JSON that `list`, `info`, `prune --dry-run` and `diff` print is an
+//! The JSON that `list`, `info`, `prune --dry-run`, `diff`, `ls` and `undo` print is an
 //! interface scripts parse: these tests pin it byte for byte against
 //! tests/golden/, for snapshots whose times and contents are fixed.
 //! Only what differs from one run to the next is masked: the temp dir's
@@ -121,5 +121,15 @@ fn json_outputs_are_pinned() {
         &env,
         "diff-web_0-content.json",
         &["diff", "--content", "web_0", "--json"],
+    );
+    check(
+        &env,
+        "ls-web_0-www.json",
+        &["ls", "--json", "web_0", "/srv/www"],
+    );
+    check(
+        &env,
+        "undo-web_0-srv.json",
+        &["undo", "--dry-run", "--json", "web_0", "/srv"],
     );
 }

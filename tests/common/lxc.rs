@@ -488,8 +488,10 @@ fn manifest(root: &Path, skip_unlisted: bool) -> BTreeMap<String, Entry> {
             .expect("walkdir stays under root")
             .to_string_lossy()
             .into_owned();
-        let md =
-            fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+        let md = match fs::symlink_metadata(path) {
+            Err(e) if skip_unlisted && e.kind() == std::io::ErrorKind::NotFound => continue,
+            md => md.unwrap_or_else(|e| panic!("lstat {}: {e}", path.display())),
+        };
         let ft = md.file_type();
         let mut content = 0;
         let kind = if ft.is_dir() {
