@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
-pub use crate::ops::{Increment, Selection};
+pub use crate::ops::{Increment, Selection, UndoOptions};
 use crate::prune::{Count, Policy, Within};
 use crate::store::LockWait;
 
@@ -127,11 +127,7 @@ pub enum Command {
     /// Put `paths` of the snapshot's (stopped) container back as the
     /// snapshot has them.
     Undo {
-        snapshot: SnapshotName,
-        paths: Vec<Vec<u8>>,
-        dry_run: bool,
-        backup: bool,
-        content: bool,
+        opts: UndoOptions,
         json: bool,
     },
 }
@@ -935,11 +931,13 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             snap,
             paths,
         } => Command::Undo {
-            snapshot: SnapshotName::parse(&snap)?,
-            paths: paths.into_iter().map(path_bytes).collect(),
-            dry_run,
-            backup: !no_backup,
-            content,
+            opts: UndoOptions {
+                snapshot: SnapshotName::parse(&snap)?,
+                paths: paths.into_iter().map(path_bytes).collect(),
+                dry_run,
+                backup: !no_backup,
+                content,
+            },
             json,
         },
     })

@@ -31,30 +31,18 @@ pub fn run(ctx: &Context, name: &SnapshotName, path: &[u8], long: bool, json: bo
         Some((major, minor)) => format!("{major}, {minor}"),
         None => r.size.to_string(),
     };
-    let owner_width = listing
-        .entries
-        .iter()
-        .map(|r| r.uid.to_string().len())
-        .max()
-        .unwrap_or(1);
-    let group_width = listing
-        .entries
-        .iter()
-        .map(|r| r.gid.to_string().len())
-        .max()
-        .unwrap_or(1);
-    let size_width = listing
-        .entries
-        .iter()
-        .map(|r| size(r).len())
-        .max()
-        .unwrap_or(1);
-    let links_width = listing
-        .entries
-        .iter()
-        .map(|r| r.nlink.to_string().len())
-        .max()
-        .unwrap_or(1);
+    let width = |cell: &dyn Fn(&FileRecord) -> String| {
+        listing
+            .entries
+            .iter()
+            .map(|r| cell(r).len())
+            .max()
+            .unwrap_or(1)
+    };
+    let owner_width = width(&|r| r.uid.to_string());
+    let group_width = width(&|r| r.gid.to_string());
+    let size_width = width(&size);
+    let links_width = width(&|r| r.nlink.to_string());
     for r in &listing.entries {
         let when = local_time(&ops::files::mtime_text(r.mtime));
         let mut line = format!(

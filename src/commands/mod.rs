@@ -26,7 +26,7 @@ mod undo;
 use crate::cli::{Command, CommentSource};
 use crate::durable;
 use crate::error::Result;
-use crate::ops::{DiffOptions, PruneOptions, UndoOptions};
+use crate::ops::{DiffOptions, PruneOptions};
 use crate::store::{self, Store};
 use crate::ui::Ui;
 
@@ -109,24 +109,7 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             path,
             dest,
         } => cp::run(ctx, &snapshot, &path, &dest),
-        Command::Undo {
-            snapshot,
-            paths,
-            dry_run,
-            backup,
-            content,
-            json,
-        } => undo::run(
-            ctx,
-            &UndoOptions {
-                snapshot,
-                paths,
-                dry_run,
-                backup,
-                content,
-            },
-            json,
-        ),
+        Command::Undo { opts, json } => undo::run(ctx, &opts, json),
     }
 }
 

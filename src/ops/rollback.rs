@@ -9,9 +9,10 @@
 
 use super::copying::copy_snapshot_tree;
 use super::require_root;
-use super::take::{take_locked, Increment};
+use super::take::take_backup;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
+use crate::lxc::container::Tree;
 use crate::lxc::{Container, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
 use crate::notice::{Leftover, Notice};
@@ -68,26 +69,11 @@ pub fn rollback(store: &Store, name: &SnapshotName, backup: bool) -> Result<Roll
     }
     snapshot.ensure_complete()?;
     refuse_mounts_inside(&tree.dir)?;
-    let leaf = tree.name.to_str().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Other,
-            format!("{} has no usable name", tree.dir.path().display()),
-        )
-    })?;
-    let removed = durable::remove_leftovers(&tree.parent, |n| n == leaf, |_, _| {})?;
-    store.tell_removed(removed, Leftover::Rollback);
+    let leaf = clear_beside(store, &tree)?;
 
     let saved = if backup {
         let comment = format!("before rollback to {name}");
-        let taken = take_locked(
-            store,
-            &container,
-            &lock,
-            Some(&comment),
-            Increment::QuickCheck,
-        )
-        .map_err(|e| super::when_cancelled(e, &format!("{} was not touched", container.name)))?;
-        Some(taken.name)
+        Some(take_backup(store, &container, &lock, &comment)?)
     } else {
         None
     };
@@ -124,6 +110,21 @@ pub fn rollback(store: &Store, name: &SnapshotName, backup: bool) -> Result<Roll
         snapshot: name.clone(),
         backup: saved,
     })
+}
+
+/// The name of a container's tree in its directory, once the staging
+/// directories that runs which died left beside it (a rollback's or an
+/// undo's) are gone; the caller holds the container's lock.
+pub(super) fn clear_beside<'t>(store: &Store, tree: &'t Tree) -> Result<&'t str> {
+    let leaf = tree.name.to_str().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Other,
+            format!("{} has no usable name", tree.dir.path().display()),
+        )
+    })?;
+    let removed = durable::remove_leftovers(&tree.parent, |n| n == leaf, |_, _| {})?;
+    store.tell_removed(removed, Leftover::Rollback);
+    Ok(leaf)
 }
 
 /// Deletes the safety snapshot of a rollback that did not happen.

@@ -19,7 +19,7 @@ use crate::lxc::container::bases_of_lowers;
 use crate::lxc::container::Tree;
 use crate::lxc::files::copy_config_files;
 use crate::lxc::{Container, LxcConfig, Rootfs};
-use crate::names::{host_name_for, ContainerName};
+use crate::names::{host_name_for, ContainerName, SnapshotName};
 use crate::notice::Notice;
 use crate::progress::Counts;
 use crate::store::{
@@ -86,6 +86,20 @@ pub fn take(store: &Store, opts: &TakeOptions) -> Result<Snapshot> {
 /// Snapshots `source`, whose lock the caller holds: finds what to
 /// capture, tidies up after runs that died, chooses how to store the new
 /// snapshot, copies, writes its config and metadata, and publishes it.
+/// A safety snapshot of the locked container before something changes it
+/// in place (a rollback, an undo); cancelled, it says the container was
+/// not touched.
+pub(super) fn take_backup(
+    store: &Store,
+    container: &Container,
+    lock: &NameLock,
+    comment: &str,
+) -> Result<SnapshotName> {
+    take_locked(store, container, lock, Some(comment), Increment::QuickCheck)
+        .map(|taken| taken.name)
+        .map_err(|e| super::when_cancelled(e, &format!("{} was not touched", container.name)))
+}
+
 pub(super) fn take_locked(
     store: &Store,
     source: &Container,

@@ -40,16 +40,15 @@ use serde::Serialize;
 
 use super::files::{absolute, parse};
 use super::require_root;
-use super::take::{take_locked, Increment};
+use super::take::take_backup;
 use crate::copy::view::{self, EntryType, Lookup, Tree, View};
 use crate::copy::{self, CopyOptions};
 use crate::diff::{Change, Kind, Options, Summary};
 use crate::dir::Dir;
-use crate::durable::{self, Staging};
+use crate::durable::Staging;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::{Container, Rootfs};
 use crate::names::{ContainerName, SnapshotName};
-use crate::notice::Leftover;
 use crate::printable::escape_bytes;
 use crate::store::Store;
 
@@ -134,14 +133,7 @@ pub fn undo(store: &Store, opts: &UndoOptions) -> Result<Undone> {
         return Ok(done);
     }
 
-    let leaf = tree.name.to_str().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Other,
-            format!("{} has no usable name", tree.dir.path().display()),
-        )
-    })?;
-    let removed = durable::remove_leftovers(&tree.parent, |n| n == leaf, |_, _| {})?;
-    store.tell_removed(removed, Leftover::Rollback);
+    let leaf = super::rollback::clear_beside(store, &tree)?;
     if opts.backup {
         let shown: Vec<String> = paths
             .iter()
@@ -151,15 +143,7 @@ pub fn undo(store: &Store, opts: &UndoOptions) -> Result<Undone> {
         if comment.len() > 200 {
             comment = format!("before undo of {} paths from {name}", shown.len());
         }
-        let taken = take_locked(
-            store,
-            &container,
-            &lock,
-            Some(&comment),
-            Increment::QuickCheck,
-        )
-        .map_err(|e| super::when_cancelled(e, &format!("{} was not touched", container.name)))?;
-        done.backup = Some(taken.name);
+        done.backup = Some(take_backup(store, &container, &lock, &comment)?);
     }
     let overlay = matches!(tree.rootfs, Rootfs::Overlay { .. });
     let staging = Staging::create(&tree.parent, leaf, 0o700)?;
