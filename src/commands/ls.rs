@@ -3,9 +3,9 @@
 //! numbers, mtime in local time, name and a symlink's target).
 
 use super::Context;
-use crate::copy::view::EntryType;
 use crate::error::Result;
 use crate::names::SnapshotName;
+use crate::ops::files::EntryType;
 use crate::ops::{self, FileRecord};
 use crate::printable::escape_bytes;
 use crate::ui::{local_time, out, print_json_value};

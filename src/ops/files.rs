@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, Serializer};
 
 use super::require_root;
-use crate::copy::view::{self, Entry, EntryType, Lookup, Tree, View};
+pub use crate::copy::view::EntryType;
+use crate::copy::view::{self, Entry, Lookup, Tree, View};
 use crate::copy::{self, CopyOptions};
 use crate::dir::Dir;
 use crate::durable::Staging;
