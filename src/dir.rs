@@ -248,6 +248,26 @@ impl Dir {
         .map_err(|e| Error::sys("creating a whiteout at", &self.join(name), e))
     }
 
+    /// Makes `to_name` in `to` another name of the file `name` here (never
+    /// following `name` if it is a symlink).
+    pub fn link(
+        &self,
+        name: impl AsRef<OsStr>,
+        to: &Dir,
+        to_name: impl AsRef<OsStr>,
+    ) -> Result<()> {
+        let name = self.component(name.as_ref())?;
+        let to_name = to.component(to_name.as_ref())?;
+        unistd::linkat(
+            Some(self.file.as_raw_fd()),
+            name,
+            Some(to.file.as_raw_fd()),
+            to_name,
+            AtFlags::empty(),
+        )
+        .map_err(|e| Error::sys("linking", &to.join(to_name), e))
+    }
+
     /// Sets the extended attribute `attr` of this directory itself.
     pub fn set_attr(&self, attr: &str, value: &[u8]) -> Result<()> {
         xattr::FileExt::set_xattr(&self.file, attr, value).map_err(|e| {

@@ -627,11 +627,14 @@ fn undo_hides_what_lower_layers_have_where_the_snapshot_has_less() {
         f(&m.0);
     };
     // The snapshot has a /d2 of its own (opaque over the base's) and the
-    // base's /d3 and /d1.
+    // base's /d3 and /d1, and a file with two names.
     through(&|m| {
         fs::remove_dir_all(m.join("d2")).expect("rm");
         fs::create_dir(m.join("d2")).expect("mkdir");
         fs::write(m.join("d2/fresh"), b"fresh\n").expect("write");
+        fs::create_dir(m.join("srv")).expect("mkdir");
+        fs::write(m.join("srv/a"), b"one file\n").expect("write");
+        fs::hard_link(m.join("srv/a"), m.join("srv/b")).expect("link");
     });
     env.ok(&["-q", "snap", "c"]);
     through(&|m| {
@@ -639,9 +642,19 @@ fn undo_hides_what_lower_layers_have_where_the_snapshot_has_less() {
         fs::remove_dir_all(m.join("d3")).expect("rm");
         fs::set_permissions(m.join("d1"), fs::Permissions::from_mode(0o700)).expect("chmod");
         fs::write(m.join("d1/f0"), b"changed\n").expect("write");
+        fs::write(m.join("srv/a"), b"both names changed\n").expect("write");
     });
     let before = view_of(&container_view(&env, &delta, "before").0);
-    let out = env.ok(&["undo", "--no-backup", "c_0", "/d2", "/d3/sub/deep", "/d1"]);
+    let out = env.ok(&[
+        "undo",
+        "--no-backup",
+        "c_0",
+        "/d2",
+        "/d3/sub/deep",
+        "/d1",
+        "/srv/a",
+        "/srv/b",
+    ]);
     assert!(
         out.contains("A /d2/fresh") && out.contains("A /d3/sub/deep"),
         "{out}"
@@ -668,6 +681,12 @@ fn undo_hides_what_lower_layers_have_where_the_snapshot_has_less() {
     for p in below(&before, "/d0") {
         assert_eq!(after.get(&p), before.get(&p), "{p} untouched");
     }
+    let (a, b) = (
+        fs::symlink_metadata(delta.join("srv/a")).expect("lstat"),
+        fs::symlink_metadata(delta.join("srv/b")).expect("lstat"),
+    );
+    assert_eq!(a.ino(), b.ino(), "/srv/a and /srv/b are one file again");
+    assert_eq!(fs::read(delta.join("srv/b")).expect("read"), b"one file\n");
     // The base's own /d3/sub/deep was not copied: the whiteout went, or
     // what hides the rest is the delta's own directory.
     assert!(fs::symlink_metadata(delta.join("d3"))

@@ -22,6 +22,8 @@
 //!   the metadata the container sees now, or the snapshot's where the
 //!   container has none), as overlayfs itself would.
 //!
+//! Names of one file in the snapshot that are put back stay one file.
+//!
 //! A path whose parent the container has as something else than a
 //! directory (a file, a symlink) while the snapshot has a directory is
 //! refused before anything is written: undo that parent instead.
@@ -34,6 +36,7 @@
 //! old one goes with the staging directory. A safety snapshot is taken
 //! first unless told not to.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 
 use serde::Serialize;
@@ -154,6 +157,7 @@ pub fn undo(store: &Store, opts: &UndoOptions) -> Result<Undone> {
         now: &now_view,
         staging: &staging,
         slots: 0,
+        copied: HashMap::new(),
     };
     let applied = (|| -> Result<()> {
         let mut covered: Option<Vec<u8>> = None;
@@ -265,6 +269,9 @@ struct Writer<'a> {
     staging: &'a Staging,
     /// Staging subdirectories made so far.
     slots: u64,
+    /// Files of the snapshot with several names, by (device, inode), and
+    /// where the first name put back is in the tree.
+    copied: HashMap<(u64, u64), (Dir, OsString)>,
 }
 
 impl Writer<'_> {
@@ -330,12 +337,22 @@ impl Writer<'_> {
             }
         }
         let slot = self.slot()?;
-        copy::copy_out(
-            &theirs,
-            self.staging.dir(),
-            slot.path().file_name().unwrap_or_default(),
-            &CopyOptions::default(),
-        )?;
+        // Names of one file in the snapshot stay one file: the second is
+        // a link to the copy of the first.
+        let st = theirs.stat();
+        let key =
+            (theirs.kind == EntryType::File && st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
+        match key.and_then(|k| self.copied.get(&k)) {
+            Some((dir, name)) => dir.link(name, &slot, last)?,
+            None => {
+                copy::copy_out(
+                    &theirs,
+                    self.staging.dir(),
+                    slot.path().file_name().unwrap_or_default(),
+                    &CopyOptions::default(),
+                )?;
+            }
+        }
         if self.overlay && theirs.kind == EntryType::Directory {
             // Over a whiteout or a non-directory, or opaque: nothing below
             // may show through (the snapshot has exactly this).
@@ -343,10 +360,16 @@ impl Writer<'_> {
                 .set_attr(&format!("{PRIVATE}opaque"), b"y")?;
         }
         if parent.stat_at(last)?.is_some() {
-            slot.exchange(last, parent, last)
+            slot.exchange(last, parent, last)?;
         } else {
-            slot.rename_new(last, parent, last)
+            slot.rename_new(last, parent, last)?;
         }
+        if let Some(key) = key {
+            self.copied
+                .entry(key)
+                .or_insert((parent.try_clone()?, last.to_os_string()));
+        }
+        Ok(())
     }
 
     /// A new empty directory in the staging directory.
