@@ -28,6 +28,8 @@ pub enum Command {
         container: ContainerName,
         comment: Option<CommentSource>,
         increment: Increment,
+        /// Freeze a running container while its tree is read.
+        freeze: bool,
         /// Print the new snapshot's record as JSON.
         json: bool,
     },
@@ -359,6 +361,9 @@ enum Sub {
         /// Find unchanged files by their bytes, not their size and mtime
         #[arg(long)]
         checksum: bool,
+        /// Snapshot a running container: freeze it while its tree is read
+        #[arg(long)]
+        freeze: bool,
         /// Print the new snapshot's record as JSON (as list --json has it)
         #[arg(long)]
         json: bool,
@@ -724,6 +729,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             full,
             whole,
             checksum,
+            freeze,
             json,
             name,
         } => Command::Snap {
@@ -732,6 +738,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 .map(CommentSource::File)
                 .or(message.map(CommentSource::Text)),
             increment: increment_from_flags(full, whole, checksum),
+            freeze,
             json,
         },
         Sub::List {
@@ -1001,6 +1008,7 @@ fn from_legacy(
             container: ContainerName::parse(&name)?,
             comment: comment_file.map(CommentSource::File),
             increment,
+            freeze: false,
             json: false,
         }),
         None => Err(Error::new(
@@ -1100,6 +1108,7 @@ mod tests {
             container: name("mysql"),
             comment: None,
             increment: Increment::QuickCheck,
+            freeze: false,
             json: false,
         };
         assert_eq!(cmd(&["mysql"]), want);
@@ -1108,6 +1117,7 @@ mod tests {
             container: name("mysql"),
             comment: Some(CommentSource::File("/tmp/comment".into())),
             increment: Increment::QuickCheck,
+            freeze: false,
             json: false,
         };
         assert_eq!(cmd(&["-c", "/tmp/comment", "mysql"]), with_file);
@@ -1118,6 +1128,7 @@ mod tests {
                 container: name("mysql"),
                 comment: Some(CommentSource::Text("hello".into())),
                 increment: Increment::QuickCheck,
+                freeze: false,
                 json: false,
             }
         );
@@ -1139,6 +1150,7 @@ mod tests {
                     container: name("mysql"),
                     comment: None,
                     increment,
+                    freeze: false,
                     json: false,
                 },
                 "{args:?}"

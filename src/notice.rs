@@ -72,6 +72,9 @@ pub enum Notice {
     },
     /// The tree a rollback replaced was not all removed.
     OldTreeLeft { error: String },
+    /// A running container was frozen while its tree was read, for
+    /// `millis` milliseconds.
+    Frozen { container: String, millis: u64 },
 }
 
 impl Notice {
@@ -123,6 +126,9 @@ impl fmt::Display for Shown<'_> {
                 }
             ),
             Notice::WholeSnapshot { why } => write!(f, "taking a whole snapshot: {why}"),
+            Notice::Frozen { container, millis } => {
+                write!(f, "container {container} was frozen for {millis} ms")
+            }
             Notice::DirectoryBacked { container } => write!(
                 f,
                 "{container} is directory-backed: copying its whole rootfs; an overlay clone \

@@ -42,8 +42,9 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             container,
             comment,
             increment,
+            freeze,
             json,
-        } => snap::run(ctx, &container, comment.as_ref(), increment, json),
+        } => snap::run(ctx, &container, comment.as_ref(), increment, freeze, json),
         Command::List {
             container,
             json,

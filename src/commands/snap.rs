@@ -12,6 +12,7 @@ pub fn run(
     container: &ContainerName,
     comment: Option<&CommentSource>,
     increment: Increment,
+    freeze: bool,
     json: bool,
 ) -> Result<()> {
     let comment = comment.map(read_comment).transpose()?;
@@ -21,6 +22,7 @@ pub fn run(
             container: container.clone(),
             comment,
             increment,
+            freeze,
         },
     )
     .map_err(|e| did_you_mean(ctx, container, e))?;

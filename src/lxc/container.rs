@@ -257,6 +257,20 @@ impl Container {
         state_of(&self.lxcpath, self.name.as_str())
     }
 
+    /// Freezes the container if it runs (see [`super::freeze`]): `None`
+    /// when it is stopped, or frozen already (by someone else, who thaws
+    /// it); refuses one that is starting or stopping.
+    pub fn freeze_if_running(&self) -> Result<Option<super::Frozen>> {
+        match self.state()? {
+            State::Stopped | State::Frozen => Ok(None),
+            State::Running => Ok(Some(super::Frozen::freeze(
+                &self.lxcpath,
+                self.name.as_str(),
+            )?)),
+            _ => self.ensure_stopped().map(|()| None),
+        }
+    }
+
     /// Refuses (exit status "running") unless the container is stopped.
     pub fn ensure_stopped(&self) -> Result<()> {
         ensure_stopped(&self.lxcpath, self.name.as_str())

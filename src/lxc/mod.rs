@@ -1,11 +1,13 @@
 //! What lxc-snap knows about LXC: configs in every spelling, a container's
-//! directory and state, the dependency files LXC's own tools keep, and
-//! writing a host name into a container tree.
+//! directory and state, freezing it, the dependency files LXC's own tools
+//! keep, and writing a host name into a container tree.
 
 pub mod config;
 pub mod container;
 pub mod files;
+pub mod freeze;
 pub mod hostname;
 
 pub use config::{LxcConfig, Rootfs};
 pub use container::{Container, State};
+pub use freeze::Frozen;

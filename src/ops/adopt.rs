@@ -85,6 +85,7 @@ pub fn adopt(
             comment.as_deref(),
             Increment::QuickCheck,
             Some(&adoption),
+            false,
         )
         .map_err(|e| {
             super::when_cancelled(
@@ -214,6 +215,7 @@ pub fn adopt_lxc_snapshots(
             comment.as_deref(),
             Increment::QuickCheck,
             Some(&adoption),
+            false,
         )
         .map_err(|e| {
             super::when_cancelled(

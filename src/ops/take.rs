@@ -65,6 +65,9 @@ pub struct TakeOptions {
     /// Checked text ([`store::validate_comment`]); empty is none.
     pub comment: Option<String>,
     pub increment: Increment,
+    /// A running container is frozen while its tree is read (else it is
+    /// refused).
+    pub freeze: bool,
 }
 
 /// Snapshots a stopped container; returns the new snapshot.
@@ -73,12 +76,14 @@ pub fn take(store: &Store, opts: &TakeOptions) -> Result<Snapshot> {
     let source = Container::open(store.lxcpath()?, &opts.container)?;
     store.create_root()?;
     let lock = store.lock(&opts.container)?;
-    take_locked(
+    take_as(
         store,
         &source,
         &lock,
         opts.comment.as_deref(),
         opts.increment,
+        None,
+        opts.freeze,
     )
     .map_err(|e| super::when_cancelled(e, "no snapshot was taken"))
 }
@@ -107,7 +112,7 @@ pub(super) fn take_locked(
     comment: Option<&str>,
     increment: Increment,
 ) -> Result<Snapshot> {
-    take_as(store, source, lock, comment, increment, None)
+    take_as(store, source, lock, comment, increment, None, false)
 }
 
 /// A snapshot another tool made, taken over as a snapshot of the locked
@@ -137,6 +142,7 @@ pub(super) fn take_as(
     comment: Option<&str>,
     increment: Increment,
     adoption: Option<&Adoption>,
+    live: bool,
 ) -> Result<Snapshot> {
     let replacing = adoption.and_then(|a| a.replace);
     let mut src = Source::of(store, source)?;
@@ -144,16 +150,45 @@ pub(super) fn take_as(
     src.before = replacing.map(|r| r.name.number());
     store.remove_leftovers(lock)?;
     store.remove_unneeded_held(lock, false)?;
-    source.ensure_stopped()?;
-
-    let new = match replacing {
-        Some(r) => store.begin_as(lock, &r.name)?,
-        None => store.begin(lock)?,
+    // Frozen from here until the tree is copied, and thawed before
+    // anything else happens, the removal of what a failure left included.
+    let frozen = if live {
+        let frozen = source.freeze_if_running()?;
+        if frozen.is_some() {
+            src.tree.dir.sync_filesystem()?;
+        }
+        frozen
+    } else {
+        source.ensure_stopped()?;
+        None
     };
-    let private = new.dir().mkdir("private", 0o700)?;
-    private.mkdir("scratch", 0o700)?;
-    let how = Storage::choose(store, &src, increment)?;
-    let stats = how.copy(store, &src, &private)?;
+    // Held out here, so that a failure removes it only after the thaw.
+    let mut begun = None;
+    let copied = (|| {
+        let new = begun.insert(match replacing {
+            Some(r) => store.begin_as(lock, &r.name)?,
+            None => store.begin(lock)?,
+        });
+        let private = new.dir().mkdir("private", 0o700)?;
+        private.mkdir("scratch", 0o700)?;
+        let how = Storage::choose(store, &src, increment)?;
+        let stats = how.copy(store, &src, &private)?;
+        Ok((how, stats))
+    })();
+    if let Some(frozen) = frozen {
+        let millis = frozen.thaw()?.as_millis() as u64;
+        store.observer().notice(Notice::Frozen {
+            container: source.name.to_string(),
+            millis,
+        });
+    }
+    let (how, stats) = copied?;
+    let Some(new) = begun else {
+        return Err(Error::new(
+            ErrorKind::Other,
+            "taking a snapshot: nothing was begun",
+        ));
+    };
     let hook = match reset_hook(store) {
         Ok(hook) => Some(hook),
         Err(e) if e.kind() == ErrorKind::Unsafe => {

@@ -1,0 +1,142 @@
+//! Freezing a running container for the moment a snapshot reads its tree.
+//!
+//! The container is frozen through LXC (`lxc-freeze`, the cgroup freezer):
+//! its processes stop at their next return to user space, so every system
+//! call that was writing has finished and none starts until the thaw.
+//!
+//! A frozen container must never stay frozen because lxc-snap went away.
+//! [`Frozen`] thaws it when dropped (an error, a cancel on SIGINT or
+//! SIGTERM unwinds through it), and before freezing, a watchdog is
+//! started: a shell in a session of its own, deaf to SIGINT, SIGTERM and
+//! SIGHUP, that waits on a pipe only lxc-snap holds. When lxc-snap is done
+//! it writes `done` there; if lxc-snap dies instead (even by SIGKILL), the
+//! kernel closes the pipe, and the watchdog runs `lxc-unfreeze`.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The watchdog: `$1` the lxcpath, `$2` the container. Nothing from a
+/// config or a container reaches the script's text.
+const WATCHDOG: &str = "trap '' INT TERM HUP; read -r line; \
+    [ \"$line\" = done ] || exec lxc-unfreeze -P \"$1\" -n \"$2\"";
+
+/// A container frozen by lxc-snap.
+#[derive(Debug)]
+pub struct Frozen {
+    lxcpath: std::path::PathBuf,
+    name: String,
+    watchdog: Option<(Child, ChildStdin)>,
+    since: Instant,
+}
+
+impl Frozen {
+    /// Freezes the running container `name` of `lxcpath`, its watchdog
+    /// started first.
+    pub fn freeze(lxcpath: &Path, name: &str) -> Result<Frozen> {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("lxc-snap-watchdog")
+            .arg(lxcpath)
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::io("starting the thaw watchdog", Path::new("/bin/sh"), e))?;
+        let Some(pipe) = child.stdin.take() else {
+            let _ = child.kill();
+            return Err(Error::new(
+                ErrorKind::Other,
+                "starting the thaw watchdog: no pipe to it",
+            ));
+        };
+        let mut frozen = Frozen {
+            lxcpath: lxcpath.to_path_buf(),
+            name: name.to_string(),
+            watchdog: Some((child, pipe)),
+            since: Instant::now(),
+        };
+        let out = Command::new("lxc-freeze")
+            .arg("-P")
+            .arg(lxcpath)
+            .arg("-n")
+            .arg(name)
+            .output()
+            .map_err(|e| Error::io("running", Path::new("lxc-freeze"), e))?;
+        if !out.status.success() {
+            // Dropping thaws whatever part of it froze.
+            drop(frozen);
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "freezing container {name}: lxc-freeze failed: {}",
+                    crate::printable::escape(String::from_utf8_lossy(&out.stderr).trim())
+                ),
+            ));
+        }
+        frozen.since = Instant::now();
+        Ok(frozen)
+    }
+
+    /// Thaws the container; returns how long it was frozen.
+    pub fn thaw(mut self) -> Result<Duration> {
+        let result = self.unfreeze();
+        let frozen_for = self.since.elapsed();
+        self.dismiss_watchdog();
+        result.map(|()| frozen_for)
+    }
+
+    fn unfreeze(&self) -> Result<()> {
+        let out = Command::new("lxc-unfreeze")
+            .arg("-P")
+            .arg(&self.lxcpath)
+            .arg("-n")
+            .arg(&self.name)
+            .output()
+            .map_err(|e| Error::io("running", Path::new("lxc-unfreeze"), e))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "thawing container {}: lxc-unfreeze failed: {}",
+                self.name,
+                crate::printable::escape(String::from_utf8_lossy(&out.stderr).trim())
+            ),
+        )
+        .with_hint(format!(
+            "thaw it by hand: lxc-unfreeze -P {} -n {}",
+            self.lxcpath.display(),
+            self.name
+        )))
+    }
+
+    /// Tells the watchdog all is well and waits for it to go.
+    fn dismiss_watchdog(&mut self) {
+        if let Some((mut child, mut pipe)) = self.watchdog.take() {
+            let _ = pipe.write_all(b"done\n");
+            drop(pipe);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if self.watchdog.is_some() {
+            // Best effort here; if it fails, the watchdog tries once more
+            // when it sees the pipe close.
+            if self.unfreeze().is_ok() {
+                self.dismiss_watchdog();
+            }
+        }
+    }
+}
