@@ -162,6 +162,7 @@ def main():
     lst = load_rounds(results, "list")
     lookup = load_rounds(results, "lookup")
     lookup_path = load(results, "lookup-path.json")
+    freeze = load(results, "freeze.json")
     reflink = load_rounds(results, "reflink")
 
     fr, rr, ir, lr, xr, kr = (by_name(x) for x in (full, restore, incr, lst, reflink, lookup))
@@ -195,6 +196,10 @@ def main():
     lc = kr.get("lxc-snap cat")
     targets.append(("looking up one path in a layered snapshot (`lxc-snap cat`)", "< 20 ms (median)",
                     dur(lc["median"]) if lc else "n/a", None if not lc else lc["median"] < 0.020))
+    frozen = sorted(freeze["layer_ms"])[len(freeze["layer_ms"]) // 2] if freeze else None
+    targets.append(("a running container frozen by `snap --freeze`, one file changed",
+                    "< 300 ms (median)", f"{frozen} ms" if freeze else "n/a",
+                    None if frozen is None else frozen < 300))
     rss = rss_kib(results, "lxc-snap")
     targets.append(("peak RSS of a full snapshot", "< 64 MiB",
                     size(rss * 1024) if rss else "n/a", None if rss is None else rss * 1024 < 64 * MIB))
@@ -220,7 +225,8 @@ def main():
     w(f"    {knobs} make bench   # the values used here")
     w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs a round")
     w("")
-    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list lookup memory reflink`), "
+    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list lookup freeze memory "
+      "reflink`), "
       "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "
       "`BENCH_FS=here`, `BENCH_EXT4_SIZE`, `BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; "
       "see the top of bench/run.sh.")
@@ -360,6 +366,20 @@ def main():
             f"3 warmup runs, {meta.get('list_runs', '?')} runs. `lxc-snap --version` is the cost "
             "of starting the program at all.")
 
+    w("## Freezing a running container")
+    w("")
+    if freeze:
+        w(f"The busybox container `bench` with the tree in its delta, started with `lxc-start`; "
+          f"`lxc-snap snap --freeze bench` as it reports the time the container was frozen "
+          f"(from `lxc-freeze` returning to `lxc-unfreeze` returning: flushing the container's "
+          f"filesystem, planning and copying the snapshot's tree). After one line appended to "
+          f"`{freeze['changed_file']}` since a whole snapshot, the new snapshot is a layer: "
+          f"{' / '.join(str(m) for m in freeze['layer_ms'])} ms in {len(freeze['layer_ms'])} rounds. "
+          f"The container's first snapshot, which copies the whole tree while it is frozen: "
+          f"{freeze['whole_ms']} ms (one run).")
+    else:
+        w(f"No results: phase `freeze` {status(results, 'freeze')}.")
+    w("")
     w("## Peak memory")
     w("")
     w("Maximum resident set size of one full snapshot, from `/usr/bin/time -v`.")
@@ -403,7 +423,8 @@ def main():
     if entries:
         w(f"- Ratios above 1 mean lxc-snap was faster. A target marked not met describes the binary "
           f"measured here, commit `{meta.get('commit', '?')}`.")
-    failed = [p for p in ("full", "restore", "incremental", "list", "lookup", "memory", "reflink")
+    failed = [p for p in ("full", "restore", "incremental", "list", "lookup", "freeze", "memory",
+                          "reflink")
               if status(results, p).startswith("failed")]
     if failed:
         w(f"- Failed phases: {', '.join(failed)} (see the output of `make bench`).")

@@ -28,6 +28,9 @@
 #   lookup       lxc-snap cat and ls -l of the deepest file of the tree in a
 #                layer over a whole snapshot of it (one path looked up
 #                through snapshot, anchor and base)
+#   freeze       how long `snap --freeze` keeps the running container frozen:
+#                one file changed since a whole snapshot (a layer), and the
+#                container's first snapshot (the whole tree copied frozen)
 #   memory       peak RSS of one full snapshot (/usr/bin/time -v), of the
 #                default tree and of one with half the entries
 #   reflink      the full comparison on an XFS image with reflinks (loop mount)
@@ -45,7 +48,7 @@
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
 #   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs a round,
 #                        unless set explicitly
-#   BENCH_PHASES="full restore incremental list lookup memory reflink"  a subset
+#   BENCH_PHASES="full restore incremental list lookup freeze memory reflink"  a subset
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_FS=image|here  a fresh ext4 image (default) or BENCH_TMPDIR's
 #                        filesystem as it is
@@ -192,7 +195,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 RUNS=${BENCH_RUNS:-1}
 LIST_SNAPSHOTS=${BENCH_LIST_SNAPSHOTS:-1000}
 LIST_RUNS=${BENCH_LIST_RUNS:-30}
-PHASES=${BENCH_PHASES:-full restore incremental list lookup memory reflink}
+PHASES=${BENCH_PHASES:-full restore incremental list lookup freeze memory reflink}
 TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 RESULTS=${BENCH_RESULTS:-$REPO/target/bench-results}
 
@@ -221,7 +224,7 @@ command -v mkfs.ext4 >/dev/null 2>&1 || die "mkfs.ext4 not found (apt-get instal
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
 for p in $PHASES; do
     case $p in
-        full | restore | incremental | list | lookup | memory | reflink) ;;
+        full | restore | incremental | list | lookup | freeze | memory | reflink) ;;
         *) die "BENCH_PHASES: unknown phase $p" ;;
     esac
 done
@@ -606,6 +609,43 @@ phase_lookup() {
         '{file: $file, snapshot: $snap, anchor: $anchor, depth: ($depth | tonumber)}' \
         >"$RESULTS/lookup-path.json"
     bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench "$k"
+}
+
+# The milliseconds `snap --freeze` says it kept the container frozen.
+frozen_ms() { # ARGS...
+    local out ms
+    out=$("$BIN" -P "$L" --snapdir "$S" snap --freeze "$@" bench 2>&1 >/dev/null)
+    ms=$(sed -n 's/.*container bench was frozen for \([0-9]*\) ms.*/\1/p' <<<"$out")
+    [[ -n $ms ]] || die "snap --freeze said no frozen time: $out"
+    echo "$ms"
+}
+
+phase_freeze() {
+    ensure_base_snapshots
+    local k n i changed layer_ms=() whole_ms
+    k=$(newest "$S" bench)
+    lxc-start -P "$L" -n bench -d
+    lxc-wait -P "$L" -n bench -s RUNNING -t 60
+    changed=$(find "$DELTA" -type f -name '*.conf' -size +0 | LC_ALL=C sort | sed -n 2p)
+    [[ -n $changed ]] || die "no .conf file in the tree to change"
+    for ((i = 0; i < ROUNDS; i++)); do
+        echo "changed by the freeze benchmark $i" >>"$changed"
+        sync -f "$L"
+        layer_ms+=("$(frozen_ms)")
+        n=$(newest "$S" bench)
+        jq -e '.layer != null' "$S/bench_$n/lxc-snap.json" >/dev/null ||
+            die "bench_$n is not a layer over bench_$k"
+        bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench "$k"
+    done
+    # The whole tree new: no snapshot to store the changes over.
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+    sync -f "$L"
+    whole_ms=$(frozen_ms)
+    lxc-stop -P "$L" -n bench -k
+    jq -n --arg layer "${layer_ms[*]}" --arg whole "$whole_ms" --arg changed "${changed#"$DELTA"/}" \
+        '{layer_ms: ($layer | split(" ") | map(tonumber)), whole_ms: ($whole | tonumber),
+          changed_file: $changed}' >"$RESULTS/freeze.json"
+    bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
 }
 
 # Peak RSS and wall time of COMMAND, into RESULTS/memory-NAME.txt.
