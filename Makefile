@@ -46,11 +46,12 @@ bindir := $(PREFIX)/bin
 datadir := $(PREFIX)/share
 man1dir := $(datadir)/man/man1
 docdir := $(datadir)/doc/lxc-snap
+unitdir := $(PREFIX)/lib/systemd/system
 bashcompdir := $(datadir)/bash-completion/completions
 zshcompdir := $(datadir)/zsh/vendor-completions
 fishcompdir := $(datadir)/fish/vendor_completions.d
 
-.PHONY: all build completions install install-bin install-man \
+.PHONY: all build completions install install-bin install-man install-systemd \
 	install-completions install-doc uninstall deb deb-deps test-package \
 	deps lint check-man check-root test demo bench bench-deps fuzz clean
 
@@ -75,7 +76,7 @@ $(COMPLETIONS)/lxc-snap.%: $(BIN)
 
 # The Debian package installs the same files under /usr (debian/rules runs
 # these targets, except install-man: dh_installman compresses the page).
-install: install-bin install-man install-completions install-doc
+install: install-bin install-man install-completions install-doc install-systemd
 
 install-bin: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(bindir)/lxc-snap
@@ -89,6 +90,14 @@ install-completions: completions
 	install -D -m 0644 $(COMPLETIONS)/lxc-snap.bash $(DESTDIR)$(bashcompdir)/lxc-snap
 	install -D -m 0644 $(COMPLETIONS)/lxc-snap.zsh $(DESTDIR)$(zshcompdir)/_lxc-snap
 	install -D -m 0644 $(COMPLETIONS)/lxc-snap.fish $(DESTDIR)$(fishcompdir)/lxc-snap.fish
+
+# The timer that runs `lxc-snap auto`, disabled: systemctl enable --now
+# lxc-snap-auto.timer turns it on.
+install-systemd:
+	install -d -m 0755 $(DESTDIR)$(unitdir)
+	sed 's|@BINDIR@|$(bindir)|g' systemd/lxc-snap-auto.service > $(DESTDIR)$(unitdir)/lxc-snap-auto.service
+	install -m 0644 systemd/lxc-snap-auto.timer $(DESTDIR)$(unitdir)/lxc-snap-auto.timer
+	chmod 0644 $(DESTDIR)$(unitdir)/lxc-snap-auto.service
 
 install-doc:
 	install -D -m 0644 README.md $(DESTDIR)$(docdir)/README.md
@@ -104,7 +113,9 @@ uninstall:
 	    $(DESTDIR)$(fishcompdir)/lxc-snap.fish \
 	    $(DESTDIR)$(docdir)/README.md \
 	    $(DESTDIR)$(docdir)/CHANGELOG.md \
-	    $(DESTDIR)$(docdir)/SECURITY.md
+	    $(DESTDIR)$(docdir)/SECURITY.md \
+	    $(DESTDIR)$(unitdir)/lxc-snap-auto.service \
+	    $(DESTDIR)$(unitdir)/lxc-snap-auto.timer
 	if [ -d $(DESTDIR)$(docdir) ]; then rmdir --ignore-fail-on-non-empty $(DESTDIR)$(docdir); fi
 
 # Debian's build tools, installed only when missing (and only as root).

@@ -72,7 +72,8 @@ for f in /usr/bin/lxc-snap /usr/share/man/man1/lxc-snap.1.gz \
     /usr/share/zsh/vendor-completions/_lxc-snap \
     /usr/share/fish/vendor_completions.d/lxc-snap.fish \
     /usr/share/doc/lxc-snap/README.md /usr/share/doc/lxc-snap/CHANGELOG.md \
-    /usr/share/doc/lxc-snap/SECURITY.md; do
+    /usr/share/doc/lxc-snap/SECURITY.md /usr/lib/systemd/system/lxc-snap-auto.service \
+    /usr/lib/systemd/system/lxc-snap-auto.timer; do
     grep -qx "$f" <<<"$installed_files" || fail "make install did not install $f"
 done
 # The man page make install compresses is the one dh compresses.
@@ -89,6 +90,13 @@ if dpkg-query -W -f='${Status}' lxc-snap 2>/dev/null | grep -q 'installed'; then
     echo "test-package: note: lxc-snap was already installed; it is replaced and purged"
 fi
 dpkg -i "$deb"
+
+# The timer is there, runs the installed binary, and is not enabled.
+grep -qx 'ExecStart=/usr/bin/lxc-snap -q auto' /usr/lib/systemd/system/lxc-snap-auto.service ||
+    fail "lxc-snap-auto.service does not run /usr/bin/lxc-snap -q auto"
+[[ ! -e /etc/systemd/system/timers.target.wants/lxc-snap-auto.timer ]] ||
+    fail "installing the package enabled lxc-snap-auto.timer"
+echo "test-package: lxc-snap-auto.timer installed, not enabled"
 
 out=$(/usr/bin/lxc-snap --version)
 [[ $out == "lxc-snap $version" ]] || fail "lxc-snap --version printed '$out', not 'lxc-snap $version'"

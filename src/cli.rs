@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
 pub use crate::ops::{Increment, Selection, UndoOptions};
-use crate::prune::{Count, Policy, Within};
+use crate::prune::{Count, Lifetime, Policy, Within};
 use crate::store::LockWait;
 
 /// Where a comment comes from.
@@ -30,6 +30,8 @@ pub enum Command {
         increment: Increment,
         /// Freeze a running container while its tree is read.
         freeze: bool,
+        /// When the new snapshot expires.
+        expiry: Option<Expiry>,
         /// Print the new snapshot's record as JSON.
         json: bool,
     },
@@ -71,6 +73,8 @@ pub enum Command {
         /// `None`: every container with snapshots.
         container: Option<ContainerName>,
         policy: Policy,
+        /// Delete expired snapshots too (or only them, without rules).
+        expired: bool,
         dry_run: bool,
         json: bool,
     },
@@ -110,6 +114,16 @@ pub enum Command {
     Umount {
         dir: PathBuf,
     },
+    /// Set when the snapshot expires; `None`: never.
+    Expire {
+        snapshot: SnapshotName,
+        expiry: Option<Expiry>,
+    },
+    /// Take and prune what the policies in `policy_dir` say is due.
+    Auto {
+        policy_dir: PathBuf,
+        dry_run: bool,
+    },
     /// A directory of a snapshot, or one entry (`path`: raw bytes).
     Ls {
         snapshot: SnapshotName,
@@ -132,6 +146,45 @@ pub enum Command {
         opts: UndoOptions,
         json: bool,
     },
+}
+
+/// When a snapshot expires: a while from now, or at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    After(Lifetime),
+    At(chrono::DateTime<chrono::FixedOffset>),
+}
+
+/// `--expires-at`: RFC 3339, or a local `YYYY-MM-DD[ HH:MM[:SS]]`.
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t);
+    }
+    let naive = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    });
+    naive
+        .and_then(|n| chrono::Local.from_local_datetime(&n).earliest())
+        .map(|t| t.fixed_offset())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "{text:?} is no time: give RFC 3339 or YYYY-MM-DD [HH:MM[:SS]] in local time"
+                ),
+            )
+        })
 }
 
 /// A shell lxc-snap has a completion script for.
@@ -290,6 +343,8 @@ pub enum ListColumn {
     Files,
     /// `yes` when pinned.
     Pinned,
+    /// When it expires, in local time.
+    Expires,
     /// `whole`, or `layer over NAME_N`.
     Stored,
     /// The first line of its comment.
@@ -364,6 +419,12 @@ enum Sub {
         /// Snapshot a running container: freeze it while its tree is read
         #[arg(long)]
         freeze: bool,
+        /// The snapshot expires after DURATION (30m, 1d12h, 2w, 6mo)
+        #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+        expiry: Option<String>,
+        /// The snapshot expires at TIME (RFC 3339, or YYYY-MM-DD [HH:MM[:SS]] local)
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
         /// Print the new snapshot's record as JSON (as list --json has it)
         #[arg(long)]
         json: bool,
@@ -448,6 +509,9 @@ enum Sub {
         /// Keep every snapshot within DURATION (e.g. 2d12h, 1y6m) of the newest
         #[arg(long, value_name = "DURATION")]
         keep_within: Option<String>,
+        /// Delete the snapshots that have expired (and are not pinned)
+        #[arg(long)]
+        expired: bool,
         /// Print what would be kept and removed, and why; change nothing
         #[arg(short = 'n', long)]
         dry_run: bool,
@@ -528,6 +592,23 @@ enum Sub {
     Umount {
         /// Where it is mounted
         dir: PathBuf,
+    },
+    /// Make SNAP expire after DURATION from now (30m, 1d12h, 2w), or never
+    Expire {
+        /// Snapshot, e.g. mysql_2
+        snap: String,
+        /// How long from now, or `never`
+        #[arg(value_name = "DURATION|never")]
+        duration: String,
+    },
+    /// Take and prune the snapshots that the policies in /etc/lxc-snap say are due
+    Auto {
+        /// Where the policies are (NAME.conf each)
+        #[arg(long, value_name = "DIR", default_value = "/etc/lxc-snap")]
+        policy_dir: PathBuf,
+        /// Print what is due; change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
     /// List a directory of SNAP as it was captured (no mounting)
     Ls {
@@ -730,6 +811,8 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             whole,
             checksum,
             freeze,
+            expiry,
+            expires_at,
             json,
             name,
         } => Command::Snap {
@@ -739,6 +822,11 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 .or(message.map(CommentSource::Text)),
             increment: increment_from_flags(full, whole, checksum),
             freeze,
+            expiry: match (expiry, expires_at) {
+                (Some(d), _) => Some(Expiry::After(Lifetime::parse(&d)?)),
+                (None, Some(t)) => Some(Expiry::At(parse_time(&t)?)),
+                (None, None) => None,
+            },
             json,
         },
         Sub::List {
@@ -802,6 +890,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             keep_weekly,
             keep_monthly,
             keep_within,
+            expired,
             dry_run,
             json,
             name,
@@ -815,10 +904,10 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 monthly: count(keep_monthly)?,
                 within: keep_within.as_deref().map(Within::parse).transpose()?,
             };
-            if policy.is_empty() {
+            if policy.is_empty() && !(expired && policy == Policy::default()) {
                 return Err(Error::new(
                     ErrorKind::Usage,
-                    "prune needs at least one --keep-* rule that keeps something",
+                    "prune needs --expired or at least one --keep-* rule that keeps something",
                 )
                 .with_hint("e.g. lxc-snap prune mysql --keep-last 5 --keep-daily 7"));
             }
@@ -828,6 +917,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             Command::Prune {
                 container: name.as_deref().map(ContainerName::parse).transpose()?,
                 policy,
+                expired,
                 dry_run,
                 json,
             }
@@ -897,6 +987,20 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             dir,
         },
         Sub::Umount { dir } => Command::Umount { dir },
+        Sub::Expire { snap, duration } => Command::Expire {
+            snapshot: SnapshotName::parse(&snap)?,
+            expiry: match duration.as_str() {
+                "never" => None,
+                d => Some(Expiry::After(Lifetime::parse(d)?)),
+            },
+        },
+        Sub::Auto {
+            policy_dir,
+            dry_run,
+        } => Command::Auto {
+            policy_dir,
+            dry_run,
+        },
         Sub::Ls {
             long,
             json,
@@ -1009,6 +1113,7 @@ fn from_legacy(
             comment: comment_file.map(CommentSource::File),
             increment,
             freeze: false,
+            expiry: None,
             json: false,
         }),
         None => Err(Error::new(
@@ -1109,6 +1214,7 @@ mod tests {
             comment: None,
             increment: Increment::QuickCheck,
             freeze: false,
+            expiry: None,
             json: false,
         };
         assert_eq!(cmd(&["mysql"]), want);
@@ -1118,6 +1224,7 @@ mod tests {
             comment: Some(CommentSource::File("/tmp/comment".into())),
             increment: Increment::QuickCheck,
             freeze: false,
+            expiry: None,
             json: false,
         };
         assert_eq!(cmd(&["-c", "/tmp/comment", "mysql"]), with_file);
@@ -1129,6 +1236,7 @@ mod tests {
                 comment: Some(CommentSource::Text("hello".into())),
                 increment: Increment::QuickCheck,
                 freeze: false,
+                expiry: None,
                 json: false,
             }
         );
@@ -1151,6 +1259,7 @@ mod tests {
                     comment: None,
                     increment,
                     freeze: false,
+                    expiry: None,
                     json: false,
                 },
                 "{args:?}"
@@ -1473,6 +1582,7 @@ mod tests {
                     }),
                     ..Policy::default()
                 },
+                expired: false,
                 dry_run: true,
                 json: false
             }

@@ -29,6 +29,7 @@ pub mod ops;
 pub mod printable;
 pub mod progress;
 pub mod prune;
+pub mod schedule;
 pub mod store;
 pub mod ui;
 pub mod walk;
@@ -69,6 +70,7 @@ pub fn main_with_exit_code() -> i32 {
                     lxcpath: inv.globals.lxcpath,
                     allow_lowers: inv.globals.allow_lowers,
                     lock_wait: inv.globals.lock_wait,
+                    now: test_clock()?,
                 },
                 Arc::new(ui::Terminal::new(ui)),
                 signals.cancel.clone(),
@@ -132,7 +134,31 @@ fn cancellable(command: &cli::Command) -> bool {
             | Comment { .. }
             | Pin { .. }
             | Diff { .. }
+            | Cp { .. }
+            | Undo { .. }
+            | Expire { .. }
+            | Auto { .. }
     )
+}
+
+/// `LXC_SNAP_NOW` (RFC 3339), the time it is for what depends on the
+/// clock (expiry, schedules): for tests.
+fn test_clock() -> Result<Option<chrono::DateTime<chrono::FixedOffset>>> {
+    let Some(text) = std::env::var_os("LXC_SNAP_NOW") else {
+        return Ok(None);
+    };
+    let text = text.to_string_lossy();
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(Some)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "LXC_SNAP_NOW={}: not an RFC 3339 time: {e}",
+                    printable::escape(&text)
+                ),
+            )
+        })
 }
 
 /// SIGINT and SIGTERM set the cancel flag operations check: a copy stops

@@ -214,6 +214,118 @@ impl fmt::Display for Within {
     }
 }
 
+/// How long a snapshot lives before it expires (`snap --expiry`, a
+/// policy's `expiry`), or how often `auto` takes one: one or more
+/// `<number><unit>`, each unit at most once, with units `y` (years), `mo`
+/// (months), `w` (weeks), `d` (days), `h` (hours), `m` (minutes, as in
+/// `--wait`) and `s` (seconds): `30s`, `10m`, `1d12h`, `2w`, `6mo`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Lifetime {
+    pub years: u32,
+    pub months: u32,
+    pub weeks: u32,
+    pub days: u32,
+    pub hours: u32,
+    pub minutes: u32,
+    pub seconds: u32,
+}
+
+impl Lifetime {
+    pub fn parse(s: &str) -> Result<Lifetime> {
+        let bad = |why: &str| {
+            Error::new(ErrorKind::Usage, format!("invalid duration {s:?}: {why}")).with_hint(
+                "durations look like 2w or 1d12h: y, mo (months), w, d, h, m (minutes), s",
+            )
+        };
+        if s.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        let mut life = Lifetime::default();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad("expected a number"));
+            }
+            let number: u32 = rest[..digits]
+                .parse()
+                .map_err(|_| bad(&format!("{} is too large", &rest[..digits])))?;
+            let after = &rest[digits..];
+            let unit = ["mo", "y", "w", "d", "h", "m", "s"]
+                .into_iter()
+                .find(|u| after.starts_with(u))
+                .ok_or_else(|| match after.chars().next() {
+                    Some(c) => bad(&format!("unknown unit {c:?}")),
+                    None => bad(&format!("no unit after {number}")),
+                })?;
+            if seen.contains(&unit) {
+                return Err(bad(&format!("unit {unit:?} given twice")));
+            }
+            seen.push(unit);
+            *match unit {
+                "y" => &mut life.years,
+                "mo" => &mut life.months,
+                "w" => &mut life.weeks,
+                "d" => &mut life.days,
+                "h" => &mut life.hours,
+                "m" => &mut life.minutes,
+                _ => &mut life.seconds,
+            } = number;
+            rest = &after[unit.len()..];
+        }
+        if life == Lifetime::default() {
+            return Err(bad("it is zero"));
+        }
+        Ok(life)
+    }
+
+    /// The instant this long after `t`: years and months on the calendar
+    /// of `t`'s offset (clamping the day to the month's end), then the
+    /// rest; `None` past the dates chrono represents.
+    pub fn after(&self, t: &DateTime<FixedOffset>) -> Option<DateTime<FixedOffset>> {
+        let months = self.years.checked_mul(12)?.checked_add(self.months)?;
+        let secs = i64::from(self.weeks) * 7 * 86_400
+            + i64::from(self.days) * 86_400
+            + i64::from(self.hours) * 3_600
+            + i64::from(self.minutes) * 60
+            + i64::from(self.seconds);
+        let local = t
+            .naive_local()
+            .checked_add_months(Months::new(months))?
+            .checked_add_signed(TimeDelta::try_seconds(secs)?)?;
+        local.and_local_timezone(*t.offset()).single()
+    }
+}
+
+impl FromStr for Lifetime {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Lifetime> {
+        Lifetime::parse(s)
+    }
+}
+
+impl fmt::Display for Lifetime {
+    /// `1d12h` without the zero parts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, unit) in [
+            (self.years, "y"),
+            (self.months, "mo"),
+            (self.weeks, "w"),
+            (self.days, "d"),
+            (self.hours, "h"),
+            (self.minutes, "m"),
+            (self.seconds, "s"),
+        ] {
+            if n != 0 {
+                write!(f, "{n}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `--keep-*` rules; `None` means the rule was not given.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {

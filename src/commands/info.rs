@@ -83,6 +83,12 @@ fn print_text(i: &SnapshotInfo) {
     line!("number:        {}", i.number);
     line!("created:       {created}");
     line!("pinned:        {}", if i.pinned { "yes" } else { "no" });
+    if let Some(at) = &i.expires_at {
+        line!("expires:       {}", crate::ui::local_time(at));
+    }
+    if i.auto {
+        line!("taken by:      lxc-snap auto (its container's policy)");
+    }
     line!(
         "backing:       {}",
         match i.backing {

@@ -54,7 +54,7 @@ fn chosen(columns: &[C], usual: &[C], allowed: &[C], what: &str) -> Result<Vec<C
     Ok(columns.to_vec())
 }
 
-const ALL_SNAPSHOT: [C; 10] = [
+const ALL_SNAPSHOT: [C; 11] = [
     C::Snapshot,
     C::Number,
     C::Created,
@@ -63,6 +63,7 @@ const ALL_SNAPSHOT: [C; 10] = [
     C::Size,
     C::Files,
     C::Pinned,
+    C::Expires,
     C::Stored,
     C::Comment,
 ];
@@ -123,8 +124,12 @@ fn list_snapshots(
     no_header: bool,
     columns: &[C],
 ) -> Result<()> {
-    let columns = chosen(columns, &SNAPSHOT_COLUMNS, &ALL_SNAPSHOT, "snapshots")?;
     let rows = ops::snapshots(ctx.store, container)?;
+    let mut usual = SNAPSHOT_COLUMNS.to_vec();
+    if rows.iter().any(|r| r.expires_at.is_some()) {
+        usual.insert(usual.len() - 1, C::Expires);
+    }
+    let columns = chosen(columns, &usual, &ALL_SNAPSHOT, "snapshots")?;
     if json {
         return print_json(&rows);
     }
@@ -138,6 +143,7 @@ fn list_snapshots(
         C::Size => ui.size(r.bytes),
         C::Files => r.files.to_string(),
         C::Pinned => if r.pinned { "yes" } else { "" }.to_string(),
+        C::Expires => r.expires_at.as_deref().map_or(String::new(), local_time),
         C::Stored => match &r.layer_over {
             _ if r.legacy => "original lxc-snap".to_string(),
             Some(anchor) => format!("layer over {anchor}"),
@@ -183,6 +189,7 @@ fn header(c: C) -> String {
     match c {
         C::Created => time_header("CREATED"),
         C::Newest => time_header("NEWEST"),
+        C::Expires => time_header("EXPIRES"),
         _ => clap::ValueEnum::to_possible_value(&c)
             .map(|v| v.get_name().to_uppercase())
             .unwrap_or_default(),

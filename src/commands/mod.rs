@@ -5,12 +5,14 @@
 //! [`crate::main_with_exit_code`].
 
 mod adopt;
+mod auto;
 mod cat;
 mod comment;
 mod completions;
 mod cp;
 mod delete;
 mod diff;
+mod expire;
 mod info;
 mod list;
 mod ls;
@@ -43,8 +45,17 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             comment,
             increment,
             freeze,
+            expiry,
             json,
-        } => snap::run(ctx, &container, comment.as_ref(), increment, freeze, json),
+        } => snap::run(
+            ctx,
+            &container,
+            comment.as_ref(),
+            increment,
+            freeze,
+            expiry,
+            json,
+        ),
         Command::List {
             container,
             json,
@@ -81,6 +92,7 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::Prune {
             container,
             policy,
+            expired,
             dry_run,
             json,
         } => prune::run(
@@ -88,10 +100,17 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             &PruneOptions {
                 container,
                 policy,
+                expired,
+                only_auto: false,
                 dry_run,
             },
             json,
         ),
+        Command::Expire { snapshot, expiry } => expire::run(ctx, &snapshot, expiry),
+        Command::Auto {
+            policy_dir,
+            dry_run,
+        } => auto::run(ctx, &policy_dir, dry_run),
         Command::Diff {
             old,
             new,

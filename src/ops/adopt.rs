@@ -12,7 +12,7 @@
 
 use super::require_root;
 use super::take::ADOPTED_FROM;
-use super::take::{take_as, Adoption, Increment};
+use super::take::{take_as, Adoption, Increment, Taking};
 use crate::dir::Below;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::{read_dependency_file, DependencyEntry, Lxcpath};
@@ -85,7 +85,7 @@ pub fn adopt(
             comment.as_deref(),
             Increment::QuickCheck,
             Some(&adoption),
-            false,
+            &Taking::default(),
         )
         .map_err(|e| {
             super::when_cancelled(
@@ -215,7 +215,7 @@ pub fn adopt_lxc_snapshots(
             comment.as_deref(),
             Increment::QuickCheck,
             Some(&adoption),
-            false,
+            &Taking::default(),
         )
         .map_err(|e| {
             super::when_cancelled(

@@ -1,4 +1,4 @@
-//! A snapshot's comment and pin: the two things about a snapshot that
+//! A snapshot's comment, pin and expiry: the things about a snapshot that
 //! change after it is taken.
 
 use super::require_root;
@@ -34,4 +34,16 @@ pub fn pin(store: &Store, name: &SnapshotName, pinned: bool) -> Result<()> {
         store.set_pinned(&snapshot, pinned)?;
     }
     Ok(())
+}
+
+/// Makes `name` expire at `at`, or with `None` never.
+pub fn expire(
+    store: &Store,
+    name: &SnapshotName,
+    at: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> Result<()> {
+    require_root("setting when a snapshot expires")?;
+    let _lock = store.lock(name.container())?;
+    let snapshot = store.get(name)?;
+    store.set_expiry(&snapshot, at)
 }

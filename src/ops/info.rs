@@ -40,6 +40,10 @@ pub struct SnapshotInfo {
     pub created_at: String,
     pub comment: Option<String>,
     pub pinned: bool,
+    /// When it expires (RFC 3339, UTC), if it does.
+    pub expires_at: Option<String>,
+    /// Taken by `auto` under its container's policy.
+    pub auto: bool,
     pub backing: Backing,
     pub lxcpath: PathBuf,
     pub tree_present: bool,
@@ -121,6 +125,8 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         created_at: super::utc_text(meta.created_time()?),
         comment: store.comment(&snapshot)?,
         pinned: meta.pinned,
+        expires_at: meta.expires_at.clone(),
+        auto: meta.auto,
         backing: meta.backing,
         lxcpath: meta.lxcpath.clone(),
         tree_present,

@@ -36,6 +36,10 @@ pub struct SnapshotRecord {
     pub created_at: String,
     pub comment: Option<String>,
     pub pinned: bool,
+    /// When it expires (RFC 3339, UTC), if it does.
+    pub expires_at: Option<String>,
+    /// Taken by `auto` under its container's policy.
+    pub auto: bool,
     pub backing: Backing,
     pub lxcpath: PathBuf,
     pub lowers: Vec<PathBuf>,
@@ -169,6 +173,8 @@ pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotReco
         created_at: super::utc_text(s.meta.created_time()?),
         comment,
         pinned: s.meta.pinned,
+        expires_at: s.meta.expires_at.clone(),
+        auto: s.meta.auto,
         backing: s.meta.backing,
         lxcpath: s.meta.lxcpath.clone(),
         lowers: s.meta.lowers.clone(),

@@ -13,6 +13,7 @@
 mod copying;
 
 pub mod adopt;
+pub mod auto;
 pub mod comment;
 pub mod delete;
 pub mod diff;
@@ -28,7 +29,8 @@ pub mod take;
 pub mod undo;
 
 pub use adopt::{adopt, AdoptedSnapshot};
-pub use comment::{comment, pin, set_comment};
+pub use auto::{auto, AutoReport};
+pub use comment::{comment, expire, pin, set_comment};
 pub use delete::{delete, Deleted, Selection};
 pub use diff::{diff, diff_report, DiffOptions, DiffReport};
 pub use files::{cat, cp, ls, CapturedFile, Copied, FileRecord, Listing};

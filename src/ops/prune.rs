@@ -1,5 +1,6 @@
 //! Pruning: deletes the snapshots no retention rule keeps (see
-//! [`crate::prune`] for the rules). Pinned snapshots are always kept; a
+//! [`crate::prune`] for the rules) and, when asked, those that have
+//! expired, whatever the rules say. Pinned snapshots are always kept; a
 //! snapshot that something depends on is kept with a warning.
 
 use serde::Serialize;
@@ -10,14 +11,20 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
 use crate::notice::Notice;
 use crate::prune::{decide, Candidate, Policy};
-use crate::store::{NameLock, Snapshot, Store, Usage};
+use crate::store::{expired, NameLock, Snapshot, Store, Usage};
 
 /// What to prune.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneOptions {
     /// `None`: every container with snapshots.
     pub container: Option<ContainerName>,
+    /// No rule at all (with `expired`): only expiry decides.
     pub policy: Policy,
+    /// Expired snapshots go, but pinned ones.
+    pub expired: bool,
+    /// The rules see only the snapshots `auto` took; the others are kept
+    /// (unless they expired).
+    pub only_auto: bool,
     /// Decide only; delete nothing (needs no root).
     pub dry_run: bool,
 }
@@ -96,23 +103,23 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let decisions = decide(&opts.policy, &candidates)?;
+        let decisions = verdicts(store, opts, &snapshots, &candidates)?;
         let family = store.snapshots_of_with_held(c)?;
         let usage = Usage::new(&family);
-        for (snapshot, decision) in snapshots.iter().zip(&decisions) {
+        for (snapshot, (keep, reason)) in snapshots.iter().zip(&decisions) {
             pruned.plan.push(PruneRow {
                 container: c.to_string(),
-                snapshot: decision.name.to_string(),
+                snapshot: snapshot.name.to_string(),
                 created_at: super::utc_text(snapshot.meta.created_time()?),
-                action: decision.verdict(),
-                reason: decision.why(),
+                action: if *keep { "keep" } else { "remove" },
+                reason: reason.clone(),
                 used_bytes: usage.frees(snapshot),
             });
         }
         let to_remove: Vec<&Snapshot> = snapshots
             .iter()
             .zip(&decisions)
-            .filter(|(_, d)| !d.keep)
+            .filter(|(_, (keep, _))| !keep)
             .map(|(s, _)| s)
             .collect();
         let Some(lock) = &lock else {
@@ -137,6 +144,53 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<Pruned> {
     }
     pruned.freed_bytes = freed;
     Ok(pruned)
+}
+
+/// Keep or not, and why, for each of `snapshots`: the rules' verdict, or
+/// without rules "not expired"; then, with `expired`, every snapshot that
+/// has expired and is not pinned goes.
+fn verdicts(
+    store: &Store,
+    opts: &PruneOptions,
+    snapshots: &[Snapshot],
+    candidates: &[Candidate],
+) -> Result<Vec<(bool, String)>> {
+    let ruled = |s: &Snapshot| !opts.only_auto || s.meta.auto;
+    let mut out: Vec<(bool, String)> = snapshots
+        .iter()
+        .map(|s| {
+            let why = if s.meta.pinned {
+                "pinned"
+            } else if ruled(s) {
+                "not expired"
+            } else {
+                "taken by hand"
+            };
+            (true, why.to_string())
+        })
+        .collect();
+    if !(opts.expired && opts.policy == Policy::default()) {
+        let (subject, seen): (Vec<usize>, Vec<Candidate>) = snapshots
+            .iter()
+            .zip(candidates)
+            .enumerate()
+            .filter(|(_, (s, _))| ruled(s))
+            .map(|(i, (_, c))| (i, *c))
+            .unzip();
+        for (i, d) in subject.into_iter().zip(decide(&opts.policy, &seen)?) {
+            out[i] = (d.keep, d.why());
+        }
+    }
+    if opts.expired {
+        let now = store.now();
+        for (s, verdict) in snapshots.iter().zip(&mut out) {
+            if !s.meta.pinned && expired(&s.meta, &now) {
+                let at = s.meta.expires_at.clone().unwrap_or_default();
+                *verdict = (false, format!("expired ({at})"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes one snapshot no rule keeps; one that something still needs (or

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, FixedOffset, Local};
+use chrono::{DateTime, FixedOffset};
 
 use super::copying::{copy_tree, copying};
 use super::require_root;
@@ -68,6 +68,19 @@ pub struct TakeOptions {
     /// A running container is frozen while its tree is read (else it is
     /// refused).
     pub freeze: bool,
+    /// When the snapshot expires.
+    pub expires_at: Option<DateTime<FixedOffset>>,
+    /// Taken by `auto` under a policy.
+    pub auto: bool,
+}
+
+/// How a snapshot is taken, beyond what it is of.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Taking {
+    /// Freeze a running container while its tree is read.
+    pub freeze: bool,
+    pub expires_at: Option<DateTime<FixedOffset>>,
+    pub auto: bool,
 }
 
 /// Snapshots a stopped container; returns the new snapshot.
@@ -83,7 +96,11 @@ pub fn take(store: &Store, opts: &TakeOptions) -> Result<Snapshot> {
         opts.comment.as_deref(),
         opts.increment,
         None,
-        opts.freeze,
+        &Taking {
+            freeze: opts.freeze,
+            expires_at: opts.expires_at,
+            auto: opts.auto,
+        },
     )
     .map_err(|e| super::when_cancelled(e, "no snapshot was taken"))
 }
@@ -112,7 +129,15 @@ pub(super) fn take_locked(
     comment: Option<&str>,
     increment: Increment,
 ) -> Result<Snapshot> {
-    take_as(store, source, lock, comment, increment, None, false)
+    take_as(
+        store,
+        source,
+        lock,
+        comment,
+        increment,
+        None,
+        &Taking::default(),
+    )
 }
 
 /// A snapshot another tool made, taken over as a snapshot of the locked
@@ -142,7 +167,7 @@ pub(super) fn take_as(
     comment: Option<&str>,
     increment: Increment,
     adoption: Option<&Adoption>,
-    live: bool,
+    taking: &Taking,
 ) -> Result<Snapshot> {
     let replacing = adoption.and_then(|a| a.replace);
     let mut src = Source::of(store, source)?;
@@ -152,7 +177,7 @@ pub(super) fn take_as(
     store.remove_unneeded_held(lock, false)?;
     // Frozen from here until the tree is copied, and thawed before
     // anything else happens, the removal of what a failure left included.
-    let frozen = if live {
+    let frozen = if taking.freeze {
         let frozen = source.freeze_if_running()?;
         if frozen.is_some() {
             src.tree.dir.sync_filesystem()?;
@@ -203,12 +228,14 @@ pub(super) fn take_as(
     let config = src.config_for(&new, &how, hook.as_deref())?;
     let created = match adoption {
         Some(a) => a.created,
-        None => Local::now().fixed_offset(),
+        None => store.now(),
     };
     new.dir()
         .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
     store::write_comment(new.dir(), comment.filter(|c| !c.is_empty()))?;
     let mut meta = src.metadata(&created, &how, &stats)?;
+    meta.expires_at = taking.expires_at.map(store::expiry_text);
+    meta.auto = taking.auto;
     if let Some(a) = adoption {
         meta.lxcpath = a.lxcpath.clone();
         if let Some(from) = &a.from {
@@ -427,6 +454,8 @@ impl<'c> Source<'c> {
             // Nothing links to the inodes the copy created yet.
             used_bytes: stats.created_bytes,
             pinned: false,
+            expires_at: None,
+            auto: false,
             lower_fingerprints: self
                 .lower_dirs
                 .iter()

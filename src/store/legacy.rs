@@ -161,6 +161,8 @@ pub fn clone_metadata(
             used_bytes: 0,
             hidden_bytes: None,
             pinned: false,
+            expires_at: None,
+            auto: false,
             lower_fingerprints: Vec::new(),
             multi_name_inodes: None,
             layer: None,

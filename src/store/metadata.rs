@@ -74,6 +74,14 @@ pub struct Metadata {
     /// A pinned snapshot is never pruned and is deleted only with --force.
     #[serde(default)]
     pub pinned: bool,
+    /// When the snapshot expires (RFC 3339, UTC): `prune --expired` and
+    /// `auto` delete it from then on, unless it is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Taken by `lxc-snap auto` under a container's policy, whose rules
+    /// prune only such snapshots unless the policy says otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
     /// What each lower looked like when the snapshot was taken (same order
     /// as `lowers`), to tell later whether the base still is what it was.
     #[serde(default)]

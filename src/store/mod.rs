@@ -59,6 +59,9 @@ pub struct Settings {
     pub allow_lowers: Vec<PathBuf>,
     /// How long to wait for a lock another run holds.
     pub lock_wait: LockWait,
+    /// The time it is, when not the clock's: for tests of what depends on
+    /// it (expiry, schedules), from `LXC_SNAP_NOW`.
+    pub now: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 /// A complete snapshot in the store.
@@ -135,6 +138,21 @@ impl Snapshot {
     }
 }
 
+/// An expiry as snapshots record it: RFC 3339 in UTC, to the second.
+pub fn expiry_text(t: chrono::DateTime<chrono::FixedOffset>) -> String {
+    t.with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whether a snapshot whose metadata says `expires_at` has expired at `now`
+/// (an expiry that cannot be read never has: it is reported, not acted on).
+pub fn expired(meta: &Metadata, now: &chrono::DateTime<chrono::FixedOffset>) -> bool {
+    meta.expires_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t <= *now)
+}
+
 /// The snapdir and lxcpath, with the observer and cancel flag of the
 /// operations run on them.
 pub struct Store {
@@ -144,6 +162,7 @@ pub struct Store {
     lxcpath: OnceLock<Lxcpath>,
     allow_lowers: Vec<PathBuf>,
     lock_wait: LockWait,
+    now: Option<chrono::DateTime<chrono::FixedOffset>>,
     observer: Arc<dyn Observer>,
     cancel: Cancel,
 }
@@ -181,6 +200,7 @@ impl Store {
             lxcpath: OnceLock::new(),
             allow_lowers: settings.allow_lowers,
             lock_wait: settings.lock_wait,
+            now: settings.now,
             observer,
             cancel,
         }
@@ -462,6 +482,36 @@ impl Store {
     }
 
     /// Rewrites `snapshot`'s metadata with `pinned` set as given.
+    /// The time it is, as snapshots record it (local, with its offset).
+    pub fn now(&self) -> chrono::DateTime<chrono::FixedOffset> {
+        self.now
+            .unwrap_or_else(|| chrono::Local::now().fixed_offset())
+    }
+
+    /// Sets when `snapshot` expires, or with `None` that it never does.
+    pub fn set_expiry(
+        &self,
+        snapshot: &Snapshot,
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    ) -> Result<()> {
+        if snapshot.is_legacy() {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "{} is a snapshot of the original lxc-snap, which has no expiry",
+                    snapshot.name
+                ),
+            )
+            .with_hint(format!(
+                "adopt it first: lxc-snap adopt {}",
+                snapshot.name.container()
+            )));
+        }
+        let mut meta = snapshot.meta.clone();
+        meta.expires_at = at.map(expiry_text);
+        write_metadata(&self.snapshot_dir(snapshot)?, &meta)
+    }
+
     pub fn set_pinned(&self, snapshot: &Snapshot, pinned: bool) -> Result<()> {
         if snapshot.is_legacy() {
             return Err(Error::new(
@@ -506,6 +556,8 @@ mod tests {
             hidden_bytes: None,
             refer_bytes: Some(12288),
             pinned: false,
+            expires_at: None,
+            auto: false,
             lower_fingerprints: Vec::new(),
             multi_name_inodes: Some(Vec::new()),
             layer: None,
