@@ -119,6 +119,13 @@ pub enum Command {
         snapshot: SnapshotName,
         expiry: Option<Expiry>,
     },
+    /// Verify snapshots (`None`: every container's); with `repair`, fix
+    /// what can be fixed safely.
+    Check {
+        container: Option<ContainerName>,
+        repair: bool,
+        json: bool,
+    },
     /// Take and prune what the policies in `policy_dir` say is due.
     Auto {
         policy_dir: PathBuf,
@@ -345,6 +352,9 @@ pub enum ListColumn {
     Pinned,
     /// When it expires, in local time.
     Expires,
+    /// What is wrong with it (base changed, base missing, anchor missing,
+    /// broken); empty when it is ok.
+    State,
     /// `whole`, or `layer over NAME_N`.
     Stored,
     /// The first line of its comment.
@@ -600,6 +610,21 @@ enum Sub {
         /// How long from now, or `never`
         #[arg(value_name = "DURATION|never")]
         duration: String,
+    },
+    /// Verify the snapshots of NAME (or --all): trees, base, dependency files, leftovers
+    Check {
+        /// Check every container's snapshots
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Make the safe fixes (remove leftovers, re-register, measure sizes again)
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Container whose snapshots to check
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
     },
     /// Take and prune the snapshots that the policies in /etc/lxc-snap say are due
     Auto {
@@ -993,6 +1018,16 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 "never" => None,
                 d => Some(Expiry::After(Lifetime::parse(d)?)),
             },
+        },
+        Sub::Check {
+            all: _,
+            repair,
+            json,
+            name,
+        } => Command::Check {
+            container: name.as_deref().map(ContainerName::parse).transpose()?,
+            repair,
+            json,
         },
         Sub::Auto {
             policy_dir,

@@ -243,7 +243,7 @@ pub fn remove_leftovers(
 }
 
 /// `.lxc-snap.tmp.<final>.<random>` -> `<final>`.
-fn staged_final_name(name: &OsStr) -> Option<String> {
+pub fn staged_final_name(name: &OsStr) -> Option<String> {
     let rest = name.to_str()?.strip_prefix(STAGING_PREFIX)?;
     let (final_name, _random) = rest.rsplit_once('.')?;
     Some(final_name.to_string())

@@ -75,6 +75,8 @@ pub enum Notice {
     /// A running container was frozen while its tree was read, for
     /// `millis` milliseconds.
     Frozen { container: String, millis: u64 },
+    /// The base a snapshot stands on is not what it was when it was taken.
+    BaseChanged { snapshot: String, why: String },
 }
 
 impl Notice {
@@ -85,7 +87,8 @@ impl Notice {
             | Notice::NoResetHook { .. }
             | Notice::SkippedEntry { .. }
             | Notice::NotDeleted { .. }
-            | Notice::OldTreeLeft { .. } => Level::Warning,
+            | Notice::OldTreeLeft { .. }
+            | Notice::BaseChanged { .. } => Level::Warning,
             _ => Level::Note,
         }
     }
@@ -126,6 +129,10 @@ impl fmt::Display for Shown<'_> {
                 }
             ),
             Notice::WholeSnapshot { why } => write!(f, "taking a whole snapshot: {why}"),
+            Notice::BaseChanged { snapshot, why } => write!(
+                f,
+                "{snapshot}: {why}; what it shows is its own changes over the base as it is now"
+            ),
             Notice::Frozen { container, millis } => {
                 write!(f, "container {container} was frozen for {millis} ms")
             }

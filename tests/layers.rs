@@ -885,7 +885,8 @@ fn a_layer_without_its_anchor_says_it_is_broken() {
     whole_and_layer(&env);
     let tree = env.snapdir.join("c_0/private/delta");
     fs::rename(&tree, tree.with_file_name("moved")).expect("move the anchor's tree");
-    let why = "c_1 is broken: it is stored as changes to c_0, whose tree is missing";
+    let why =
+        "snapshot c_1 cannot be used (anchor missing): it is stored as changes to c_0, whose tree is missing";
     let out = env.run(&["info", "c_1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

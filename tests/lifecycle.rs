@@ -209,7 +209,8 @@ fn info_reports_everything_and_fails_on_a_broken_snapshot() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(missing)"));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("c_0 is broken: its base layer"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("snapshot c_0 cannot be used (base missing): its base layer"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

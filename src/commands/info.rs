@@ -6,6 +6,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::SnapshotName;
 use crate::ops::{self, info::Dependency, SnapshotInfo};
 use crate::store::Backing;
+use crate::store::SnapshotState;
 use crate::ui::{human_bytes, print_json_value};
 
 pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
@@ -15,13 +16,20 @@ pub fn run(ctx: &Context, name: &SnapshotName, json: bool) -> Result<()> {
     } else {
         print_text(&info);
     }
-    if info.broken.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::new(
+    match info.state {
+        SnapshotState::Ok | SnapshotState::BaseChanged => Ok(()),
+        state => Err(Error::new(
             ErrorKind::Other,
-            format!("snapshot {name} is broken: {}", info.broken.join("; ")),
-        ))
+            format!(
+                "snapshot {name} cannot be used ({}): {}",
+                state.text(),
+                info.state_why.as_deref().unwrap_or("")
+            ),
+        )
+        .with_hint(format!(
+            "lxc-snap check {} says what is wrong and what can be done",
+            name.container()
+        ))),
     }
 }
 
@@ -83,6 +91,10 @@ fn print_text(i: &SnapshotInfo) {
     line!("number:        {}", i.number);
     line!("created:       {created}");
     line!("pinned:        {}", if i.pinned { "yes" } else { "no" });
+    match &i.state_why {
+        Some(why) => line!("state:         {}: {why}", i.state.text()),
+        None => line!("state:         {}", i.state.text()),
+    }
     if let Some(at) = &i.expires_at {
         line!("expires:       {}", crate::ui::local_time(at));
     }

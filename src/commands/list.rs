@@ -13,6 +13,7 @@ use crate::cli::ListColumn as C;
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::ContainerName;
 use crate::ops::{self, ContainerRecord, SnapshotRecord};
+use crate::store::SnapshotState;
 use crate::ui::{local_time, out_line, print_json, print_table, time_header};
 
 const SNAPSHOT_COLUMNS: [C; 6] = [
@@ -54,7 +55,7 @@ fn chosen(columns: &[C], usual: &[C], allowed: &[C], what: &str) -> Result<Vec<C
     Ok(columns.to_vec())
 }
 
-const ALL_SNAPSHOT: [C; 11] = [
+const ALL_SNAPSHOT: [C; 12] = [
     C::Snapshot,
     C::Number,
     C::Created,
@@ -64,6 +65,7 @@ const ALL_SNAPSHOT: [C; 11] = [
     C::Files,
     C::Pinned,
     C::Expires,
+    C::State,
     C::Stored,
     C::Comment,
 ];
@@ -129,6 +131,9 @@ fn list_snapshots(
     if rows.iter().any(|r| r.expires_at.is_some()) {
         usual.insert(usual.len() - 1, C::Expires);
     }
+    if rows.iter().any(|r| r.state != SnapshotState::Ok) {
+        usual.insert(usual.len() - 1, C::State);
+    }
     let columns = chosen(columns, &usual, &ALL_SNAPSHOT, "snapshots")?;
     if json {
         return print_json(&rows);
@@ -144,6 +149,10 @@ fn list_snapshots(
         C::Files => r.files.to_string(),
         C::Pinned => if r.pinned { "yes" } else { "" }.to_string(),
         C::Expires => r.expires_at.as_deref().map_or(String::new(), local_time),
+        C::State => match r.state {
+            SnapshotState::Ok => String::new(),
+            s => s.text().to_string(),
+        },
         C::Stored => match &r.layer_over {
             _ if r.legacy => "original lxc-snap".to_string(),
             Some(anchor) => format!("layer over {anchor}"),

@@ -7,6 +7,7 @@
 mod adopt;
 mod auto;
 mod cat;
+mod check;
 mod comment;
 mod completions;
 mod cp;
@@ -111,6 +112,11 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             policy_dir,
             dry_run,
         } => auto::run(ctx, &policy_dir, dry_run),
+        Command::Check {
+            container,
+            repair,
+            json,
+        } => check::run(ctx, container.as_ref(), repair, json),
         Command::Diff {
             old,
             new,

@@ -391,6 +391,25 @@ fn dependency_dir(places: &[&Dir], entry: &DependencyEntry) -> Result<Option<Dir
     }
 }
 
+/// Whether the `lxc_snapshots` file of `base` lists `dependent`; `None`
+/// when `base` is no container in `places`.
+pub fn lists_dependent(
+    places: &[&Dir],
+    base: &DependencyEntry,
+    dependent: &DependencyEntry,
+) -> Result<Option<bool>> {
+    let Some(dir) = dependency_dir(places, base)? else {
+        return Ok(None);
+    };
+    let listed = read_dependency_file(&dir, "lxc_snapshots")?;
+    Ok(Some(listed.iter().any(|e| {
+        e.name == dependent.name
+            && (e.lxcpath == dependent.lxcpath
+                || fs::canonicalize(&e.lxcpath)
+                    .is_ok_and(|p| fs::canonicalize(&dependent.lxcpath).is_ok_and(|d| d == p)))
+    })))
+}
+
 /// Adds (`add`) or removes `dependent` in the `lxc_snapshots` file of
 /// `base`, under an flock on that file so that concurrent runs do not lose
 /// each other's entries. The file is rewritten in place with one write: it

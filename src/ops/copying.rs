@@ -42,6 +42,7 @@ pub(super) fn copy_snapshot_tree(
     dst_parent: &Dir,
     dst_name: &str,
 ) -> Result<CopyStats> {
+    // The callers asked Store::usable already.
     snapshot.ensure_complete()?;
     let tree = store.tree_dir(snapshot)?;
     let total = Some(Counts {

@@ -11,7 +11,7 @@ use crate::lxc::container::{read_dependency_file, DependencyEntry};
 use crate::names::SnapshotName;
 use crate::store::family::layers_over;
 use crate::store::sizes::disk_usage;
-use crate::store::{Backing, Snapshot, Store, TreeFingerprint, Usage};
+use crate::store::{Backing, Snapshot, SnapshotState, Store, TreeFingerprint, Usage};
 
 /// A lower layer and how it compares with what the snapshot recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,6 +83,9 @@ pub struct SnapshotInfo {
     pub dependents: Vec<Dependency>,
     /// Made by the original lxc-snap: an LXC clone read as it is.
     pub legacy: bool,
+    /// As `list` says it (see [`crate::store::health`]).
+    pub state: SnapshotState,
+    pub state_why: Option<String>,
     /// What is wrong with the snapshot; empty when nothing is.
     #[serde(skip)]
     pub broken: Vec<String>,
@@ -95,6 +98,7 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
     let snapshot = store.get(name)?;
     let meta = &snapshot.meta;
     let tree_present = snapshot.ensure_complete().is_ok();
+    let health = store.health(&snapshot);
     let family = store.snapshots_of_with_held(name.container())?;
     let lowers = meta
         .lowers
@@ -156,6 +160,8 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         base: deps("lxc_rdepends")?,
         dependents: deps("lxc_snapshots")?,
         legacy: snapshot.is_legacy(),
+        state: health.state,
+        state_why: health.why.clone(),
         broken,
     }
     .measured_if_legacy(store, &snapshot))

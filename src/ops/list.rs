@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
-use crate::store::{Backing, Snapshot, Store, Usage};
+use crate::store::{Backing, Snapshot, SnapshotState, Store, Usage};
 
 /// A container that has snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +55,10 @@ pub struct SnapshotRecord {
     pub layer_over: Option<String>,
     /// Made by the original lxc-snap (read as it is; see `adopt`).
     pub legacy: bool,
+    /// `ok`, `base_changed`, `base_missing`, `anchor_missing` or `broken`.
+    pub state: SnapshotState,
+    /// Why, unless it is ok.
+    pub state_why: Option<String>,
     pub path: PathBuf,
 }
 
@@ -166,6 +170,7 @@ pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotReco
         }
         Err(e) => return Err(e),
     };
+    let health = store.health(s);
     Ok(SnapshotRecord {
         name: s.name.to_string(),
         container: s.meta.container.clone(),
@@ -184,6 +189,8 @@ pub fn record(store: &Store, s: &Snapshot, usage: &Usage) -> Result<SnapshotReco
         used_bytes: measured.map_or(usage.frees(s), |m| m.exclusive),
         layer_over: s.meta.layer.as_ref().map(|l| l.anchor.clone()),
         legacy: s.is_legacy(),
+        state: health.state,
+        state_why: health.why,
         path: s.dir.clone(),
     })
 }

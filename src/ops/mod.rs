@@ -14,6 +14,7 @@ mod copying;
 
 pub mod adopt;
 pub mod auto;
+pub mod check;
 pub mod comment;
 pub mod delete;
 pub mod diff;
@@ -30,6 +31,7 @@ pub mod undo;
 
 pub use adopt::{adopt, AdoptedSnapshot};
 pub use auto::{auto, AutoReport};
+pub use check::{check, CheckReport, Problem};
 pub use comment::{comment, expire, pin, set_comment};
 pub use delete::{delete, Deleted, Selection};
 pub use diff::{diff, diff_report, DiffOptions, DiffReport};

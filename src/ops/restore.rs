@@ -42,6 +42,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     let lxcpath = store.lxcpath()?;
     let snapshot = store.get(name)?;
     ensure_free(lxcpath, &snapshot, new_name)?;
+    store.usable(&snapshot)?;
     let lower_dirs = snapshot
         .meta
         .lowers

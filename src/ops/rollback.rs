@@ -67,7 +67,7 @@ pub fn rollback(store: &Store, name: &SnapshotName, backup: bool) -> Result<Roll
         (Backing::Dir, Rootfs::Dir { .. }) => {}
         _ => return Err(refuse_other()),
     }
-    snapshot.ensure_complete()?;
+    store.usable(&snapshot)?;
     refuse_mounts_inside(&tree.dir)?;
     let leaf = clear_beside(store, &tree)?;
 

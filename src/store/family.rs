@@ -22,7 +22,8 @@ use crate::dir::Dir;
 use crate::durable::{self, Staging};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::{
-    ensure_stopped, read_dependency_file, update_dependents, write_rdepends, DependencyEntry,
+    ensure_stopped, lists_dependent, read_dependency_file, update_dependents, write_rdepends,
+    DependencyEntry,
 };
 use crate::lxc::LxcConfig;
 use crate::names::{ContainerName, SnapshotName};
@@ -146,6 +147,26 @@ impl Store {
     /// The containers `snapshot` is registered with (its `lxc_rdepends`).
     pub fn registered_bases(&self, snapshot: &Snapshot) -> Result<Vec<DependencyEntry>> {
         read_dependency_file(&self.snapshot_dir(snapshot)?, "lxc_rdepends")
+    }
+
+    /// The bases `snapshot` records (its `lxc_rdepends`) whose
+    /// `lxc_snapshots` does not list it: `lxc-destroy` would remove such a
+    /// base under it.
+    pub fn unregistered_bases(&self, snapshot: &Snapshot) -> Result<Vec<DependencyEntry>> {
+        let places = self.places()?;
+        let me = self.entry(&snapshot.name);
+        let mut out = Vec::new();
+        for base in self.registered_bases(snapshot)? {
+            if lists_dependent(&places, &base, &me)? == Some(false) {
+                out.push(base);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists `name` in `base`'s `lxc_snapshots` again.
+    pub fn register(&self, base: &DependencyEntry, name: &SnapshotName) -> Result<()> {
+        update_dependents(&self.places()?, base, &self.entry(name), true)
     }
 
     /// Takes `name` out of `base`'s `lxc_snapshots`.

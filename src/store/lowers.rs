@@ -68,7 +68,12 @@ impl Store {
     /// held open: its tree, the anchor's for a layer, then its lowers (the
     /// ones lxc-snap accepts, see [`Store::open_lower`]).
     pub fn snapshot_layers(&self, snapshot: &Snapshot) -> Result<Vec<Dir>> {
-        snapshot.ensure_complete()?;
+        self.usable(snapshot)?;
+        self.snapshot_layers_unchecked(snapshot)
+    }
+
+    /// [`Store::snapshot_layers`] once [`Store::usable`] said yes.
+    pub fn snapshot_layers_unchecked(&self, snapshot: &Snapshot) -> Result<Vec<Dir>> {
         let mut layers = vec![self.tree_dir(snapshot)?];
         layers.extend(self.anchor_tree_dir(snapshot)?);
         for lower in &snapshot.meta.lowers {

@@ -16,6 +16,7 @@
 //! the flag that cancels.
 
 pub mod family;
+pub mod health;
 pub mod layout;
 pub mod legacy;
 pub mod lock;
@@ -30,6 +31,7 @@ use std::process::Command as Process;
 use std::sync::{Arc, OnceLock};
 
 pub use family::NewSnapshot;
+pub use health::{Health, State as SnapshotState};
 pub use layout::*;
 pub use lock::{Holder, LockWait, NameLock};
 pub use metadata::*;
@@ -163,6 +165,7 @@ pub struct Store {
     allow_lowers: Vec<PathBuf>,
     lock_wait: LockWait,
     now: Option<chrono::DateTime<chrono::FixedOffset>>,
+    lowers_seen: health::LowerCache,
     observer: Arc<dyn Observer>,
     cancel: Cancel,
 }
@@ -201,6 +204,7 @@ impl Store {
             allow_lowers: settings.allow_lowers,
             lock_wait: settings.lock_wait,
             now: settings.now,
+            lowers_seen: Default::default(),
             observer,
             cancel,
         }

@@ -446,6 +446,17 @@ impl Store {
         std::str::from_utf8(&text).ok()?.trim().parse().ok()
     }
 
+    /// Measures again what `container`'s snapshots take on disk and
+    /// records it (the locked container).
+    pub fn remeasure_disk(&self, lock: &NameLock) -> Result<u64> {
+        let record = format!("{}.{DISK_SUFFIX}", lock.name());
+        let state = self.state_dir()?;
+        state.remove_file(&record)?;
+        let bytes = self.measure_disk(lock.name())?;
+        state.write_file(&record, format!("{bytes}\n").as_bytes(), 0o644)?;
+        Ok(bytes)
+    }
+
     /// What `container`'s snapshots take on disk, scratch left out, by
     /// walking their directories (each inode once).
     pub fn measure_disk(&self, container: &ContainerName) -> Result<u64> {
