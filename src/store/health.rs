@@ -54,13 +54,17 @@ impl State {
 pub struct Health {
     pub state: State,
     pub why: Option<String>,
+    /// A lower lxc-snap refuses to use (say, one outside the containers
+    /// and snapshots without `--allow-lower`): its own error, kind and
+    /// hint, which commands give as it is.
+    refusal: Option<(ErrorKind, String, Option<String>)>,
 }
 
 /// What one lower looks like now.
 #[derive(Debug, Clone)]
 pub(super) enum LowerNow {
     Missing,
-    Refused(String),
+    Refused(ErrorKind, String, Option<String>),
     Seen(Option<TreeFingerprint>),
 }
 
@@ -73,6 +77,7 @@ impl Store {
         let bad = |state, why: String| Health {
             state,
             why: Some(why),
+            refusal: None,
         };
         if let Some(why) = snapshot.missing() {
             let state = if snapshot.meta.layer.is_some() && !why.starts_with("its captured tree") {
@@ -91,11 +96,16 @@ impl Store {
                         format!("its base layer {} is missing", lower.display()),
                     )
                 }
-                LowerNow::Refused(e) => {
-                    return bad(
+                LowerNow::Refused(kind, message, hint) => {
+                    let mut health = bad(
                         State::BaseMissing,
-                        format!("its base layer {} cannot be used: {e}", lower.display()),
-                    )
+                        format!(
+                            "its base layer {} cannot be used: {message}",
+                            lower.display()
+                        ),
+                    );
+                    health.refusal = Some((kind, message, hint));
+                    return health;
                 }
                 LowerNow::Seen(now) => {
                     let recorded = snapshot.meta.lower_fingerprints.get(i);
@@ -119,6 +129,7 @@ impl Store {
         Health {
             state: State::Ok,
             why: None,
+            refusal: None,
         }
     }
 
@@ -126,6 +137,13 @@ impl Store {
     /// read; a changed base is told (it still works, over today's base).
     pub fn usable(&self, snapshot: &Snapshot) -> Result<()> {
         let health = self.health(snapshot);
+        if let Some((kind, message, hint)) = health.refusal {
+            let e = Error::new(kind, message);
+            return Err(match hint {
+                Some(h) => e.with_hint(h),
+                None => e,
+            });
+        }
         let why = health.why.unwrap_or_default();
         match health.state {
             State::Ok => Ok(()),
@@ -162,7 +180,11 @@ impl Store {
         let now = match self.open_lower(path) {
             Ok(dir) => LowerNow::Seen(TreeFingerprint::of(&dir).ok()),
             Err(e) if e.kind() == ErrorKind::NotFound => LowerNow::Missing,
-            Err(e) => LowerNow::Refused(e.to_string()),
+            Err(e) => LowerNow::Refused(
+                e.kind(),
+                e.message().to_string(),
+                e.hint().map(str::to_string),
+            ),
         };
         cache.insert(path.to_path_buf(), now.clone());
         now
