@@ -133,7 +133,16 @@ pub fn snapshots(store: &Store, container: &ContainerName) -> Result<Vec<Snapsho
         });
     }
     let usage = Usage::new(&family);
-    listed.iter().map(|s| record(store, s, &usage)).collect()
+    let mut rows = Vec::new();
+    for s in listed {
+        match record(store, s, &usage) {
+            Ok(r) => rows.push(r),
+            // Deleted by another run while this one listed: not there.
+            Err(e) if e.kind() == ErrorKind::NotFound && store.get(&s.name).is_err() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rows)
 }
 
 /// The record of the snapshot `name`, as [`snapshots`] lists it (what

@@ -40,29 +40,8 @@ pub fn restore(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> 
 
 fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
     let lxcpath = store.lxcpath()?;
-    let snapshot = store.get(name)?;
-    ensure_free(lxcpath, &snapshot, new_name)?;
-    store.usable(&snapshot)?;
-    let lower_dirs = snapshot
-        .meta
-        .lowers
-        .iter()
-        .map(|lower| {
-            store.open_lower(lower).map_err(|e| {
-                if e.kind() == ErrorKind::NotFound {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "restoring {name}: its base layer {} is gone",
-                            lower.display()
-                        ),
-                    )
-                } else {
-                    e
-                }
-            })
-        })
-        .collect::<Result<Vec<Dir>>>()?;
+    // Said before waiting for any lock.
+    ensure_free(lxcpath, &store.get(name)?, new_name)?;
 
     // Lock the snapshot's container (so the snapshot stays) and the new
     // name (so no other run creates it), in name order to avoid deadlock.
@@ -74,7 +53,11 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         .map(|n| store.lock(n))
         .collect::<Result<Vec<_>>>()?;
     store.remove_restore_leftovers(lxcpath.dir(), new_name)?;
+    // Looked up again under the lock: another run may have deleted it.
+    let snapshot = store.get(name)?;
     ensure_free(lxcpath, &snapshot, new_name)?;
+    store.usable(&snapshot)?;
+    let lower_dirs = store.open_lowers(&snapshot.meta.lowers)?;
 
     let staging = Staging::create(lxcpath.dir(), new_name.as_str(), 0o770)?;
     let final_dir = staging.final_path();

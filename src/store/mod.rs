@@ -432,7 +432,12 @@ impl Store {
         };
         let snapshot_dir = match root.stat_at(name.to_string())? {
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                root.open_dir(name.to_string())?
+                match root.open_dir(name.to_string()) {
+                    Ok(dir) => dir,
+                    // Deleted by another run since: as if never there.
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                }
             }
             _ => return Ok(None),
         };
