@@ -60,6 +60,11 @@ pub enum Below {
     /// Nothing is checked, but no symlink is followed (a tree lxc-snap made
     /// itself, inside a trusted directory).
     Nothing,
+    /// Every directory on the way and the last one, each root's or owned
+    /// by this uid and group (an unprivileged container's mapped root,
+    /// which LXC gives the container's directory), and writable by no one
+    /// else.
+    AllOwnedBy(u32, u32),
 }
 
 impl Dir {
@@ -139,6 +144,16 @@ impl Dir {
         })
     }
 
+    /// Gives the directory itself to `uid` and `gid`.
+    pub fn chown(&self, uid: u32, gid: u32) -> Result<()> {
+        nix::unistd::fchown(
+            self.file.as_raw_fd(),
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| Error::sys("changing the owner of", &self.path, e))
+    }
+
     /// The directory's own status.
     pub fn stat(&self) -> Result<FileStat> {
         fstat(&self.file, &self.path)
@@ -204,12 +219,16 @@ impl Dir {
         for (i, part) in parts.into_iter().enumerate() {
             let next = dir.open_dir(part)?;
             let checked = match below {
-                Below::All => true,
+                Below::All | Below::AllOwnedBy(..) => true,
                 Below::Parents => i + 1 < last,
                 Below::Nothing => false,
             };
             if checked && nix::unistd::geteuid().is_root() {
-                check_trusted(&next.stat()?, &next.path, true, "using")?;
+                let st = next.stat()?;
+                match below {
+                    Below::AllOwnedBy(uid, gid) => check_owned_by(&st, &next.path, uid, gid)?,
+                    _ => check_trusted(&st, &next.path, true, "using")?,
+                }
             }
             dir = next;
         }
@@ -619,6 +638,30 @@ fn mounted_inside(path: &Path) -> Error {
         "unmount it first (umount {}), then try again",
         path.display()
     ))
+}
+
+/// As [`check_trusted`], but a directory owned by `uid` (group root or
+/// `gid`) is trusted too, unless anyone else can write to it.
+pub fn check_owned_by(st: &FileStat, path: &Path, uid: u32, gid: u32) -> Result<()> {
+    if st.st_uid != uid || uid == 0 {
+        return check_trusted(st, path, true, "using");
+    }
+    let mode = st.st_mode;
+    let why = if mode & libc::S_IWOTH != 0 {
+        Some("anyone can write to it".to_string())
+    } else if mode & libc::S_IWGRP != 0 && st.st_gid != 0 && st.st_gid != gid {
+        Some(format!("group {} can write to it", st.st_gid))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(Error::new(
+            ErrorKind::Unsafe,
+            format!("refusing using {}: {why}", path.display()),
+        )
+        .with_hint(format!("chmod o-w,g-w {}", path.display()))),
+    }
 }
 
 /// Why someone other than root could change what `st` (at `path`) holds,

@@ -209,6 +209,24 @@ impl LxcConfig {
         out
     }
 
+    /// The host uid and gid the container's root is mapped to
+    /// (`lxc.idmap = u 0 UID N` and `g 0 GID N`, or the 2.x `lxc.id_map`):
+    /// set for an unprivileged container.
+    pub fn mapped_root(&self) -> Option<(u32, u32)> {
+        let root_of = |kind: &str| {
+            self.entries()
+                .filter(|(k, _)| *k == "lxc.idmap" || *k == "lxc.id_map")
+                .find_map(|(_, v)| {
+                    let parts: Vec<&str> = v.split_whitespace().collect();
+                    match parts.as_slice() {
+                        [k, "0", host, _] if *k == kind => host.parse::<u32>().ok(),
+                        _ => None,
+                    }
+                })
+        };
+        Some((root_of("u")?, root_of("g")?))
+    }
+
     /// The value of `key`; the last one wins, as in LXC.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries()

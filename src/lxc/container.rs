@@ -82,6 +82,8 @@ pub struct Container {
     dir: Dir,
     /// The container directory as the lxcpath was given, for configs.
     given_dir: PathBuf,
+    /// The host uid and gid of its root, for an unprivileged container.
+    pub mapped_root: Option<(u32, u32)>,
 }
 
 /// Where a container's tree is: what [`Container::tree`] found.
@@ -130,32 +132,31 @@ impl Container {
                 lxcpath.path().display()
             ))
         };
-        let dir = match lxcpath.dir.open_below(Path::new(name.as_str()), Below::All) {
-            Ok(dir) => dir,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found()),
-            Err(e) => return Err(e),
-        };
-        let bytes = dir.read_file("config", MAX_CONFIG, "config").map_err(|e| {
+        let (dir, config) = open_container_dir(&lxcpath.dir, name).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 not_found()
             } else {
                 e
             }
         })?;
-        let path = dir.join("config");
-        let text = String::from_utf8(bytes).map_err(|_| {
-            Error::new(
-                ErrorKind::Other,
-                format!("reading {}: not UTF-8 text", path.display()),
-            )
-        })?;
+        let mapped_root = config.mapped_root();
         Ok(Container {
             lxcpath: lxcpath.path().to_path_buf(),
             name: name.clone(),
-            config: LxcConfig::parse(&text),
+            config,
             given_dir: lxcpath.given.join(name.as_str()),
             dir,
+            mapped_root,
         })
+    }
+
+    /// How far the directories below the container's own are trusted:
+    /// root's, or its mapped root's for an unprivileged container.
+    fn below(&self) -> Below {
+        match self.mapped_root {
+            Some((uid, gid)) => Below::AllOwnedBy(uid, gid),
+            None => Below::All,
+        }
     }
 
     /// The container's directory.
@@ -218,7 +219,7 @@ impl Container {
         let parent = if parent_rel.as_os_str().is_empty() {
             self.dir.try_clone()?
         } else {
-            self.dir.open_below(parent_rel, Below::All)?
+            self.dir.open_below(parent_rel, self.below())?
         };
         let dir = match parent.stat_at(&name)? {
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => parent.open_dir(&name)?,
@@ -370,6 +371,39 @@ pub fn write_rdepends(dir: &Dir, bases: &[DependencyEntry]) -> Result<()> {
     dir.write_file("lxc_rdepends", render_pairs(bases).as_bytes(), 0o644)
 }
 
+/// Opens the directory of the container `name` in `place` and reads its
+/// config. The directory must be root's alone, as every directory
+/// lxc-snap works in, or belong to the container's mapped root (an
+/// unprivileged container's, as LXC makes it) when its config maps root
+/// to that uid and group: trusted for that container, for nothing else.
+fn open_container_dir(place: &Dir, name: &ContainerName) -> Result<(Dir, LxcConfig)> {
+    let rel = Path::new(name.as_str());
+    let (dir, refused) = match place.open_below(rel, Below::All) {
+        Ok(dir) => (dir, None),
+        Err(e) if e.kind() == ErrorKind::Unsafe => {
+            (place.open_below(rel, Below::Parents)?, Some(e))
+        }
+        Err(e) => return Err(e),
+    };
+    let bytes = dir.read_file("config", MAX_CONFIG, "config")?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::new(
+            ErrorKind::Other,
+            format!("reading {}: not UTF-8 text", dir.join("config").display()),
+        )
+    })?;
+    let config = LxcConfig::parse(&text);
+    if let Some(e) = refused {
+        match config.mapped_root() {
+            Some((uid, gid)) => {
+                dir::check_owned_by(&dir.stat()?, dir.path(), uid, gid).map_err(|_| e)?
+            }
+            None => return Err(e),
+        }
+    }
+    Ok((dir, config))
+}
+
 /// The directory of the container `entry` names, if it is in one of the
 /// lxcpaths lxc-snap holds (`places`: the lxcpath and the snapdir). A
 /// dependency file is data: a pair naming any other place is not followed.
@@ -384,8 +418,8 @@ fn dependency_dir(places: &[&Dir], entry: &DependencyEntry) -> Result<Option<Dir
     let Some(place) = places.iter().find(known) else {
         return Ok(None);
     };
-    match place.open_below(Path::new(name.as_str()), Below::All) {
-        Ok(dir) => Ok(Some(dir)),
+    match open_container_dir(place, &name) {
+        Ok((dir, _)) => Ok(Some(dir)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -518,11 +552,7 @@ pub fn bases_of_lowers(lowers: &[PathBuf], lxcpath: &Lxcpath) -> Vec<DependencyE
                 return None;
             }
             let name = ContainerName::parse(name.to_str()?).ok()?;
-            let dir = lxcpath
-                .dir
-                .open_below(Path::new(name.as_str()), Below::All)
-                .ok()?;
-            dir.stat_at("config").ok()??;
+            open_container_dir(&lxcpath.dir, &name).ok()?;
             Some(DependencyEntry {
                 lxcpath: lxcpath.path().to_path_buf(),
                 name: name.to_string(),

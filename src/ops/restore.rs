@@ -123,6 +123,19 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
             .filter(|b| Some(b) != anchor.as_ref())
             .collect()
     };
+    // An unprivileged container's own directories belong to its mapped
+    // root, as LXC makes them, so that it can mount its tree and write
+    // its upper's work directory.
+    if let Some((uid, gid)) = retargeted.config.mapped_root() {
+        staging.dir().chown(uid, gid)?;
+        if meta.backing == Backing::Overlay {
+            // The mount point and the upper's parent; the tree itself
+            // keeps the owners it was captured with.
+            for name in ["rootfs", "overlay"] {
+                staging.dir().open_dir(name)?.chown(uid, gid)?;
+            }
+        }
+    }
     // The last moment a cancel still leaves nothing behind.
     store.cancel().check()?;
     let registered = store.finish_container_dir(
