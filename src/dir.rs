@@ -640,7 +640,7 @@ fn mounted_inside(path: &Path) -> Error {
     ))
 }
 
-/// As [`check_trusted`], but a directory owned by `uid` (group root or
+/// As `check_trusted`, but a directory owned by `uid` (group root or
 /// `gid`) is trusted too, unless anyone else can write to it.
 pub fn check_owned_by(st: &FileStat, path: &Path, uid: u32, gid: u32) -> Result<()> {
     if st.st_uid != uid || uid == 0 {
