@@ -656,12 +656,18 @@ pub fn check_owned_by(st: &FileStat, path: &Path, uid: u32, gid: u32) -> Result<
     };
     match why {
         None => Ok(()),
-        Some(why) => Err(Error::new(
-            ErrorKind::Unsafe,
-            format!("refusing using {}: {why}", path.display()),
-        )
-        .with_hint(format!("chmod o-w,g-w {}", path.display()))),
+        Some(why) => {
+            Err(refusal("using", path, &why).with_hint(format!("chmod o-w,g-w {}", path.display())))
+        }
     }
+}
+
+/// The error that refuses `op` on `path` for `why`.
+fn refusal(op: &str, path: &Path, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsafe,
+        format!("refusing {op} {}: {why}", path.display()),
+    )
 }
 
 /// Why someone other than root could change what `st` (at `path`) holds,
@@ -681,11 +687,7 @@ fn check_trusted(st: &FileStat, path: &Path, last: bool, op: &str) -> Result<()>
     };
     match why {
         None => Ok(()),
-        Some(why) => Err(Error::new(
-            ErrorKind::Unsafe,
-            format!("refusing {op} {}: {why}", path.display()),
-        )
-        .with_hint(format!(
+        Some(why) => Err(refusal(op, path, &why).with_hint(format!(
             "only root may be able to change the directories lxc-snap works in: \
              chown root:root {0} && chmod go-w {0}",
             path.display()

@@ -623,7 +623,7 @@ struct Planner<'a> {
     wake: Condvar,
     stop: AtomicBool,
     /// Checked before each directory: once set, planning fails with
-    /// [`crate::ErrorKind::Cancelled`].
+    /// [`crate::error::ErrorKind::Cancelled`].
     cancel: Option<&'a Cancel>,
     /// Set once: a failure, or why a layer cannot do.
     outcome: Mutex<Option<Result<String>>>,
@@ -717,7 +717,7 @@ impl Planner<'_> {
         }
         let (Some(pair), Some(name)) = (&job.pair, job.rel.name()) else {
             return Err(Error::new(
-                crate::ErrorKind::Other,
+                crate::error::ErrorKind::Other,
                 "comparing: a directory without a parent",
             ));
         };

@@ -143,8 +143,8 @@ use nix::unistd::{self, Gid, Uid, Whence};
 use xattr::FileExt as _;
 
 use crate::dir::{open_at, open_rel, Dir, RelPath};
+use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{cancelled, Cancel, Counts, Progress};
-use crate::{Error, ErrorKind, Result};
 
 mod data;
 mod layer;

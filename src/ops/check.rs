@@ -52,7 +52,7 @@ pub fn check(
     let mut report = CheckReport::default();
     let root = match store.root() {
         Ok(root) => root,
-        Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(report),
+        Err(e) if e.kind() == crate::error::ErrorKind::NotFound => return Ok(report),
         Err(e) => return Err(e),
     };
     let names = root.names()?;
