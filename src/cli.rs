@@ -47,6 +47,11 @@ pub enum Command {
         snapshot: SnapshotName,
         new_name: ContainerName,
     },
+    /// Linked clones of `snapshot`, one per name.
+    Clone {
+        snapshot: SnapshotName,
+        new_names: Vec<ContainerName>,
+    },
     Comment {
         snapshot: SnapshotName,
         set: Option<CommentSource>,
@@ -470,6 +475,14 @@ enum Sub {
         /// Name of the new container
         newname: String,
     },
+    /// Make linked clones of SNAP: containers over its trees, nothing copied
+    Clone {
+        /// Snapshot to clone, e.g. base_3
+        snap: String,
+        /// Names of the new containers
+        #[arg(required = true, value_name = "NEW")]
+        new: Vec<String>,
+    },
     /// Delete snapshots (SNAP, a range NAME_A..NAME_B, or --all NAME)
     #[command(visible_alias = "rm")]
     Delete {
@@ -868,6 +881,13 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
         Sub::Restore { snap, newname } => Command::Restore {
             snapshot: SnapshotName::parse(&snap)?,
             new_name: ContainerName::parse(&newname)?,
+        },
+        Sub::Clone { snap, new } => Command::Clone {
+            snapshot: SnapshotName::parse(&snap)?,
+            new_names: new
+                .iter()
+                .map(|n| ContainerName::parse(n))
+                .collect::<Result<_>>()?,
         },
         Sub::Comment {
             comment_file,

@@ -297,6 +297,13 @@ fn unprivileged_containers_keep_owners_capabilities_and_acls_and_start_restored(
     );
     // The state rollback saved is u_1's.
     assert_same_tree("u_2 against u_1", &view1, &snapshot_view(&lab, "u_2"), &[]);
+
+    // A linked clone would need u_1's trees reachable by the container's
+    // root: refused, with nothing made.
+    let err = env.fails_with(6, &["clone", "u_1", "uc"]);
+    assert!(err.contains("unprivileged container"), "{err}");
+    assert!(err.contains("lxc-snap restore u_1"), "{err}");
+    assert!(!lab.lxcpath().join("uc").exists());
 }
 
 /// A container directory someone other than root owns is trusted only as

@@ -161,6 +161,7 @@ fn print_text(i: &SnapshotInfo) {
     }
     line!("base:          {}", dep_list(&i.base));
     line!("dependents:    {}", dep_list(&i.dependents));
+    line!("clones:        {}", dep_list(&i.clones));
     match &i.comment {
         Some(c) => {
             line!("comment:");

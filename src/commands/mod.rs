@@ -8,6 +8,7 @@ mod adopt;
 mod auto;
 mod cat;
 mod check;
+mod clone;
 mod comment;
 mod completions;
 mod cp;
@@ -64,6 +65,10 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             columns,
         } => list::run(ctx, container.as_ref(), json, no_header, &columns),
         Command::Restore { snapshot, new_name } => restore::run(ctx, &snapshot, &new_name),
+        Command::Clone {
+            snapshot,
+            new_names,
+        } => clone::run(ctx, &snapshot, &new_names),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
         Command::Completions { shell } => completions::run(shell),
         Command::CompleteNames { words } => completions::names(ctx, &words),

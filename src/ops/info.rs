@@ -81,6 +81,9 @@ pub struct SnapshotInfo {
     pub bytes_on_disk: Option<u64>,
     pub base: Vec<Dependency>,
     pub dependents: Vec<Dependency>,
+    /// The linked clones standing on it (`lxc-snap clone`, or a clone of a
+    /// layer over it): its dependents outside the snapdir.
+    pub clones: Vec<Dependency>,
     /// Made by the original lxc-snap: an LXC clone read as it is.
     pub legacy: bool,
     /// As `list` says it (see [`crate::store::health`]).
@@ -159,6 +162,10 @@ pub fn info(store: &Store, name: &SnapshotName) -> Result<SnapshotInfo> {
         },
         base: deps("lxc_rdepends")?,
         dependents: deps("lxc_snapshots")?,
+        clones: deps("lxc_snapshots")?
+            .into_iter()
+            .filter(|d| d.lxcpath != store.dir())
+            .collect(),
         legacy: snapshot.is_legacy(),
         state: health.state,
         state_why: health.why.clone(),

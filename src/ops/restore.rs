@@ -1,8 +1,15 @@
-//! Restoring a snapshot as a new container: builds `<lxcpath>/NEWNAME`
-//! under a hidden staging name (an independent copy of the captured tree,
-//! a config rewritten for the new name, the host name written into the
-//! tree, the dependency on the base recorded), then renames it into place,
-//! refusing to replace anything.
+//! Restoring a snapshot as a new container, and linked clones: builds
+//! `<lxcpath>/NEWNAME` under a hidden staging name (its root filesystem, a
+//! config rewritten for the new name, the host name written into the
+//! tree, the dependencies recorded), then renames it into place, refusing
+//! to replace anything.
+//!
+//! A restored container has an independent copy of the captured tree and
+//! depends only on the snapshot's base. A linked clone copies nothing: its
+//! root filesystem is an overlay with a new, empty upper over the
+//! snapshot's trees (its layer, its anchor, the base's lowers), and it is
+//! registered with the snapshot and its anchor too (their
+//! `lxc_snapshots`), so that neither is deleted from under it.
 
 use std::path::{Path, PathBuf};
 
@@ -31,17 +38,33 @@ pub struct Restored {
     pub host_name: String,
 }
 
+/// How a new container gets its root filesystem from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Make {
+    /// An independent copy of the captured tree.
+    Copy,
+    /// An empty upper over the snapshot's trees.
+    Link,
+}
+
 /// Restores `name` as the new container `new_name`.
 pub fn restore(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
     require_root("restoring a snapshot")?;
-    restore_as(store, name, new_name)
+    make_container(store, name, new_name, Make::Copy)
         .map_err(|e| super::when_cancelled(e, &format!("{new_name} was not created")))
 }
 
-fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
+/// Builds the container `new_name` from the snapshot `name`, as `how`
+/// says.
+pub(super) fn make_container(
+    store: &Store,
+    name: &SnapshotName,
+    new_name: &ContainerName,
+    how: Make,
+) -> Result<Restored> {
     let lxcpath = store.lxcpath()?;
     // Said before waiting for any lock.
-    ensure_free(lxcpath, &store.get(name)?, new_name)?;
+    ensure_free(lxcpath, &store.get(name)?, new_name, how)?;
 
     // Lock the snapshot's container (so the snapshot stays) and the new
     // name (so no other run creates it), in name order to avoid deadlock.
@@ -55,8 +78,21 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     store.remove_restore_leftovers(lxcpath.dir(), new_name)?;
     // Looked up again under the lock: another run may have deleted it.
     let snapshot = store.get(name)?;
-    ensure_free(lxcpath, &snapshot, new_name)?;
+    ensure_free(lxcpath, &snapshot, new_name, how)?;
     store.usable(&snapshot)?;
+    let snapshot_dir = store.snapshot_dir(&snapshot)?;
+    let config_path = snapshot_dir.join("config");
+    let text = snapshot_dir.read_file("config", 1 << 20, "config")?;
+    let text = String::from_utf8(text).map_err(|_| {
+        Error::new(
+            ErrorKind::Other,
+            format!("reading {}: not UTF-8 text", config_path.display()),
+        )
+    })?;
+    let config = LxcConfig::parse(&text);
+    if how == Make::Link {
+        super::clone::ensure_clonable(&snapshot, &config)?;
+    }
     let lower_dirs = store.open_lowers(&snapshot.meta.lowers)?;
 
     let staging = Staging::create(lxcpath.dir(), new_name.as_str(), 0o770)?;
@@ -64,8 +100,11 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     let meta = &snapshot.meta;
     let lowers: Vec<&Dir> = lower_dirs.iter().collect();
     let host_name = host_name_for(new_name.as_str());
-    let rootfs = match meta.backing {
-        Backing::Overlay => {
+    let rootfs = match (how, meta.backing) {
+        (Make::Link, _) => {
+            super::clone::link_rootfs(store, &snapshot, staging.dir(), &final_dir, &host_name)?
+        }
+        (Make::Copy, Backing::Overlay) => {
             let overlay = staging.dir().mkdir("overlay", 0o755)?;
             copy_snapshot_tree(store, &snapshot, &overlay, "delta")?;
             staging.dir().mkdir("rootfs", 0o755)?;
@@ -76,7 +115,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
                 upper: final_dir.join("overlay/delta"),
             }
         }
-        Backing::Dir => {
+        (Make::Copy, Backing::Dir) => {
             copy_snapshot_tree(store, &snapshot, staging.dir(), "rootfs")?;
             set_hostname(&staging.dir().open_dir("rootfs")?, &[], &host_name)?;
             Rootfs::Dir {
@@ -86,15 +125,6 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         }
     };
 
-    let snapshot_dir = store.snapshot_dir(&snapshot)?;
-    let config_path = snapshot_dir.join("config");
-    let text = snapshot_dir.read_file("config", 1 << 20, "config")?;
-    let text = String::from_utf8(text).map_err(|_| {
-        Error::new(
-            ErrorKind::Other,
-            format!("reading {}: not UTF-8 text", config_path.display()),
-        )
-    })?;
     let retarget = Retarget {
         old_dirs: &[snapshot_dir.path(), &snapshot.dir],
         new_dir: &final_dir,
@@ -102,7 +132,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         host_name: &host_name,
         rootfs: &rootfs,
     };
-    let retargeted = LxcConfig::parse(&text).retarget(&retarget, random_mac);
+    let retargeted = config.retarget(&retarget, random_mac);
     // What the config names inside the snapshot but its tree travels.
     let tree_top = snapshot.tree_rel();
     let tree_top = tree_top.components().next().map_or_else(
@@ -111,17 +141,23 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     );
     copy_config_files(&retargeted, &snapshot_dir, &tree_top, staging.dir())?;
 
-    // The restored tree is whole: it needs the base, not a layer's anchor.
     let anchor = snapshot.anchor().map(|a| store.entry(&a));
     let bases: Vec<DependencyEntry> = if snapshot.is_legacy() {
         // A clone of the original lxc-snap also names the container it
         // was cloned from; the copy needs only its lowers' containers.
         bases_of_lowers(&meta.lowers, lxcpath)
-    } else {
+    } else if how == Make::Copy {
+        // The restored tree is whole: it needs the base, not a layer's
+        // anchor.
         read_dependency_file(&snapshot_dir, "lxc_rdepends")?
             .into_iter()
             .filter(|b| Some(b) != anchor.as_ref())
             .collect()
+    } else {
+        // A clone stands on the snapshot's trees, and on what they do.
+        let mut bases = vec![store.entry(name)];
+        bases.extend(read_dependency_file(&snapshot_dir, "lxc_rdepends")?);
+        bases
     };
     // An unprivileged container's own directories belong to its mapped
     // root, as LXC makes them, so that it can mount its tree and write
@@ -148,7 +184,7 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
         },
     )?;
     let path = staging.commit().map_err(|e| match e.kind() {
-        ErrorKind::Exists => exists(lxcpath, &snapshot, new_name),
+        ErrorKind::Exists => exists(lxcpath, &snapshot, new_name, how),
         _ => e,
     })?;
     registered.keep();
@@ -165,9 +201,14 @@ fn restore_as(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> R
     })
 }
 
-fn ensure_free(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName) -> Result<()> {
+fn ensure_free(
+    lxcpath: &Lxcpath,
+    snapshot: &Snapshot,
+    new_name: &ContainerName,
+    how: Make,
+) -> Result<()> {
     if lxcpath.has(new_name)? {
-        Err(exists(lxcpath, snapshot, new_name))
+        Err(exists(lxcpath, snapshot, new_name, how))
     } else {
         Ok(())
     }
@@ -176,7 +217,7 @@ fn ensure_free(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName)
 /// `new_name` is taken. The hint depends on what it is: the snapshot's
 /// own container (rollback is what was meant), the base the snapshot
 /// stands on (never to be destroyed), or another container.
-fn exists(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName) -> Error {
+fn exists(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName, how: Make) -> Error {
     let dir = Container::dir_of(lxcpath.path(), new_name);
     let name = &snapshot.name;
     let hint = if new_name == name.container() {
@@ -194,7 +235,14 @@ fn exists(lxcpath: &Lxcpath, snapshot: &Snapshot, new_name: &ContainerName) -> E
     };
     Error::new(
         ErrorKind::Exists,
-        format!("restoring as {}: it already exists", dir.display()),
+        format!(
+            "{} as {}: it already exists",
+            match how {
+                Make::Copy => "restoring",
+                Make::Link => "cloning",
+            },
+            dir.display()
+        ),
     )
     .with_hint(hint)
 }

@@ -23,25 +23,34 @@ impl Store {
         let private = dir.open_dir("private")?;
         let freed = private.remove_tree_freed("scratch")?;
         let scratch = private.mkdir("scratch", 0o700)?;
-        // The merged root takes the upper's owner and mode: the captured
-        // root's, as a copy-up would give it.
-        let tree = self.tree_dir(snapshot)?;
-        let root = tree.stat()?;
-        let upper = scratch.mkdir("upper", root.st_mode & 0o7777)?;
+        let layers = self.snapshot_layers_unchecked(snapshot)?;
+        Store::empty_upper(
+            &scratch,
+            "upper",
+            &layers,
+            &host_name_for(&snapshot.name.to_string()),
+        )?;
+        scratch.sync()?;
+        private.sync()?;
+        Ok(freed)
+    }
+
+    /// Makes `parent/name` an overlay upper over `layers` (top first) that
+    /// holds only `host_name` (`/etc/hostname`, written as a copy-up would,
+    /// where the layers have one). The merged root takes the upper's owner
+    /// and mode, so it gets the top layer's root's, as a copy-up would.
+    pub fn empty_upper(parent: &Dir, name: &str, layers: &[Dir], host_name: &str) -> Result<Dir> {
+        let root = layers[0].stat()?;
+        let upper = parent.mkdir(name, root.st_mode & 0o7777)?;
         nix::unistd::fchown(
             upper.file().as_raw_fd(),
             Some(nix::unistd::Uid::from_raw(root.st_uid)),
             Some(nix::unistd::Gid::from_raw(root.st_gid)),
         )
         .map_err(|e| Error::sys("setting the owner of", upper.path(), e))?;
-        let mut below: Vec<Dir> = vec![tree];
-        below.extend(self.anchor_tree_dir(snapshot)?);
-        below.extend(self.open_lowers(&snapshot.meta.lowers)?);
-        let refs: Vec<&Dir> = below.iter().collect();
-        set_hostname(&upper, &refs, &host_name_for(&snapshot.name.to_string()))?;
-        scratch.sync()?;
-        private.sync()?;
-        Ok(freed)
+        let refs: Vec<&Dir> = layers.iter().collect();
+        set_hostname(&upper, &refs, host_name)?;
+        Ok(upper)
     }
 
     /// Where `snapshot` writes when started, for messages.
