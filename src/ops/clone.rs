@@ -2,7 +2,7 @@
 //! filesystem is an overlay with a new, empty upper of their own over the
 //! snapshot's captured trees (its layer, its anchor, the base's lowers).
 //! Nothing is copied, so making one costs the same whatever the tree.
-//! Each is built as [`super::restore`] builds a container (config, host
+//! Each is built as [`super::restore()`] builds a container (config, host
 //! name, MACs, files the config names) and registered with the snapshot,
 //! its anchor and its base, so that none of them is deleted while the
 //! clone stands on it.
