@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
-pub use crate::ops::{Increment, Selection, UndoOptions};
+pub use crate::ops::{ExecOptions, Increment, Selection, UndoOptions};
 use crate::prune::{Count, Lifetime, Policy, Within};
 use crate::store::LockWait;
 
@@ -157,6 +157,10 @@ pub enum Command {
     Undo {
         opts: UndoOptions,
         json: bool,
+    },
+    /// Run a command in a throwaway linked clone.
+    Exec {
+        opts: Box<ExecOptions>,
     },
 }
 
@@ -696,6 +700,35 @@ enum Sub {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Run CMD in a throwaway linked clone of SOURCE (a snapshot, or a stopped container)
+    Exec {
+        /// Keep the snapshot taken of a container SOURCE
+        #[arg(long)]
+        keep_snapshot: bool,
+        /// Copy PATH out of the copy's tree when CMD ends (repeatable)
+        #[arg(long, value_name = "PATH")]
+        collect: Vec<PathBuf>,
+        /// Where collected paths go (default: the current directory)
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        /// Refuse to collect a symlink instead of copying it as a symlink
+        #[arg(long)]
+        no_symlinks: bool,
+        /// Give the copy no network devices (lxc.net.0.type = empty)
+        #[arg(long)]
+        no_network: bool,
+        /// Stop CMD after DURATION (e.g. 30s, 10m, 1h); exit status 124
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// Put KEY=VAL in CMD's environment (repeatable)
+        #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
+        env: Vec<String>,
+        /// Snapshot (e.g. web_2) or stopped container (snapshotted first)
+        source: String,
+        /// The command and its arguments, after --
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Print the comment of SNAP, or replace it with TEXT or FILE's contents
     Comment {
         /// Read the new comment from FILE (- for standard input)
@@ -1106,7 +1139,47 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             },
             json,
         },
+        Sub::Exec {
+            keep_snapshot,
+            collect,
+            dest,
+            no_symlinks,
+            no_network,
+            timeout,
+            env,
+            source,
+            command,
+        } => Command::Exec {
+            opts: Box::new(ExecOptions {
+                source,
+                command,
+                keep_snapshot,
+                collect: collect.into_iter().map(path_bytes).collect(),
+                dest: dest.unwrap_or_else(|| PathBuf::from(".")),
+                no_symlinks,
+                no_network,
+                timeout: timeout.as_deref().map(parse_timeout).transpose()?,
+                env,
+            }),
+        },
     })
+}
+
+/// `--timeout`: a duration of weeks, days, hours, minutes and seconds.
+fn parse_timeout(text: &str) -> Result<std::time::Duration> {
+    let l = Lifetime::parse(text)?;
+    if l.years > 0 || l.months > 0 {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("--timeout {text}: give it in w, d, h, m and s"),
+        ));
+    }
+    let secs = u64::from(l.weeks) * 604_800
+        + u64::from(l.days) * 86_400
+        + u64::from(l.hours) * 3_600
+        + u64::from(l.minutes) * 60
+        + u64::from(l.seconds);
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// A path from the command line, byte for byte.

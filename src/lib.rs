@@ -76,7 +76,7 @@ pub fn main_with_exit_code() -> i32 {
                 signals.cancel.clone(),
             );
             let ctx = commands::Context { store: &store, ui };
-            commands::run(inv.command, &ctx).map(|()| 0)
+            commands::run(inv.command, &ctx)
         }
     });
     // Output to a closed pipe ends quietly, as other tools' does (the
@@ -138,6 +138,7 @@ fn cancellable(command: &cli::Command) -> bool {
             | Undo { .. }
             | Expire { .. }
             | Auto { .. }
+            | Exec { .. }
     )
 }
 

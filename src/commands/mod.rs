@@ -14,6 +14,7 @@ mod completions;
 mod cp;
 mod delete;
 mod diff;
+mod exec;
 mod expire;
 mod info;
 mod list;
@@ -40,8 +41,11 @@ pub struct Context<'s> {
     pub ui: Ui,
 }
 
-pub fn run(command: Command, ctx: &Context) -> Result<()> {
-    match command {
+/// Runs `command`; returns the exit status (0, or what `exec` ran ended
+/// with).
+pub fn run(command: Command, ctx: &Context) -> Result<i32> {
+    let done = match command {
+        Command::Exec { opts } => return exec::run(ctx, &opts),
         Command::Snap {
             container,
             comment,
@@ -141,7 +145,8 @@ pub fn run(command: Command, ctx: &Context) -> Result<()> {
             dest,
         } => cp::run(ctx, &snapshot, &path, &dest),
         Command::Undo { opts, json } => undo::run(ctx, &opts, json),
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// Reads and checks a comment from the command line, a file or stdin.

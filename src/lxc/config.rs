@@ -286,6 +286,20 @@ impl LxcConfig {
         n
     }
 
+    /// Replaces every network device with none: `lxc.net.0.type = empty`
+    /// (`lxc.network.type = empty` in a 1.x/2.0 config).
+    pub fn without_network(&mut self) {
+        self.lines.retain(|l| {
+            !matches!(l, Line::Entry { key, .. }
+                if key.starts_with("lxc.net.") || key.starts_with("lxc.network."))
+        });
+        if self.is_legacy() {
+            self.push("lxc.network.type", "empty");
+        } else {
+            self.push("lxc.net.0.type", "empty");
+        }
+    }
+
     /// Removes the scratch-emptying hook lxc-snap put in a snapshot's
     /// config ([`RESET_HOOK_ARGS`]) and, with `command`, puts this one in.
     pub fn set_reset_hook(&mut self, command: Option<&str>) {

@@ -6,31 +6,26 @@
 //!
 //! A frozen container must never stay frozen because lxc-snap went away.
 //! [`Frozen`] thaws it when dropped (an error, a cancel on SIGINT or
-//! SIGTERM unwinds through it), and before freezing, a watchdog is
-//! started: a shell in a session of its own, deaf to SIGINT, SIGTERM and
-//! SIGHUP, that waits on a pipe only lxc-snap holds. When lxc-snap is done
-//! it writes `done` there; if lxc-snap dies instead (even by SIGKILL), the
-//! kernel closes the pipe, and the watchdog runs `lxc-unfreeze`.
+//! SIGTERM unwinds through it), and before freezing, a [`Watchdog`] is
+//! started that runs `lxc-unfreeze` if lxc-snap dies instead (even by
+//! SIGKILL).
 
-use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::watchdog::Watchdog;
 use crate::error::{Error, ErrorKind, Result};
 
-/// The watchdog: `$1` the lxcpath, `$2` the container. Nothing from a
-/// config or a container reaches the script's text.
-const WATCHDOG: &str = "trap '' INT TERM HUP; read -r line; \
-    [ \"$line\" = done ] || exec lxc-unfreeze -P \"$1\" -n \"$2\"";
+/// What the watchdog runs: `$1` the lxcpath, `$2` the container.
+const THAW: &str = "exec lxc-unfreeze -P \"$1\" -n \"$2\"";
 
 /// A container frozen by lxc-snap.
 #[derive(Debug)]
 pub struct Frozen {
     lxcpath: std::path::PathBuf,
     name: String,
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
     since: Instant,
 }
 
@@ -38,29 +33,15 @@ impl Frozen {
     /// Freezes the running container `name` of `lxcpath`, its watchdog
     /// started first.
     pub fn freeze(lxcpath: &Path, name: &str) -> Result<Frozen> {
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("lxc-snap-watchdog")
-            .arg(lxcpath)
-            .arg(name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::io("starting the thaw watchdog", Path::new("/bin/sh"), e))?;
-        let Some(pipe) = child.stdin.take() else {
-            let _ = child.kill();
-            return Err(Error::new(
-                ErrorKind::Other,
-                "starting the thaw watchdog: no pipe to it",
-            ));
-        };
+        let watchdog = Watchdog::start(
+            "the thaw watchdog",
+            THAW,
+            &[lxcpath.as_os_str(), name.as_ref()],
+        )?;
         let mut frozen = Frozen {
             lxcpath: lxcpath.to_path_buf(),
             name: name.to_string(),
-            watchdog: Some((child, pipe)),
+            watchdog: Some(watchdog),
             since: Instant::now(),
         };
         let out = Command::new("lxc-freeze")
@@ -119,12 +100,9 @@ impl Frozen {
         )))
     }
 
-    /// Tells the watchdog all is well and waits for it to go.
     fn dismiss_watchdog(&mut self) {
-        if let Some((mut child, mut pipe)) = self.watchdog.take() {
-            let _ = pipe.write_all(b"done\n");
-            drop(pipe);
-            let _ = child.wait();
+        if let Some(w) = self.watchdog.take() {
+            w.dismiss();
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn clone(
     }
     let mut made: Vec<Restored> = Vec::new();
     for new_name in new_names {
-        match make_container(store, name, new_name, Make::Link) {
+        match make_container(store, name, new_name, Make::Link, None) {
             Ok(r) => made.push(r),
             Err(e) => {
                 let e = super::when_cancelled(e, &format!("{new_name} was not created"));

@@ -155,6 +155,16 @@ pub fn cp(store: &Store, name: &SnapshotName, path: &[u8], dest: &Path) -> Resul
     require_root("copying out of a snapshot")?;
     let tree = open_tree(store, name)?;
     let entry = find(&tree, name, path)?;
+    copy_found(store, name, &entry, dest)
+}
+
+/// Copies `entry`, found in a view of `name`, to `dest` as `cp` does.
+pub(super) fn copy_found(
+    store: &Store,
+    name: &SnapshotName,
+    entry: &Entry,
+    dest: &Path,
+) -> Result<Copied> {
     let own_name: OsString = if entry.is_root() {
         OsString::from(name.to_string())
     } else {
@@ -166,7 +176,7 @@ pub fn cp(store: &Store, name: &SnapshotName, path: &[u8], dest: &Path) -> Resul
     }
     let staging = Staging::create(&parent, &final_name.to_string_lossy(), 0o700)?;
     let stats = copy::copy_out(
-        &entry,
+        entry,
         &parent,
         staging.name(),
         &CopyOptions {

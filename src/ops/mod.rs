@@ -19,6 +19,7 @@ pub mod clone;
 pub mod comment;
 pub mod delete;
 pub mod diff;
+pub mod exec;
 pub mod files;
 pub mod info;
 pub mod list;
@@ -37,6 +38,7 @@ pub use clone::clone;
 pub use comment::{comment, expire, pin, set_comment};
 pub use delete::{delete, Deleted, Selection};
 pub use diff::{diff, diff_report, DiffOptions, DiffReport};
+pub use exec::{exec, Ended, ExecOptions, Executed};
 pub use files::{cat, cp, ls, CapturedFile, Copied, FileRecord, Listing};
 pub use info::{info, SnapshotInfo};
 pub use list::{

@@ -50,21 +50,23 @@ pub(super) enum Make {
 /// Restores `name` as the new container `new_name`.
 pub fn restore(store: &Store, name: &SnapshotName, new_name: &ContainerName) -> Result<Restored> {
     require_root("restoring a snapshot")?;
-    make_container(store, name, new_name, Make::Copy)
+    make_container(store, name, new_name, Make::Copy, None)
         .map_err(|e| super::when_cancelled(e, &format!("{new_name} was not created")))
 }
 
 /// Builds the container `new_name` from the snapshot `name`, as `how`
-/// says.
+/// says, in the lxcpath `into` (by default the store's).
 pub(super) fn make_container(
     store: &Store,
     name: &SnapshotName,
     new_name: &ContainerName,
     how: Make,
+    into: Option<&Lxcpath>,
 ) -> Result<Restored> {
     let lxcpath = store.lxcpath()?;
+    let target = into.unwrap_or(lxcpath);
     // Said before waiting for any lock.
-    ensure_free(lxcpath, &store.get(name)?, new_name, how)?;
+    ensure_free(target, &store.get(name)?, new_name, how)?;
 
     // Lock the snapshot's container (so the snapshot stays) and the new
     // name (so no other run creates it), in name order to avoid deadlock.
@@ -75,10 +77,10 @@ pub(super) fn make_container(
         .iter()
         .map(|n| store.lock(n))
         .collect::<Result<Vec<_>>>()?;
-    store.remove_restore_leftovers(lxcpath.dir(), new_name)?;
+    store.remove_restore_leftovers(target.dir(), new_name)?;
     // Looked up again under the lock: another run may have deleted it.
     let snapshot = store.get(name)?;
-    ensure_free(lxcpath, &snapshot, new_name, how)?;
+    ensure_free(target, &snapshot, new_name, how)?;
     store.usable(&snapshot)?;
     let snapshot_dir = store.snapshot_dir(&snapshot)?;
     let config_path = snapshot_dir.join("config");
@@ -95,7 +97,7 @@ pub(super) fn make_container(
     }
     let lower_dirs = store.open_lowers(&snapshot.meta.lowers)?;
 
-    let staging = Staging::create(lxcpath.dir(), new_name.as_str(), 0o770)?;
+    let staging = Staging::create(target.dir(), new_name.as_str(), 0o770)?;
     let final_dir = staging.final_path();
     let meta = &snapshot.meta;
     let lowers: Vec<&Dir> = lower_dirs.iter().collect();
@@ -179,12 +181,12 @@ pub(super) fn make_container(
         &retargeted.config,
         &bases,
         DependencyEntry {
-            lxcpath: lxcpath.path().to_path_buf(),
+            lxcpath: target.path().to_path_buf(),
             name: new_name.to_string(),
         },
     )?;
     let path = staging.commit().map_err(|e| match e.kind() {
-        ErrorKind::Exists => exists(lxcpath, &snapshot, new_name, how),
+        ErrorKind::Exists => exists(target, &snapshot, new_name, how),
         _ => e,
     })?;
     registered.keep();

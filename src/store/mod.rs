@@ -358,6 +358,19 @@ impl Store {
         root.open_below(Path::new(layout::STATE_DIR), Below::All)
     }
 
+    /// `<snapdir>/.lxc-snap/exec`, created if missing: the lxcpath of the
+    /// throwaway copies `exec` runs commands in, out of sight of the
+    /// containers' own.
+    pub fn exec_lxcpath(&self) -> Result<crate::lxc::container::Lxcpath> {
+        let state = self.state_dir()?;
+        match state.mkdir("exec", 0o700) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Exists => {}
+            Err(e) => return Err(e),
+        }
+        crate::lxc::container::Lxcpath::open(&state.path().join("exec"))
+    }
+
     /// The directory of a snapshot in the store.
     pub fn snapshot_dir(&self, snapshot: &Snapshot) -> Result<Dir> {
         self.root()?.open_dir(snapshot.name.to_string())

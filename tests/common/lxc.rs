@@ -274,7 +274,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         // No panics in here: a second panic while unwinding would abort the
         // whole test binary and leave containers behind.
-        for lxcpath in [&self.env.lxcpath, &self.env.snapdir] {
+        // The last: where `exec` runs its throwaway copies.
+        let exec = self.env.snapdir.join(".lxc-snap/exec");
+        for lxcpath in [&self.env.lxcpath, &self.env.snapdir, &exec] {
             stop_all_running(lxcpath);
         }
         detach_mounts_under(self.env.path());
