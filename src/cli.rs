@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
-pub use crate::ops::{ExecOptions, Increment, Selection, UndoOptions};
+pub use crate::ops::{ExecOptions, Increment, RebuildOptions, Selection, UndoOptions};
 use crate::prune::{Count, Lifetime, Policy, Within};
 use crate::store::LockWait;
 
@@ -161,6 +161,10 @@ pub enum Command {
     /// Run a command in a throwaway linked clone.
     Exec {
         opts: Box<ExecOptions>,
+    },
+    /// Put containers onto another snapshot, keeping their config.
+    Rebuild {
+        opts: RebuildOptions,
     },
 }
 
@@ -700,6 +704,27 @@ enum Sub {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Put each NAME onto snapshot SNAP (a template's), keeping its config and --keep paths
+    Rebuild {
+        /// The snapshot to rebuild onto, e.g. tmpl_4
+        #[arg(long, value_name = "SNAP", required = true)]
+        from: String,
+        /// Stop a running container first, start it again after
+        #[arg(long)]
+        restart: bool,
+        /// Do not snapshot each container first
+        #[arg(long)]
+        no_backup: bool,
+        /// A whole copy of SNAP's tree instead of a linked clone
+        #[arg(long)]
+        copy: bool,
+        /// Carry PATH over from the old root filesystem (repeatable)
+        #[arg(long, value_name = "PATH")]
+        keep: Vec<PathBuf>,
+        /// Containers to rebuild
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Run CMD in a throwaway linked clone of SOURCE (a snapshot, or a stopped container)
     Exec {
         /// Keep the snapshot taken of a container SOURCE
@@ -1138,6 +1163,26 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 content,
             },
             json,
+        },
+        Sub::Rebuild {
+            from,
+            restart,
+            no_backup,
+            copy,
+            keep,
+            names,
+        } => Command::Rebuild {
+            opts: RebuildOptions {
+                containers: names
+                    .iter()
+                    .map(|n| ContainerName::parse(n))
+                    .collect::<Result<_>>()?,
+                from: SnapshotName::parse(&from)?,
+                restart,
+                backup: !no_backup,
+                copy,
+                keep: keep.into_iter().map(path_bytes).collect(),
+            },
         },
         Sub::Exec {
             keep_snapshot,

@@ -22,6 +22,7 @@ mod ls;
 mod mount;
 mod pin;
 mod prune;
+mod rebuild;
 mod reset;
 mod restore;
 mod rollback;
@@ -145,6 +146,7 @@ pub fn run(command: Command, ctx: &Context) -> Result<i32> {
             dest,
         } => cp::run(ctx, &snapshot, &path, &dest),
         Command::Undo { opts, json } => undo::run(ctx, &opts, json),
+        Command::Rebuild { opts } => rebuild::run(ctx, &opts),
     };
     done.map(|()| 0)
 }

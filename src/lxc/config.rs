@@ -286,6 +286,21 @@ impl LxcConfig {
         n
     }
 
+    /// Names `rootfs` as the root filesystem, with the key spelling the
+    /// config has (`lxc.rootfs.path` if it has none), and sets
+    /// `lxc.rootfs.backend` where there is one.
+    pub fn set_rootfs(&mut self, rootfs: &Rootfs) {
+        let value = rootfs.to_value();
+        if self.map_values(|k| ROOTFS_KEYS.contains(&k), |_, _| Some(value.clone())) == 0 {
+            self.push("lxc.rootfs.path", &value);
+        }
+        let backend = match rootfs {
+            Rootfs::Overlay { prefix, .. } => prefix.clone(),
+            _ => "dir".to_string(),
+        };
+        self.map_values(|k| k == "lxc.rootfs.backend", |_, _| Some(backend.clone()));
+    }
+
     /// Replaces every network device with none: `lxc.net.0.type = empty`
     /// (`lxc.network.type = empty` in a 1.x/2.0 config).
     pub fn without_network(&mut self) {
@@ -330,20 +345,7 @@ impl LxcConfig {
         let mut c = self.clone();
         let mut files = Vec::new();
         let mut outside = Vec::new();
-        let rootfs_value = t.rootfs.to_value();
-
-        if c.map_values(
-            |k| ROOTFS_KEYS.contains(&k),
-            |_, _| Some(rootfs_value.clone()),
-        ) == 0
-        {
-            c.push("lxc.rootfs.path", &rootfs_value);
-        }
-        let backend = match t.rootfs {
-            Rootfs::Overlay { prefix, .. } => prefix.clone(),
-            _ => "dir".to_string(),
-        };
-        c.map_values(|k| k == "lxc.rootfs.backend", |_, _| Some(backend.clone()));
+        c.set_rootfs(t.rootfs);
 
         if c.map_values(
             |k| HOSTNAME_KEYS.contains(&k),

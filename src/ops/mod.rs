@@ -25,6 +25,7 @@ pub mod info;
 pub mod list;
 pub mod mount;
 pub mod prune;
+pub mod rebuild;
 pub mod reset;
 pub mod restore;
 pub mod rollback;
@@ -46,6 +47,7 @@ pub use list::{
 };
 pub use mount::{mount, umount};
 pub use prune::{prune, PruneOptions, PruneRow, Pruned};
+pub use rebuild::{rebuild, RebuildOptions, Rebuilt};
 pub use reset::{reset, Reset};
 pub use restore::{restore, Restored};
 pub use rollback::{rollback, RolledBack};

@@ -136,7 +136,7 @@ fn discard(store: &Store, saved: &SnapshotName, lock: &NameLock) -> Result<()> {
 
 /// Refuses to swap out (and then delete) a tree with another filesystem
 /// mounted somewhere inside it.
-fn refuse_mounts_inside(tree: &crate::dir::Dir) -> Result<()> {
+pub(super) fn refuse_mounts_inside(tree: &crate::dir::Dir) -> Result<()> {
     let root = tree.path();
     if let Some(point) = crate::mounts::mounts_below(root)?.into_iter().next() {
         return Err(Error::new(

@@ -104,23 +104,14 @@ pub fn undo(store: &Store, opts: &UndoOptions) -> Result<Undone> {
     let snap_view = View::of_dirs(store.snapshot_layers(&snapshot)?);
     let now_view = View::of_dirs(store.container_layers(tree.dir.try_clone()?, &tree.rootfs)?);
     let snap = Tree::open(&snap_view)?;
-    for path in &paths {
-        refuse_changed_parents(&snap, &Tree::open(&now_view)?, path, &container.name, name)?;
-    }
-
-    let mut changes = Vec::new();
-    let mut summary = Summary::default();
-    let compare = Options {
-        content: opts.content,
-        cancel: Some(store.cancel().clone()),
-    };
-    for path in &paths {
-        let names: Vec<&OsStr> = path.iter().map(OsString::as_os_str).collect();
-        let found = crate::diff::diff_at(&now_view, &snap_view, &names, &compare, |c| {
-            changes.push(c.clone())
-        })?;
-        summary.add(&found);
-    }
+    let (changes, summary) = changes_below(
+        store,
+        &now_view,
+        &snap_view,
+        &paths,
+        opts.content,
+        (container.name.as_str(), &name.to_string()),
+    )?;
     let mut done = Undone {
         container: container.name.clone(),
         snapshot: name.clone(),
@@ -150,28 +141,15 @@ pub fn undo(store: &Store, opts: &UndoOptions) -> Result<Undone> {
     }
     let overlay = matches!(tree.rootfs, Rootfs::Overlay { .. });
     let staging = Staging::create(&tree.parent, leaf, 0o700)?;
-    let mut writer = Writer {
-        upper: &tree.dir,
+    let applied = write_changes(
+        store,
+        &tree.dir,
         overlay,
-        snap: &snap,
-        now: &now_view,
-        staging: &staging,
-        slots: 0,
-        copied: HashMap::new(),
-    };
-    let applied = (|| -> Result<()> {
-        let mut covered: Option<Vec<u8>> = None;
-        for change in &done.changes {
-            store.cancel().check()?;
-            if covered.as_ref().is_some_and(|c| below(&change.path, c)) {
-                continue;
-            }
-            if writer.apply(change)? {
-                covered = Some(change.path.clone());
-            }
-        }
-        Ok(())
-    })();
+        &snap,
+        &now_view,
+        &staging,
+        &done.changes,
+    );
     if let Err(e) = applied {
         let _ = staging.discard();
         return Err(match &done.backup {
@@ -193,6 +171,71 @@ pub fn undo(store: &Store, opts: &UndoOptions) -> Result<Undone> {
     Ok(done)
 }
 
+/// What differs below each of `paths` between `now` and `from` (from `now`
+/// to `from`), once no path is found below something `now` has as a
+/// non-directory where `from` has a directory. `names` are the two views'
+/// names for messages.
+pub(super) fn changes_below(
+    store: &Store,
+    now: &View,
+    from: &View,
+    paths: &[Vec<OsString>],
+    content: bool,
+    names: (&str, &str),
+) -> Result<(Vec<Change>, Summary)> {
+    let theirs = Tree::open(from)?;
+    for path in paths {
+        refuse_changed_parents(&theirs, &Tree::open(now)?, path, names)?;
+    }
+    let mut changes = Vec::new();
+    let mut summary = Summary::default();
+    let compare = Options {
+        content,
+        cancel: Some(store.cancel().clone()),
+    };
+    for path in paths {
+        let found = crate::diff::diff_at(now, from, &as_names(path), &compare, |c| {
+            changes.push(c.clone())
+        })?;
+        summary.add(&found);
+    }
+    Ok((changes, summary))
+}
+
+/// Writes `changes` (from [`changes_below`]) into `upper`, the tree of the
+/// view `now` (an overlay's upper with `overlay`, else a whole rootfs), so
+/// that it shows what `from` shows; `staging` is beside it, never inside.
+pub(super) fn write_changes(
+    store: &Store,
+    upper: &Dir,
+    overlay: bool,
+    from: &Tree,
+    now: &View,
+    staging: &Staging,
+    changes: &[Change],
+) -> Result<()> {
+    let mut writer = Writer {
+        upper,
+        overlay,
+        snap: from,
+        now,
+        staging,
+        slots: 0,
+        copied: HashMap::new(),
+    };
+    let mut covered: Option<Vec<u8>> = None;
+    for change in changes {
+        store.cancel().check()?;
+        if covered.as_ref().is_some_and(|c| below(&change.path, c)) {
+            continue;
+        }
+        if writer.apply(change)? {
+            covered = Some(change.path.clone());
+        }
+    }
+    Ok(())
+}
+
 /// Whether `path` is below `dir` (both from `/`).
 fn below(path: &[u8], dir: &[u8]) -> bool {
     dir == b"/" || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
@@ -203,7 +246,7 @@ fn as_names(path: &[OsString]) -> Vec<&OsStr> {
 }
 
 /// The paths as names, sorted, each once, and none below another.
-fn normalise(paths: &[Vec<u8>]) -> Result<Vec<Vec<OsString>>> {
+pub(super) fn normalise(paths: &[Vec<u8>]) -> Result<Vec<Vec<OsString>>> {
     let mut out: Vec<Vec<OsString>> = Vec::new();
     for path in paths {
         out.push(parse(path)?.into_iter().map(OsStr::to_os_string).collect());
@@ -226,8 +269,7 @@ fn refuse_changed_parents(
     snap: &Tree,
     now: &Tree,
     path: &[OsString],
-    container: &ContainerName,
-    name: &SnapshotName,
+    (container, name): (&str, &str),
 ) -> Result<()> {
     let names = as_names(path);
     for end in 1..names.len() {
