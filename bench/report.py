@@ -163,6 +163,10 @@ def main():
     lookup = load_rounds(results, "lookup")
     lookup_path = load(results, "lookup-path.json")
     freeze = load(results, "freeze.json")
+    clone = by_name(load_rounds(results, "clone"))
+    rebuild = by_name(load_rounds(results, "rebuild"))
+    clone_big = by_name(load_rounds(results, "clone-big"))
+    tree_big = load(results, "tree-big.json")
     reflink = load_rounds(results, "reflink")
 
     fr, rr, ir, lr, xr, kr = (by_name(x) for x in (full, restore, incr, lst, reflink, lookup))
@@ -200,6 +204,15 @@ def main():
     targets.append(("a running container frozen by `snap --freeze`, one file changed",
                     "< 300 ms (median)", f"{frozen} ms" if freeze else "n/a",
                     None if frozen is None else frozen < 300))
+    for what, row, limit, shown in (
+            ("a linked clone of the whole snapshot (`lxc-snap clone`)",
+             clone.get("lxc-snap clone (1)"), 0.100, "< 100 ms (median)"),
+            ("20 linked clones in one `lxc-snap clone`",
+             clone.get("lxc-snap clone (20)"), 3.0, "< 3 s (median)"),
+            ("rebuild of one stopped container (`lxc-snap rebuild`)",
+             rebuild.get("lxc-snap rebuild"), 1.0, "< 1 s (median)")):
+        targets.append((what, shown, dur(row["median"]) if row else "n/a",
+                        None if not row else row["median"] < limit))
     rss = rss_kib(results, "lxc-snap")
     targets.append(("peak RSS of a full snapshot", "< 64 MiB",
                     size(rss * 1024) if rss else "n/a", None if rss is None else rss * 1024 < 64 * MIB))
@@ -225,8 +238,8 @@ def main():
     w(f"    {knobs} make bench   # the values used here")
     w("    BENCH_QUICK=1 make bench   # 5,000 entries, 65 MiB, 2 runs a round")
     w("")
-    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list lookup freeze memory "
-      "reflink`), "
+    w("Other knobs: `BENCH_PHASES` (a subset of `full restore incremental list lookup freeze clone "
+      "memory reflink`), `BENCH_CLONE_RUNS`, `BENCH_CLONE_BIG=0`, "
       "`BENCH_CP_SYNC=1`, `BENCH_LIST_SNAPSHOTS`, `BENCH_LIST_RUNS`, `BENCH_TMPDIR`, "
       "`BENCH_FS=here`, `BENCH_EXT4_SIZE`, `BENCH_XFS_SIZE`, `BENCH_OUT`, `BENCH_KEEP=1`; "
       "see the top of bench/run.sh.")
@@ -380,6 +393,32 @@ def main():
     else:
         w(f"No results: phase `freeze` {status(results, 'freeze')}.")
     w("")
+    w("## Linked clones and rebuild")
+    w("")
+    c1, c20, rb = clone.get("lxc-snap clone (1)"), clone.get("lxc-snap clone (20)"), rebuild.get("lxc-snap rebuild")
+    if c1 and c20:
+        w(f"`lxc-snap clone` of the whole snapshot of the tree in `bench` (a new container over "
+          f"the snapshot's tree and the base, nothing copied; `--prepare` destroys the clones with "
+          f"`lxc-destroy` between runs, untimed): one clone {dur(c1['median'])} median "
+          f"(min {dur(c1['min'])}, max {dur(c1['max'])}), 20 in one command {dur(c20['median'])} "
+          f"median (min {dur(c20['min'])}, max {dur(c20['max'])}), {len(c1['times'])} runs each.")
+    else:
+        w(f"No clone results: phase `clone` {status(results, 'clone')}.")
+    w("")
+    if clone_big and tree_big:
+        cb = clone_big.get("lxc-snap clone (1), 10x tree")
+        if cb:
+            w(f"The same for a snapshot of a tree of {tree_big.get('entries', 0):,} entries (10 times "
+              f"as many): one clone {dur(cb['median'])} median (min {dur(cb['min'])}, max "
+              f"{dur(cb['max'])}), {len(cb['times'])} runs: the time does not follow the tree.")
+            w("")
+    if rb:
+        w(f"`lxc-snap rebuild work1 --from SNAP --no-backup --keep /etc/kept` of a stopped clone "
+          f"onto the snapshot (a new upper, one kept file, the config switched in one rename, the "
+          f"old upper removed): {dur(rb['median'])} median (min {dur(rb['min'])}, max "
+          f"{dur(rb['max'])}), {len(rb['times'])} runs. Stopping and starting the container "
+          f"(`--restart`) come on top and depend on what runs inside.")
+        w("")
     w("## Peak memory")
     w("")
     w("Maximum resident set size of one full snapshot, from `/usr/bin/time -v`.")

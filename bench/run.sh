@@ -31,6 +31,10 @@
 #   freeze       how long `snap --freeze` keeps the running container frozen:
 #                one file changed since a whole snapshot (a layer), and the
 #                container's first snapshot (the whole tree copied frozen)
+#   clone        lxc-snap clone of the whole snapshot of the tree: one clone,
+#                and 20 in one command; rebuild of one (stopped) clone onto
+#                it; with BENCH_CLONE_BIG=1 (the default) one clone of a
+#                snapshot of a tree of 10 times the entries
 #   memory       peak RSS of one full snapshot (/usr/bin/time -v), of the
 #                default tree and of one with half the entries
 #   reflink      the full comparison on an XFS image with reflinks (loop mount)
@@ -48,7 +52,9 @@
 #   BENCH_LIST_SNAPSHOTS=1000  BENCH_LIST_RUNS=30
 #   BENCH_QUICK=1        small tree (5,000 entries, 65 MiB), 2 runs a round,
 #                        unless set explicitly
-#   BENCH_PHASES="full restore incremental list lookup freeze memory reflink"  a subset
+#   BENCH_PHASES="full restore incremental list lookup freeze clone memory reflink"  a subset
+#   BENCH_CLONE_RUNS=10  runs of each clone and rebuild command
+#   BENCH_CLONE_BIG=1|0  also clone a snapshot of a 10x larger tree
 #   BENCH_TMPDIR=/var/tmp  BENCH_XFS_SIZE (default max(4G, 5 x tree))
 #   BENCH_FS=image|here  a fresh ext4 image (default) or BENCH_TMPDIR's
 #                        filesystem as it is
@@ -151,6 +157,14 @@ if [[ ${1:-} == --reset ]]; then
                 fi
             fi
             ;;
+        clones) # LXCPATH PREFIX N: lxc-destroy PREFIX1..PREFIXN (unregistering them)
+            fs=$1
+            for ((i = 1; i <= $3; i++)); do
+                if [[ -e $1/$2$i ]]; then
+                    lxc-destroy -P "$1" -n "$2$i" >/dev/null
+                fi
+            done
+            ;;
         dir) # PATH
             fs=$(dirname "$1")
             if [[ -e $1 ]]; then
@@ -195,7 +209,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 RUNS=${BENCH_RUNS:-1}
 LIST_SNAPSHOTS=${BENCH_LIST_SNAPSHOTS:-1000}
 LIST_RUNS=${BENCH_LIST_RUNS:-30}
-PHASES=${BENCH_PHASES:-full restore incremental list lookup freeze memory reflink}
+PHASES=${BENCH_PHASES:-full restore incremental list lookup freeze clone memory reflink}
 TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 RESULTS=${BENCH_RESULTS:-$REPO/target/bench-results}
 
@@ -224,7 +238,7 @@ command -v mkfs.ext4 >/dev/null 2>&1 || die "mkfs.ext4 not found (apt-get instal
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
 for p in $PHASES; do
     case $p in
-        full | restore | incremental | list | lookup | freeze | memory | reflink) ;;
+        full | restore | incremental | list | lookup | freeze | clone | memory | reflink) ;;
         *) die "BENCH_PHASES: unknown phase $p" ;;
     esac
 done
@@ -646,6 +660,41 @@ phase_freeze() {
         '{layer_ms: ($layer | split(" ") | map(tonumber)), whole_ms: ($whole | tonumber),
           changed_file: $changed}' >"$RESULTS/freeze.json"
     bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" bench -1
+}
+
+# Linked clones: nothing is copied, so the time should not follow the tree.
+phase_clone() {
+    ensure_base_snapshots
+    local k i names=() runs=${BENCH_CLONE_RUNS:-10}
+    k=$(newest "$S" bench)
+    for ((i = 1; i <= 20; i++)); do names+=("clone$i"); done
+    local destroy
+    destroy=$(q bash "$SELF" --reset clones "$L" clone 20)
+    hyperfine -N --runs "$runs" --output=pipe --export-json "$RESULTS/clone.json" \
+        --prepare "$destroy" \
+        -n "lxc-snap clone (1)" "$(q "$BIN" -P "$L" --snapdir "$S" -q clone "bench_$k" clone1)" \
+        -n "lxc-snap clone (20)" "$(q "$BIN" -P "$L" --snapdir "$S" -q clone "bench_$k" "${names[@]}")"
+    bash "$SELF" --reset clones "$L" clone 20
+    # A stopped working container (a clone, with one kept path) rebuilt
+    # onto the snapshot, its safety snapshot left out.
+    "$BIN" -P "$L" --snapdir "$S" -q clone "bench_$k" work1
+    mkdir -p "$L/work1/overlay/delta/etc"
+    echo kept >"$L/work1/overlay/delta/etc/kept"
+    hyperfine -N --runs "$runs" --output=pipe --export-json "$RESULTS/rebuild.json" \
+        -n "lxc-snap rebuild" \
+        "$(q "$BIN" -P "$L" --snapdir "$S" -q rebuild work1 --from "bench_$k" --no-backup --keep /etc/kept)"
+    bash "$SELF" --reset clones "$L" work 1
+    if [[ ${BENCH_CLONE_BIG:-1} == 1 ]]; then
+        make_lab "$L" benchbig $((ENTRIES * 10)) "$RESULTS/tree-big.json"
+        "$BIN" -P "$L" --snapdir "$S" -q snap --whole benchbig
+        hyperfine -N --runs 3 --output=pipe --export-json "$RESULTS/clone-big.json" \
+            --prepare "$(q bash "$SELF" --reset clones "$L" bigclone 1)" \
+            -n "lxc-snap clone (1), 10x tree" \
+            "$(q "$BIN" -P "$L" --snapdir "$S" -q clone benchbig_0 bigclone1)"
+        bash "$SELF" --reset clones "$L" bigclone 1
+        bash "$SELF" --reset lxc-snap "$BIN" "$L" "$S" benchbig -1
+        bash "$SELF" --reset container "$L" benchbig
+    fi
 }
 
 # Peak RSS and wall time of COMMAND, into RESULTS/memory-NAME.txt.
