@@ -54,17 +54,6 @@ fn trees(lab: &Lab, snaps: &[&str]) -> Vec<BTreeMap<String, Entry>> {
         .collect()
 }
 
-fn clone_names(info: &Value) -> Vec<String> {
-    let mut names: Vec<String> = info["clones"]
-        .as_array()
-        .expect("clones")
-        .iter()
-        .map(|d| d["name"].as_str().expect("name").to_string())
-        .collect();
-    names.sort();
-    names
-}
-
 fn du_bytes(path: &Path) -> u64 {
     let out = std::process::Command::new("du")
         .args(["-s", "-B1"])
@@ -166,12 +155,12 @@ fn twenty_clones_of_one_snapshot_boot_and_write_independently_and_hold_it() {
     );
 
     // The snapshot and the one it is a layer over are held by the clones.
-    assert_eq!(clone_names(&info(&lab, "tmpl_1")), {
+    assert_eq!(common::fixtures::clones_of(env, "tmpl_1"), {
         let mut n = names.clone();
         n.sort();
         n
     });
-    assert_eq!(clone_names(&info(&lab, "tmpl_0")).len(), 20);
+    assert_eq!(common::fixtures::clones_of(env, "tmpl_0").len(), 20);
     let text = env.ok(&["info", "tmpl_1"]);
     assert!(text.contains("clones:        w1 (in "), "{text}");
     let err = env.fails_with(1, &["delete", "tmpl_1"]);
@@ -200,7 +189,7 @@ fn twenty_clones_of_one_snapshot_boot_and_write_independently_and_hold_it() {
     for n in &names {
         lab.lxc("lxc-destroy", &["-P", lab.lxcpath_str(), "-n", n]);
     }
-    assert!(clone_names(&info(&lab, "tmpl_1")).is_empty());
+    assert!(common::fixtures::clones_of(env, "tmpl_1").is_empty());
     env.ok(&["delete", "tmpl_1", "tmpl_0"]);
 }
 

@@ -7,23 +7,11 @@ mod common;
 use std::path::Path;
 
 use common::lxc::{config_value, config_values, Lab};
-use serde_json::Value;
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 
-fn info(lab: &Lab, snap: &str) -> Value {
-    serde_json::from_str(&lab.env.ok(&["info", "--json", snap])).expect("info JSON")
-}
-
 fn clones(lab: &Lab, snap: &str) -> Vec<String> {
-    let mut names: Vec<String> = info(lab, snap)["clones"]
-        .as_array()
-        .expect("clones")
-        .iter()
-        .map(|d| d["name"].as_str().expect("name").to_string())
-        .collect();
-    names.sort();
-    names
+    common::fixtures::clones_of(&lab.env, snap)
 }
 
 /// The config without its rootfs line.

@@ -371,6 +371,19 @@ pub fn write_rdepends(dir: &Dir, bases: &[DependencyEntry]) -> Result<()> {
     dir.write_file("lxc_rdepends", render_pairs(bases).as_bytes(), 0o644)
 }
 
+/// Reads the LXC config `config` in `dir` (a container's or a snapshot's
+/// directory): at most 1 MiB of UTF-8 text.
+pub fn read_config(dir: &Dir) -> Result<LxcConfig> {
+    let bytes = dir.read_file("config", MAX_CONFIG, "config")?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::new(
+            ErrorKind::Other,
+            format!("reading {}: not UTF-8 text", dir.join("config").display()),
+        )
+    })?;
+    Ok(LxcConfig::parse(&text))
+}
+
 /// Opens the directory of the container `name` in `place` and reads its
 /// config. The directory must be root's alone, as every directory
 /// lxc-snap works in, or belong to the container's mapped root (an
@@ -385,14 +398,7 @@ fn open_container_dir(place: &Dir, name: &ContainerName) -> Result<(Dir, LxcConf
         }
         Err(e) => return Err(e),
     };
-    let bytes = dir.read_file("config", MAX_CONFIG, "config")?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        Error::new(
-            ErrorKind::Other,
-            format!("reading {}: not UTF-8 text", dir.join("config").display()),
-        )
-    })?;
-    let config = LxcConfig::parse(&text);
+    let config = read_config(&dir)?;
     if let Some(e) = refused {
         match config.mapped_root() {
             Some((uid, gid)) => {

@@ -32,7 +32,6 @@ use crate::dir::Below;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::Lxcpath;
 use crate::lxc::watchdog::Watchdog;
-use crate::lxc::LxcConfig;
 use crate::names::{ContainerName, SnapshotName};
 use crate::printable::{escape, escape_bytes};
 use crate::store::Store;
@@ -302,8 +301,7 @@ fn run_in_copy(
     make_container(store, snapshot, &copy.name, Make::Link, Some(&copy.lxcpath))?;
     if opts.no_network {
         let dir = copy.lxcpath.dir().open_dir(copy.name.as_str())?;
-        let text = dir.read_file("config", 1 << 20, "config")?;
-        let mut config = LxcConfig::parse(&String::from_utf8_lossy(&text));
+        let mut config = crate::lxc::container::read_config(&dir)?;
         config.without_network();
         dir.write_file("config", config.render().as_bytes(), 0o640)?;
     }

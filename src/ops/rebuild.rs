@@ -175,13 +175,15 @@ fn rebuild_one(
             lxc_tool("lxc-stop", &container, &["-t", "30"])?;
             Some(Instant::now())
         }
-        _ => return Err(Error::new(
-            ErrorKind::Running,
-            format!("cannot rebuild {name}: it is running"),
-        )
-        .with_hint(format!(
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Running,
+                format!("cannot rebuild {name}: it is running"),
+            )
+            .with_hint(format!(
             "stop it first, or let rebuild do it: lxc-snap rebuild {name} --from {from} --restart"
-        ))),
+        )))
+        }
     };
     let backup = if opts.backup {
         Some(take_backup(

@@ -19,10 +19,12 @@ use crate::dir::Dir;
 use crate::durable::Staging;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
-use crate::lxc::container::{bases_of_lowers, read_dependency_file, DependencyEntry, Lxcpath};
+use crate::lxc::container::{
+    bases_of_lowers, read_config, read_dependency_file, DependencyEntry, Lxcpath,
+};
 use crate::lxc::files::copy_config_files;
 use crate::lxc::hostname::set_hostname;
-use crate::lxc::{Container, LxcConfig, Rootfs};
+use crate::lxc::{Container, Rootfs};
 use crate::names::{host_name_for, ContainerName, SnapshotName};
 use crate::notice::Notice;
 use crate::store::{Backing, Snapshot, Store};
@@ -83,15 +85,7 @@ pub(super) fn make_container(
     ensure_free(target, &snapshot, new_name, how)?;
     store.usable(&snapshot)?;
     let snapshot_dir = store.snapshot_dir(&snapshot)?;
-    let config_path = snapshot_dir.join("config");
-    let text = snapshot_dir.read_file("config", 1 << 20, "config")?;
-    let text = String::from_utf8(text).map_err(|_| {
-        Error::new(
-            ErrorKind::Other,
-            format!("reading {}: not UTF-8 text", config_path.display()),
-        )
-    })?;
-    let config = LxcConfig::parse(&text);
+    let config = read_config(&snapshot_dir)?;
     if how == Make::Link {
         super::clone::ensure_clonable(&snapshot, &config)?;
     }

@@ -22,11 +22,8 @@ use super::Store;
 use crate::dir::{inside, Dir};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::read_dependency_file;
-use crate::lxc::{LxcConfig, Rootfs};
+use crate::lxc::Rootfs;
 use crate::names::SnapshotName;
-
-/// The most of a legacy config that is read.
-const MAX_CONFIG: u64 = 1 << 20;
 
 impl Store {
     /// The metadata of the legacy snapshot `name` in `dir`, made up from
@@ -56,18 +53,11 @@ pub fn clone_metadata(
 ) -> Result<Option<Metadata>> {
     {
         let config_path = dir.join("config");
-        let text = match dir.read_file("config", MAX_CONFIG, "config") {
-            Ok(bytes) => bytes,
+        let config = match crate::lxc::container::read_config(dir) {
+            Ok(config) => config,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let text = String::from_utf8(text).map_err(|_| {
-            Error::new(
-                ErrorKind::Other,
-                format!("reading {}: not UTF-8 text", config_path.display()),
-            )
-        })?;
-        let config = LxcConfig::parse(&text);
         let (key, _) = config.rootfs_entry().ok_or_else(|| {
             Error::new(
                 ErrorKind::Other,

@@ -95,6 +95,18 @@ pub fn json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&env.ok(args)).expect("valid JSON")
 }
 
+/// The names of the linked clones `info --json SNAP` lists, sorted.
+pub fn clones_of(env: &TestEnv, snap: &str) -> Vec<String> {
+    let mut names: Vec<String> = json(env, &["info", "--json", snap])["clones"]
+        .as_array()
+        .expect("clones")
+        .iter()
+        .map(|d| d["name"].as_str().expect("name").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn names_of(env: &TestEnv, container: &str) -> Vec<String> {
     json(env, &["list", container, "--json"])
         .as_array()
