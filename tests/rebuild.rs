@@ -196,3 +196,111 @@ fn working_containers_are_rebuilt_onto_a_new_template_keeping_their_data() {
     lab.stop(lp, "w3");
     assert_eq!(common::fixtures::names_of(env, "w3"), ["w3_0"]);
 }
+
+/// The snapshot whose tree is the top lower of `container`'s rootfs.
+fn standing_on(lab: &Lab, container: &str) -> String {
+    let rootfs = config_value(&lab.config(lab.lxcpath(), container), "lxc.rootfs.path");
+    let parts: Vec<&str> = rootfs.split(':').collect();
+    let upper = Path::new(parts[parts.len() - 1]);
+    assert!(
+        upper.is_dir(),
+        "{container}'s config names {upper:?}, which is not there"
+    );
+    for lower in &parts[1..parts.len() - 1] {
+        assert!(
+            Path::new(lower).is_dir(),
+            "{container}'s lower {lower} is not there"
+        );
+    }
+    let keep = std::fs::read_to_string(upper.join("data/keep")).expect("the kept file");
+    assert_eq!(keep, "mine\n", "{container}'s kept data");
+    let top = Path::new(parts[1]);
+    top.strip_prefix(lab.snapdir())
+        .expect("a snapshot's tree")
+        .components()
+        .next()
+        .expect("snapshot")
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_rebuild_killed_at_random_moments_leaves_the_old_state_or_the_new() {
+    if !common::system_tests_enabled(
+        "a_rebuild_killed_at_random_moments_leaves_the_old_state_or_the_new",
+        true,
+    ) {
+        return;
+    }
+    let lab = Lab::new();
+    let env = &lab.env;
+    let lp = lab.lxcpath();
+    lab.create_base("base");
+    lab.overlay_clone("base", "tmpl");
+    std::fs::write(lab.delta("tmpl").join("version"), "0\n").expect("version");
+    std::fs::create_dir(lab.snapdir()).expect("snapdir");
+    env.ok(&["snap", "tmpl"]);
+    std::fs::write(lab.delta("tmpl").join("version"), "1\n").expect("version");
+    env.ok(&["snap", "--whole", "tmpl"]);
+    env.ok(&["clone", "tmpl_0", "w"]);
+    std::fs::create_dir(lab.delta("w").join("data")).expect("data");
+    std::fs::write(lab.delta("w").join("data/keep"), "mine\n").expect("keep");
+
+    let mut rng = common::history::Rng(0x5eed_0f_4eb0);
+    let args = |to: &str| {
+        vec![
+            "-q".to_string(),
+            "rebuild".into(),
+            "w".into(),
+            "--from".into(),
+            to.to_string(),
+            "--no-backup".into(),
+            "--keep".into(),
+            "/data".into(),
+        ]
+    };
+    let start = std::time::Instant::now();
+    env.ok(&args("tmpl_1")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let typical = start.elapsed();
+    assert_eq!(standing_on(&lab, "w"), "tmpl_1");
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let to = if i % 2 == 0 { "tmpl_0" } else { "tmpl_1" };
+        let mut child = env
+            .cmd()
+            .args(args(to))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("lxc-snap");
+        let micros = typical.as_micros().max(1) as usize;
+        std::thread::sleep(std::time::Duration::from_micros(
+            rng.below(micros + micros / 4) as u64,
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Old or new, whole either way.
+        seen.insert(standing_on(&lab, "w"));
+    }
+    // Both outcomes happened, and the next run clears what was left.
+    assert_eq!(seen.len(), 2, "only ever {seen:?}");
+    env.ok(&args("tmpl_0")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert_eq!(standing_on(&lab, "w"), "tmpl_0");
+    let left: Vec<String> = std::fs::read_dir(lp.join("w/overlay"))
+        .expect("overlay")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "olwork")
+        .collect();
+    assert_eq!(left.len(), 1, "beside the upper: {left:?}");
+    assert_eq!(common::fixtures::clones_of(env, "tmpl_0"), ["w"]);
+    lab.start(lp, "w");
+    assert_eq!(lab.attach(lp, "w", "cat /version /data/keep"), "0\nmine\n");
+    lab.stop(lp, "w");
+}

@@ -172,8 +172,9 @@ fn rebuild_one(
     let stopped_at = match state {
         State::Stopped => None,
         _ if opts.restart => {
+            let at = Instant::now();
             lxc_tool("lxc-stop", &container, &["-t", "30"])?;
-            Some(Instant::now())
+            Some(at)
         }
         _ => {
             return Err(Error::new(
