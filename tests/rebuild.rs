@@ -247,7 +247,7 @@ fn a_rebuild_killed_at_random_moments_leaves_the_old_state_or_the_new() {
     std::fs::create_dir(lab.delta("w").join("data")).expect("data");
     std::fs::write(lab.delta("w").join("data/keep"), "mine\n").expect("keep");
 
-    let mut rng = common::history::Rng(0x5eed_0f_4eb0);
+    let mut rng = common::history::Rng(0x005e_ed0f_4eb0);
     let args = |to: &str| {
         vec![
             "-q".to_string(),
