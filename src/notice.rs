@@ -28,6 +28,8 @@ pub enum Leftover {
     Restore,
     /// A rollback's or an undo's (they stage beside the same tree).
     Rollback,
+    /// A throwaway copy of `exec`'s.
+    Exec,
 }
 
 /// One thing an operation reports as it goes.
@@ -126,6 +128,7 @@ impl fmt::Display for Shown<'_> {
                     Leftover::Snapshot => "an incomplete snapshot left by an interrupted run",
                     Leftover::Restore => "an incomplete restore left by an interrupted run",
                     Leftover::Rollback => "left by an interrupted rollback or undo",
+                    Leftover::Exec => "a throwaway copy left by an interrupted exec",
                 }
             ),
             Notice::WholeSnapshot { why } => write!(f, "taking a whole snapshot: {why}"),

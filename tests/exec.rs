@@ -315,4 +315,42 @@ fn exec_killed_or_stopped_by_a_signal_leaves_no_copy_and_no_snapshot() {
         }
         wait_until_nothing_left(&lab);
     }
+
+    // The watchdog killed too (as if the host went down): the copy stays,
+    // and the next exec destroys it and says so.
+    let mut child = lab
+        .env
+        .cmd()
+        .args(["exec", "web", "--", "sleep", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lxc-snap exec");
+    assert!(wait_for_copy(&lab, &mut child), "the copy never ran");
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f", "lxc-snap-watchdog"])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "no watchdog to kill");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    std::thread::sleep(Duration::from_millis(500));
+    let left = std::fs::read_dir(exec_lxcpath(&lab))
+        .expect("exec lxcpath")
+        .count();
+    assert_eq!(left, 1, "the copy of the killed run");
+    let snaps = common::fixtures::names_of(&lab.env, "web");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let out = exec(&lab, &[&snaps[0], "--", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a throwaway copy left by an interrupted exec"),
+        "{stderr}"
+    );
+    // The snapshot taken for the killed run is left, and says what it was.
+    let info = lab.env.ok(&["info", &snaps[0]]);
+    assert!(info.contains("taken by lxc-snap exec"), "{info}");
+    lab.env.ok(&["delete", &snaps[0]]);
+    assert_nothing_left(&lab);
 }

@@ -33,6 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::Lxcpath;
 use crate::lxc::watchdog::Watchdog;
 use crate::names::{ContainerName, SnapshotName};
+use crate::notice::{Leftover, Notice};
 use crate::printable::{escape, escape_bytes};
 use crate::store::Store;
 
@@ -227,32 +228,78 @@ impl Throwaway {
     }
 
     fn remove(&self) -> Result<()> {
-        if !self.lxcpath.has(&self.name)? {
-            return Ok(());
-        }
-        self.stop();
-        let out = self
-            .lxc("lxc-destroy")
-            .arg("-f")
-            .output()
-            .map_err(|e| Error::io("running", Path::new("lxc-destroy"), e))?;
-        if out.status.success() && !self.lxcpath.has(&self.name)? {
-            return Ok(());
-        }
+        destroy_copy(&self.lxcpath, &self.name)
+    }
+}
+
+/// Stops and destroys the copy `name` in `lxcpath`, if it is there.
+fn destroy_copy(lxcpath: &Lxcpath, name: &ContainerName) -> Result<()> {
+    if !lxcpath.has(name)? {
+        return Ok(());
+    }
+    let lxc = |tool: &str| {
+        let mut cmd = Command::new(tool);
+        cmd.arg("-P")
+            .arg(lxcpath.path())
+            .arg("-n")
+            .arg(name.as_str());
+        cmd
+    };
+    let _ = lxc("lxc-stop").arg("-k").output();
+    let out = lxc("lxc-destroy")
+        .arg("-f")
+        .output()
+        .map_err(|e| Error::io("running", Path::new("lxc-destroy"), e))?;
+    if out.status.success() && !lxcpath.has(name)? {
+        return Ok(());
+    }
+    {
         Err(Error::new(
             ErrorKind::Other,
             format!(
-                "destroying the throwaway copy {}: lxc-destroy failed: {}",
-                self.name,
+                "destroying the throwaway copy {name}: lxc-destroy failed: {}",
                 escape(String::from_utf8_lossy(&out.stderr).trim())
             ),
         )
         .with_hint(format!(
-            "remove it by hand: lxc-destroy -P {} -n {} -f",
-            self.lxcpath.path().display(),
-            self.name
+            "remove it by hand: lxc-destroy -P {} -n {name} -f",
+            lxcpath.path().display()
         )))
     }
+}
+
+/// Destroys the copies of runs that are gone without their watchdog
+/// having done it (the host went down, say): `exec-PID-N` whose PID is no
+/// process, and what such a run was still building (its registrations
+/// taken back). Returns the copies' paths.
+fn clear_stale(store: &Store, lxcpath: &Lxcpath) -> Result<Vec<PathBuf>> {
+    let dead = |name: &str| {
+        name.strip_prefix("exec-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|pid| {
+                pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            })
+    };
+    let mut cleared = Vec::new();
+    for entry in lxcpath.dir().names()? {
+        if let Some(building) = crate::durable::staged_final_name(&entry) {
+            if let Ok(name) = ContainerName::parse(&building) {
+                if dead(name.as_str()) {
+                    store.remove_restore_leftovers(lxcpath.dir(), &name)?;
+                }
+            }
+            continue;
+        }
+        let Some(text) = entry.to_str() else { continue };
+        if let Ok(name) = ContainerName::parse(text) {
+            if dead(name.as_str()) {
+                destroy_copy(lxcpath, &name)?;
+                cleared.push(lxcpath.path().join(text));
+            }
+        }
+    }
+    Ok(cleared)
 }
 
 impl Drop for Throwaway {
@@ -273,6 +320,12 @@ fn run_in_copy(
     opts: &ExecOptions,
 ) -> Result<(Ended, Vec<Copied>)> {
     let lxcpath = store.exec_lxcpath()?;
+    for path in clear_stale(store, &lxcpath)? {
+        store.observer().notice(Notice::RemovedLeftover {
+            path,
+            of: Leftover::Exec,
+        });
+    }
     let name = free_name(&lxcpath)?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("finding", Path::new("/proc/self/exe"), e))?;

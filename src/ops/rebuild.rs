@@ -186,119 +186,134 @@ fn rebuild_one(
         )))
         }
     };
-    let backup = if opts.backup {
-        Some(take_backup(
-            store,
-            &container,
-            lock,
-            &format!("before rebuild from {from}"),
-        )?)
-    } else {
-        None
-    };
+    // Until the config is replaced, a failure leaves the old state; either
+    // way a container stopped for the rebuild is started again.
+    let switched = (|| -> Result<(Option<SnapshotName>, Vec<Change>)> {
+        let backup = if opts.backup {
+            Some(take_backup(
+                store,
+                &container,
+                lock,
+                &format!("before rebuild from {from}"),
+            )?)
+        } else {
+            None
+        };
 
-    // The new upper, beside the old.
-    let staging = Staging::create(&tree.parent, next, 0o700)?;
-    let host_name = container
-        .config
-        .get("lxc.uts.name")
-        .or_else(|| container.config.get("lxc.utsname"))
-        .unwrap_or(name.as_str())
-        .to_string();
-    let snapshot_dir = store.snapshot_dir(&snapshot)?;
-    let (lowers, new_bases) = if opts.copy {
-        copy_snapshot_tree(store, &snapshot, staging.dir(), "tree")?;
-        let lowers = store.open_lowers(&snapshot.meta.lowers)?;
-        let refs: Vec<&Dir> = lowers.iter().collect();
-        set_hostname(&staging.dir().open_dir("tree")?, &refs, &host_name)?;
-        let anchor = snapshot.anchor().map(|a| store.entry(&a));
-        let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot_dir, "lxc_rdepends")?
-            .into_iter()
-            .filter(|b| Some(b) != anchor.as_ref())
-            .collect();
-        (lowers, bases)
-    } else {
-        let layers = store.snapshot_layers_unchecked(&snapshot)?;
-        Store::empty_upper(staging.dir(), "tree", &layers, &host_name)?;
-        let mut bases = vec![store.entry(from)];
-        bases.extend(read_dependency_file(&snapshot_dir, "lxc_rdepends")?);
-        (layers, bases)
-    };
-    let new_upper = staging.dir().open_dir("tree")?;
-    let kept = if keep.is_empty() {
-        Vec::new()
-    } else {
-        let old_view = View::of_dirs(store.container_layers(tree.dir.try_clone()?, &tree.rootfs)?);
-        let mut now_layers = vec![new_upper.try_clone()?];
-        for l in &lowers {
-            now_layers.push(l.try_clone()?);
+        // The new upper, beside the old.
+        let staging = Staging::create(&tree.parent, next, 0o700)?;
+        let host_name = container
+            .config
+            .get("lxc.uts.name")
+            .or_else(|| container.config.get("lxc.utsname"))
+            .unwrap_or(name.as_str())
+            .to_string();
+        let snapshot_dir = store.snapshot_dir(&snapshot)?;
+        let (lowers, new_bases) = if opts.copy {
+            copy_snapshot_tree(store, &snapshot, staging.dir(), "tree")?;
+            let lowers = store.open_lowers(&snapshot.meta.lowers)?;
+            let refs: Vec<&Dir> = lowers.iter().collect();
+            set_hostname(&staging.dir().open_dir("tree")?, &refs, &host_name)?;
+            let anchor = snapshot.anchor().map(|a| store.entry(&a));
+            let bases: Vec<DependencyEntry> = read_dependency_file(&snapshot_dir, "lxc_rdepends")?
+                .into_iter()
+                .filter(|b| Some(b) != anchor.as_ref())
+                .collect();
+            (lowers, bases)
+        } else {
+            let layers = store.snapshot_layers_unchecked(&snapshot)?;
+            Store::empty_upper(staging.dir(), "tree", &layers, &host_name)?;
+            let mut bases = vec![store.entry(from)];
+            bases.extend(read_dependency_file(&snapshot_dir, "lxc_rdepends")?);
+            (layers, bases)
+        };
+        let new_upper = staging.dir().open_dir("tree")?;
+        let kept = if keep.is_empty() {
+            Vec::new()
+        } else {
+            let old_view =
+                View::of_dirs(store.container_layers(tree.dir.try_clone()?, &tree.rootfs)?);
+            let mut now_layers = vec![new_upper.try_clone()?];
+            for l in &lowers {
+                now_layers.push(l.try_clone()?);
+            }
+            let now_view = View::of_dirs(now_layers);
+            let (changes, _) = changes_below(
+                store,
+                &now_view,
+                &old_view,
+                keep,
+                false,
+                (&format!("{from}"), name.as_str()),
+            )?;
+            write_changes(
+                store,
+                &new_upper,
+                true,
+                &Tree::open(&old_view)?,
+                &now_view,
+                &staging,
+                &changes,
+            )?;
+            changes
+        };
+        staging.sync()?;
+        store.cancel().check()?;
+
+        let new_rootfs = Rootfs::Overlay {
+            prefix: prefix.clone(),
+            lowers: lowers.iter().map(|d| d.path().to_path_buf()).collect(),
+            upper: old_upper.with_file_name(next),
+        };
+        if let Rootfs::Overlay { lowers, upper, .. } = &new_rootfs {
+            super::clone::check_stack(lowers, upper)?;
         }
-        let now_view = View::of_dirs(now_layers);
-        let (changes, _) = changes_below(
-            store,
-            &now_view,
-            &old_view,
-            keep,
-            false,
-            (&format!("{from}"), name.as_str()),
-        )?;
-        write_changes(
-            store,
-            &new_upper,
-            true,
-            &Tree::open(&old_view)?,
-            &now_view,
-            &staging,
-            &changes,
-        )?;
-        changes
-    };
-    staging.sync()?;
-    store.cancel().check()?;
+        let mut config = container.config.clone();
+        config.set_rootfs(&new_rootfs);
 
-    let new_rootfs = Rootfs::Overlay {
-        prefix: prefix.clone(),
-        lowers: lowers.iter().map(|d| d.path().to_path_buf()).collect(),
-        upper: old_upper.with_file_name(next),
+        // 1. Registered with the new bases; lxc_rdepends names old and new.
+        let me = DependencyEntry {
+            lxcpath: store.lxcpath()?.path().to_path_buf(),
+            name: name.to_string(),
+        };
+        let old_bases = read_dependency_file(container.dir(), "lxc_rdepends")?;
+        let places = store.places()?;
+        for base in &new_bases {
+            update_dependents(&places, base, &me, true)?;
+        }
+        let mut both = old_bases.clone();
+        both.extend(new_bases.iter().filter(|b| !old_bases.contains(b)).cloned());
+        write_rdepends(container.dir(), &both)?;
+        // 2. The new upper under its final name.
+        staging.dir().rename_new("tree", &tree.parent, next)?;
+        tree.parent.sync()?;
+        // 3. The switch.
+        container
+            .dir()
+            .write_file("config", config.render().as_bytes(), 0o640)?;
+        // 4. What stood on the old state goes.
+        for base in old_bases.iter().filter(|b| !new_bases.contains(b)) {
+            update_dependents(&places, base, &me, false)?;
+        }
+        if new_bases.is_empty() {
+            container.dir().remove_file("lxc_rdepends")?;
+        } else {
+            write_rdepends(container.dir(), &new_bases)?;
+        }
+        tree.parent
+            .rename_new(OsStr::new(&leaf), staging.dir(), "old")?;
+        staging.discard()?;
+        Ok((backup, kept))
+    })();
+    let (backup, kept) = match switched {
+        Ok(done) => done,
+        Err(e) => {
+            if stopped_at.is_some() {
+                let _ = lxc_tool("lxc-start", &container, &["-d"]);
+            }
+            return Err(e);
+        }
     };
-    if let Rootfs::Overlay { lowers, upper, .. } = &new_rootfs {
-        super::clone::check_stack(lowers, upper)?;
-    }
-    let mut config = container.config.clone();
-    config.set_rootfs(&new_rootfs);
-
-    // 1. Registered with the new bases; lxc_rdepends names old and new.
-    let me = DependencyEntry {
-        lxcpath: store.lxcpath()?.path().to_path_buf(),
-        name: name.to_string(),
-    };
-    let old_bases = read_dependency_file(container.dir(), "lxc_rdepends")?;
-    let places = store.places()?;
-    for base in &new_bases {
-        update_dependents(&places, base, &me, true)?;
-    }
-    let mut both = old_bases.clone();
-    both.extend(new_bases.iter().filter(|b| !old_bases.contains(b)).cloned());
-    write_rdepends(container.dir(), &both)?;
-    // 2. The new upper under its final name.
-    staging.dir().rename_new("tree", &tree.parent, next)?;
-    tree.parent.sync()?;
-    // 3. The switch.
-    container
-        .dir()
-        .write_file("config", config.render().as_bytes(), 0o640)?;
-    // 4. What stood on the old state goes.
-    for base in old_bases.iter().filter(|b| !new_bases.contains(b)) {
-        update_dependents(&places, base, &me, false)?;
-    }
-    if new_bases.is_empty() {
-        container.dir().remove_file("lxc_rdepends")?;
-    } else {
-        write_rdepends(container.dir(), &new_bases)?;
-    }
-    tree.parent
-        .rename_new(OsStr::new(&leaf), staging.dir(), "old")?;
-    staging.discard()?;
 
     let down_for = match stopped_at {
         Some(at) => {
