@@ -13,7 +13,6 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -288,11 +287,7 @@ impl Container {
 /// tools are not installed), the container's command socket decides: every
 /// running container's monitor listens on `@<lxcpath>/<name>/command`.
 pub fn state_of(lxcpath: &Path, name: &str) -> Result<State> {
-    let out = Command::new("lxc-info")
-        .arg("-P")
-        .arg(lxcpath)
-        .arg("-n")
-        .arg(name)
+    let out = super::tools::command("lxc-info", lxcpath, name)
         .args(["-s", "-H"])
         .output();
     let reported = out

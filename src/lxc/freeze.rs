@@ -11,9 +11,9 @@
 //! SIGKILL).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::tools;
 use super::watchdog::Watchdog;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -44,11 +44,7 @@ impl Frozen {
             watchdog: Some(watchdog),
             since: Instant::now(),
         };
-        let out = Command::new("lxc-freeze")
-            .arg("-P")
-            .arg(lxcpath)
-            .arg("-n")
-            .arg(name)
+        let out = tools::command("lxc-freeze", lxcpath, name)
             .output()
             .map_err(|e| Error::io("running", Path::new("lxc-freeze"), e))?;
         if !out.status.success() {
@@ -75,11 +71,7 @@ impl Frozen {
     }
 
     fn unfreeze(&self) -> Result<()> {
-        let out = Command::new("lxc-unfreeze")
-            .arg("-P")
-            .arg(&self.lxcpath)
-            .arg("-n")
-            .arg(&self.name)
+        let out = tools::command("lxc-unfreeze", &self.lxcpath, &self.name)
             .output()
             .map_err(|e| Error::io("running", Path::new("lxc-unfreeze"), e))?;
         if out.status.success() {

@@ -8,6 +8,7 @@ pub mod container;
 pub mod files;
 pub mod freeze;
 pub mod hostname;
+pub mod tools;
 pub mod watchdog;
 
 pub use config::{LxcConfig, Rootfs};

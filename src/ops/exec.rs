@@ -31,6 +31,7 @@ use crate::copy::view::{EntryType, Tree, View};
 use crate::dir::Below;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::container::Lxcpath;
+use crate::lxc::tools;
 use crate::lxc::watchdog::Watchdog;
 use crate::names::{ContainerName, SnapshotName};
 use crate::notice::{Leftover, Notice};
@@ -203,16 +204,11 @@ struct Throwaway {
 
 impl Throwaway {
     fn lxc(&self, tool: &str) -> Command {
-        let mut cmd = Command::new(tool);
-        cmd.arg("-P")
-            .arg(self.lxcpath.path())
-            .arg("-n")
-            .arg(self.name.as_str());
-        cmd
+        tools::command(tool, self.lxcpath.path(), self.name.as_str())
     }
 
     fn stop(&self) {
-        let _ = self.lxc("lxc-stop").arg("-k").output();
+        stop_copy(&self.lxcpath, &self.name);
     }
 
     /// Stops and destroys the copy (which takes it out of the snapshot's
@@ -237,35 +233,32 @@ fn destroy_copy(lxcpath: &Lxcpath, name: &ContainerName) -> Result<()> {
     if !lxcpath.has(name)? {
         return Ok(());
     }
-    let lxc = |tool: &str| {
-        let mut cmd = Command::new(tool);
-        cmd.arg("-P")
-            .arg(lxcpath.path())
-            .arg("-n")
-            .arg(name.as_str());
-        cmd
-    };
-    let _ = lxc("lxc-stop").arg("-k").output();
-    let out = lxc("lxc-destroy")
+    stop_copy(lxcpath, name);
+    let out = tools::command("lxc-destroy", lxcpath.path(), name.as_str())
         .arg("-f")
         .output()
         .map_err(|e| Error::io("running", Path::new("lxc-destroy"), e))?;
     if out.status.success() && !lxcpath.has(name)? {
         return Ok(());
     }
-    {
-        Err(Error::new(
-            ErrorKind::Other,
-            format!(
-                "destroying the throwaway copy {name}: lxc-destroy failed: {}",
-                escape(String::from_utf8_lossy(&out.stderr).trim())
-            ),
-        )
-        .with_hint(format!(
-            "remove it by hand: lxc-destroy -P {} -n {name} -f",
-            lxcpath.path().display()
-        )))
-    }
+    Err(Error::new(
+        ErrorKind::Other,
+        format!(
+            "destroying the throwaway copy {name}: lxc-destroy failed: {}",
+            escape(String::from_utf8_lossy(&out.stderr).trim())
+        ),
+    )
+    .with_hint(format!(
+        "remove it by hand: lxc-destroy -P {} -n {name} -f",
+        lxcpath.path().display()
+    )))
+}
+
+/// Kills the copy `name` (a throwaway: nothing to shut down cleanly).
+fn stop_copy(lxcpath: &Lxcpath, name: &ContainerName) {
+    let _ = tools::command("lxc-stop", lxcpath.path(), name.as_str())
+        .arg("-k")
+        .output();
 }
 
 /// Destroys the copies of runs that are gone without their watchdog

@@ -20,7 +20,7 @@
 //!    only, and the old upper is removed.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::copying::copy_snapshot_tree;
@@ -36,6 +36,7 @@ use crate::lxc::container::{
     read_dependency_file, update_dependents, write_rdepends, DependencyEntry,
 };
 use crate::lxc::hostname::set_hostname;
+use crate::lxc::tools;
 use crate::lxc::{Container, Rootfs, State};
 use crate::names::{ContainerName, SnapshotName};
 use crate::notice::Leftover;
@@ -116,6 +117,7 @@ fn rebuild_one(
         .with_hint(format!("to go back to it: lxc-snap rollback {from}")));
     }
     let container = Container::open(store.lxcpath()?, name)?;
+    let lp: &Path = &container.lxcpath;
     // The container and the snapshot's, in name order (as restore).
     let mut names = [name.clone(), from.container().clone()];
     names.sort();
@@ -173,7 +175,7 @@ fn rebuild_one(
         State::Stopped => None,
         _ if opts.restart => {
             let at = Instant::now();
-            lxc_tool("lxc-stop", &container, &["-t", "30"])?;
+            tools::run("lxc-stop", lp, name.as_str(), &["-t", "30"])?;
             Some(at)
         }
         _ => {
@@ -260,14 +262,14 @@ fn rebuild_one(
         staging.sync()?;
         store.cancel().check()?;
 
+        let lower_paths: Vec<PathBuf> = lowers.iter().map(|d| d.path().to_path_buf()).collect();
+        let upper = old_upper.with_file_name(next);
+        super::clone::check_stack(&lower_paths, &upper)?;
         let new_rootfs = Rootfs::Overlay {
             prefix: prefix.clone(),
-            lowers: lowers.iter().map(|d| d.path().to_path_buf()).collect(),
-            upper: old_upper.with_file_name(next),
+            lowers: lower_paths,
+            upper,
         };
-        if let Rootfs::Overlay { lowers, upper, .. } = &new_rootfs {
-            super::clone::check_stack(lowers, upper)?;
-        }
         let mut config = container.config.clone();
         config.set_rootfs(&new_rootfs);
 
@@ -309,7 +311,7 @@ fn rebuild_one(
         Ok(done) => done,
         Err(e) => {
             if stopped_at.is_some() {
-                let _ = lxc_tool("lxc-start", &container, &["-d"]);
+                let _ = tools::run("lxc-start", lp, name.as_str(), &["-d"]);
             }
             return Err(e);
         }
@@ -317,8 +319,13 @@ fn rebuild_one(
 
     let down_for = match stopped_at {
         Some(at) => {
-            lxc_tool("lxc-start", &container, &["-d"])?;
-            lxc_tool("lxc-wait", &container, &["-s", "RUNNING", "-t", "30"])?;
+            tools::run("lxc-start", lp, name.as_str(), &["-d"])?;
+            tools::run(
+                "lxc-wait",
+                lp,
+                name.as_str(),
+                &["-s", "RUNNING", "-t", "30"],
+            )?;
             Some(at.elapsed())
         }
         None => None,
@@ -330,27 +337,4 @@ fn rebuild_one(
         kept,
         down_for,
     })
-}
-
-/// Runs an LXC tool on the container.
-fn lxc_tool(tool: &str, container: &Container, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new(tool)
-        .arg("-P")
-        .arg(&container.lxcpath)
-        .arg("-n")
-        .arg(container.name.as_str())
-        .args(args)
-        .output()
-        .map_err(|e| Error::io("running", &PathBuf::from(tool), e))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::Other,
-        format!(
-            "{tool} {} failed: {}",
-            container.name,
-            crate::printable::escape(String::from_utf8_lossy(&out.stderr).trim())
-        ),
-    ))
 }
