@@ -1306,16 +1306,19 @@ fn planning_and_flattening_layers_honour_a_set_cancel_flag() {
     many_files(&anchor, 2, 5);
     let cancel = Cancel::new();
     cancel.cancel();
-    let err = plan_layer(
-        &upper,
-        &anchor,
-        &[],
-        Compare::QuickCheck,
-        None,
-        Some(&cancel),
-    )
-    .expect_err("cancelled");
-    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    for indexed in [false, true] {
+        let err = plan_layer(
+            &upper,
+            &anchor,
+            &[],
+            Compare::QuickCheck,
+            None,
+            indexed,
+            Some(&cancel),
+        )
+        .expect_err("cancelled");
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    }
     let opts = CopyOptions {
         cancel: Some(&cancel),
         ..CopyOptions::default()

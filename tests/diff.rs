@@ -288,9 +288,16 @@ fn snapshots_and_live_state_of_a_real_overlay_container() {
     assert_lines(&got, &[]);
     assert_eq!(summary, Summary::default());
     // Stored as a layer over snapshot 0 instead, it says the same.
-    let Plan::Layer(plan) =
-        plan_layer(&delta, &snap(0), &lowers, Compare::QuickCheck, None, None).expect("plan")
-    else {
+    let Plan::Layer(plan) = plan_layer(
+        &delta,
+        &snap(0),
+        &lowers,
+        Compare::QuickCheck,
+        None,
+        false,
+        None,
+    )
+    .expect("plan") else {
         panic!("changes made through the overlay fit a layer");
     };
     let layer = t("snaps/c1_2/private/delta");

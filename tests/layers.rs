@@ -32,18 +32,46 @@ fn layer_plan_with(
     base: &Path,
     names: Option<&HashMap<u64, u64>>,
 ) -> LayerPlan {
-    match plan_layer(
-        upper,
-        anchor,
-        &[base.to_path_buf()],
-        Compare::QuickCheck,
-        names,
-        None,
-    )
-    .expect("plan")
-    {
-        Plan::Layer(plan) => plan,
-        Plan::Full(why) => panic!("a change made through the overlay needs a whole copy: {why}"),
+    // Planned twice, with the anchor read ahead into an index and read as
+    // it goes: the two must agree, and the one used alternates (so the
+    // flattening checks test both).
+    let [live, indexed] = [false, true].map(|indexed| {
+        match plan_layer(
+            upper,
+            anchor,
+            &[base.to_path_buf()],
+            Compare::QuickCheck,
+            names,
+            indexed,
+            None,
+        )
+        .expect("plan")
+        {
+            Plan::Layer(plan) => plan,
+            Plan::Full(why) => {
+                panic!("a change made through the overlay needs a whole copy: {why}")
+            }
+        }
+    });
+    let summary = |p: &LayerPlan| {
+        (
+            p.selected(),
+            p.removed.clone(),
+            p.tree_entries,
+            p.tree_bytes,
+            p.tree_allocated,
+        )
+    };
+    assert_eq!(
+        summary(&live),
+        summary(&indexed),
+        "the plan with the anchor's index differs from the plan without"
+    );
+    static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+        live
+    } else {
+        indexed
     }
 }
 
@@ -211,6 +239,61 @@ fn an_unchanged_tree_makes_an_empty_layer() {
 }
 
 #[test]
+fn extended_attributes_added_changed_or_removed_are_changes() {
+    if !common::system_tests_enabled(
+        "extended_attributes_added_changed_or_removed_are_changes",
+        false,
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = |p: &str| tmp.path().join(p);
+    let base = t("base");
+    fs::create_dir_all(&base).expect("mkdir");
+    for name in [
+        "d/added",
+        "d/changed",
+        "d/removed",
+        "d/kept",
+        "d/plain",
+        "e/f",
+    ] {
+        let path = t("upper").join(name);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, name).expect("write");
+    }
+    for name in ["changed", "removed", "kept"] {
+        xattr::set(t("upper/d").join(name), "user.k", b"one").expect("setxattr");
+    }
+    xattr::set(t("upper/e"), "user.dir", b"one").expect("setxattr");
+    copy_tree(&t("upper"), &t("anchor")).expect("anchor");
+    // Attributes move the ctime only: size and mtime stay.
+    xattr::set(t("upper/d/added"), "user.k", b"new").expect("setxattr");
+    xattr::set(t("upper/d/changed"), "user.k", b"two").expect("setxattr");
+    xattr::remove(t("upper/d/removed"), "user.k").expect("removexattr");
+    xattr::remove(t("upper/e"), "user.dir").expect("removexattr");
+    // `layer_plan` plans with and without the anchor's index, and checks
+    // that both agree.
+    let plan = layer_plan(&t("upper"), &t("anchor"), &base);
+    let selected: Vec<_> = plan
+        .selected()
+        .into_iter()
+        .map(|(p, what)| format!("{} {what:?}", p.display()))
+        .collect();
+    assert_eq!(
+        selected,
+        [
+            "d Descend",
+            "d/added All",
+            "d/changed All",
+            "d/removed All",
+            "e Descend"
+        ],
+        "the files whose attributes changed, their directory, and the directory whose own did"
+    );
+}
+
+#[test]
 fn what_a_layer_cannot_say_asks_for_a_whole_copy() {
     if !common::system_tests_enabled("what_a_layer_cannot_say_asks_for_a_whole_copy", false) {
         return;
@@ -233,18 +316,21 @@ fn what_a_layer_cannot_say_asks_for_a_whole_copy() {
     // ...but taking the copy of a base file out of the upper by hand shows
     // the base's again, which a whiteout cannot say.
     fs::remove_file(t("upper/d0/f0")).expect("rm");
-    match plan_layer(
-        &t("upper"),
-        &t("anchor"),
-        std::slice::from_ref(&base),
-        Compare::QuickCheck,
-        None,
-        None,
-    )
-    .expect("plan")
-    {
-        Plan::Full(why) => assert!(why.contains("d0/f0"), "{why}"),
-        Plan::Layer(_) => panic!("a layer cannot show the base's file again"),
+    for indexed in [false, true] {
+        match plan_layer(
+            &t("upper"),
+            &t("anchor"),
+            std::slice::from_ref(&base),
+            Compare::QuickCheck,
+            None,
+            indexed,
+            None,
+        )
+        .expect("plan")
+        {
+            Plan::Full(why) => assert!(why.contains("d0/f0"), "{why}"),
+            Plan::Layer(_) => panic!("a layer cannot show the base's file again"),
+        }
     }
 }
 
@@ -274,7 +360,7 @@ fn checksum_finds_a_change_that_kept_size_and_mtime() {
     .expect("putting the mtime back");
     for (compare, in_layer) in [(Compare::QuickCheck, false), (Compare::Checksum, true)] {
         let Plan::Layer(plan) =
-            plan_layer(&t("upper"), &t("anchor"), &[], compare, None, None).expect("plan")
+            plan_layer(&t("upper"), &t("anchor"), &[], compare, None, false, None).expect("plan")
         else {
             panic!("a layer will do");
         };
@@ -304,6 +390,7 @@ fn a_new_name_for_an_unchanged_file_keeps_the_names_one_inode() {
         &[],
         Compare::QuickCheck,
         None,
+        true,
         None,
     )
     .expect("plan") else {

@@ -53,6 +53,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
+use super::index::{ADir, AnchorIndex};
 use super::{
     allocated, copy_dir, file_type, held, is_opaque_attr, is_whiteout, list_dir, lock,
     open_verified, read_link, read_xattrs, same_contents, same_xattrs, stat_entry,
@@ -98,25 +99,33 @@ pub struct LayerPlan {
 }
 
 /// [`plan_at`] for trees named by the caller, trusted up to their last
-/// component.
+/// component; with `indexed`, the anchor is read into an [`AnchorIndex`]
+/// first, as for a running container's snapshot.
 pub fn plan(
     upper: &Path,
     anchor: &Path,
     lowers: &[PathBuf],
     compare: Compare,
     anchor_names: Option<&HashMap<u64, u64>>,
+    indexed: bool,
     cancel: Option<&Cancel>,
 ) -> Result<Plan> {
     let lowers = lowers
         .iter()
         .map(|l| Dir::open_given(l, "comparing"))
         .collect::<Result<Vec<_>>>()?;
+    let anchor = Dir::open_given(anchor, "comparing")?;
+    let index = match indexed {
+        true => AnchorIndex::build(&anchor, cancel)?,
+        false => None,
+    };
     plan_at(
         &Dir::open_given(upper, "comparing")?,
-        &Dir::open_given(anchor, "comparing")?,
+        &anchor,
         &lowers,
         compare,
         anchor_names,
+        index.as_ref(),
         cancel,
     )
 }
@@ -129,18 +138,27 @@ pub fn plan(
 /// those names there: as `anchor_names` says (the anchor's inodes with
 /// several names and their counts, as its copy recorded them), or without
 /// it, as its link count says.
+///
+/// With `index` (of `anchor`, see [`AnchorIndex`]), the anchor's entries
+/// are looked up there instead of read; it is not used to compare by
+/// contents.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_at(
     upper: &Dir,
     anchor: &Dir,
     lowers: &[Dir],
     compare: Compare,
     anchor_names: Option<&HashMap<u64, u64>>,
+    index: Option<&AnchorIndex>,
     cancel: Option<&Cancel>,
 ) -> Result<Plan> {
     let noatime = AtomicBool::new(true);
     // The layer's root always gets the upper's metadata.
     let (u_root, u_st, _) = held(upper)?;
-    let (a_root, _, _) = held(anchor)?;
+    let a_root = match index.filter(|_| compare == Compare::QuickCheck) {
+        Some(index) => ADir::Indexed(index, 0),
+        None => ADir::Open(held(anchor)?.0),
+    };
     let u_x = read_xattrs(Node::Fd(&u_root), upper.path())?;
     if opaque(&u_x) {
         return Ok(Plan::Full(format!(
@@ -250,6 +268,13 @@ pub fn plan_at(
         tree_bytes: found.bytes,
         tree_allocated: found.allocated,
     }))
+}
+
+impl LayerPlan {
+    /// What the layer takes of `U` ([`Selection::listed`]).
+    pub fn selected(&self) -> Vec<(PathBuf, Select)> {
+        self.select.listed()
+    }
 }
 
 /// [`make_layer_at`] for trees named by the caller.
@@ -579,16 +604,16 @@ fn names_of(dir: &File, path: &Path) -> Result<Vec<OsString>> {
 }
 
 /// The directories at one place in `U` and `A`.
-struct Pair {
+struct Pair<'a> {
     u: File,
-    a: File,
+    a: ADir<'a>,
 }
 
 /// A directory to compare: `rel` below both roots, found in the
 /// directories `pair` (its parents') or, for the roots, `roots` itself.
-struct Job {
-    pair: Option<Arc<Pair>>,
-    roots: Option<Arc<Pair>>,
+struct Job<'a> {
+    pair: Option<Arc<Pair<'a>>>,
+    roots: Option<Arc<Pair<'a>>>,
     rel: RelPath,
     /// `U`'s directory there is opaque (and so is `A`'s).
     opaque: bool,
@@ -619,7 +644,7 @@ struct Planner<'a> {
     /// Directories to compare, last found first (so the walk goes depth
     /// first and few parents stay open), and how many threads are
     /// comparing one.
-    jobs: Mutex<(Vec<Job>, usize)>,
+    jobs: Mutex<(Vec<Job<'a>>, usize)>,
     wake: Condvar,
     stop: AtomicBool,
     /// Checked before each directory: once set, planning fails with
@@ -649,7 +674,7 @@ enum Verdict {
     Full(String),
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     fn work(&self) {
         let mut found = Found::default();
         loop {
@@ -711,7 +736,7 @@ impl Planner<'_> {
     }
 
     /// Opens a job's directories in both trees, by name from its parents'.
-    fn open(&self, job: &Job) -> Result<Arc<Pair>> {
+    fn open(&self, job: &Job<'a>) -> Result<Arc<Pair<'a>>> {
         if let Some(roots) = &job.roots {
             return Ok(Arc::clone(roots));
         }
@@ -725,23 +750,26 @@ impl Planner<'_> {
         let (u, _) = open_verified(Some(&pair.u), name, &job.st, DIR, &self.noatime)
             .map_err(|e| e.into_error(&u_path()))?;
         let a_path = job.rel.under(self.anchor);
-        let (a_st, _) =
-            stat_entry(&pair.a, name).map_err(|e| Error::sys("inspecting", &a_path, e))?;
-        let (a, _) = open_verified(Some(&pair.a), name, &a_st, DIR, &self.noatime)
-            .map_err(|e| e.into_error(&a_path))?;
+        let a_st = pair
+            .a
+            .stat(name)
+            .map_err(|e| Error::sys("inspecting", &a_path, e))?;
+        let a = pair.a.open(name, &a_st, &self.noatime, &a_path)?;
         Ok(Arc::new(Pair { u, a }))
     }
 
     /// Compares one directory's entries; returns why a layer cannot do, if so.
-    fn visit(&self, job: Job, found: &mut Found, more: &mut Vec<Job>) -> Result<Option<String>> {
+    fn visit(
+        &self,
+        job: Job<'a>,
+        found: &mut Found,
+        more: &mut Vec<Job<'a>>,
+    ) -> Result<Option<String>> {
         let pair = self.open(&job)?;
         // This directory's paths, once: each entry's is one join away.
         let u_path = job.rel.under(self.upper);
         let a_dir_path = job.rel.under(self.anchor);
-        let mut a_names: HashSet<OsString> = super::list_dir(&pair.a, &a_dir_path)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let mut a_names: HashSet<OsString> = pair.a.names(&a_dir_path)?.into_iter().collect();
         let mut removed_any = false;
         for (name, _) in super::list_dir(&pair.u, &u_path)? {
             if self.stop.load(Relaxed) {
@@ -768,8 +796,10 @@ impl Planner<'_> {
         for name in a_names {
             let rel = job.rel.child(&name);
             let a_path = rel.under(self.anchor);
-            let (a_st, _) =
-                stat_entry(&pair.a, &name).map_err(|e| Error::sys("inspecting", &a_path, e))?;
+            let a_st = pair
+                .a
+                .stat(&name)
+                .map_err(|e| Error::sys("inspecting", &a_path, e))?;
             if is_whiteout(&a_st) {
                 return Ok(Some(format!(
                     "the whiteout {} was removed from the tree",
@@ -804,7 +834,7 @@ impl Planner<'_> {
     fn compare_entry(
         &self,
         u_dir: &File,
-        a_dir: &File,
+        a_dir: &ADir,
         name: &OsStr,
         rel: &RelPath,
         (u_path, a_path): &(PathBuf, PathBuf),
@@ -824,8 +854,8 @@ impl Planner<'_> {
         let multi = multi_name(&u_st);
         if multi {
             // Decided once every name is seen (see `plan`).
-            let anchor = match (in_anchor, stat_entry(a_dir, name)) {
-                (true, Ok((a_st, _)))
+            let anchor = match (in_anchor, a_dir.stat(name)) {
+                (true, Ok(a_st))
                     if self.same_non_dir(u_dir, a_dir, name, &u_st, &a_st, u_path, a_path)? =>
                 {
                     Some((a_st.st_ino, a_st.st_nlink))
@@ -848,7 +878,7 @@ impl Planner<'_> {
         } else if !in_anchor {
             return Ok(Verdict::Whole);
         }
-        let Ok((a_st, _)) = stat_entry(a_dir, name) else {
+        let Ok(a_st) = a_dir.stat(name) else {
             if u_kind == SFlag::S_IFDIR {
                 self.count_below(u_dir, name, rel, found)?;
             }
@@ -876,7 +906,7 @@ impl Planner<'_> {
             }
             return Ok(Verdict::Whole);
         }
-        let a_x = read_xattrs(Node::At(a_dir, name), a_path)?;
+        let a_x = a_dir.xattrs(name, a_path)?;
         let a_opaque = opaque(&a_x);
         if u_opaque && !a_opaque {
             self.count_below(u_dir, name, rel, found)?;
@@ -967,7 +997,7 @@ impl Planner<'_> {
     fn same_non_dir(
         &self,
         u_dir: &File,
-        a_dir: &File,
+        a_dir: &ADir,
         name: &OsStr,
         u: &FileStat,
         a: &FileStat,
@@ -986,14 +1016,14 @@ impl Planner<'_> {
         if kind == SFlag::S_IFLNK && self.compare == Compare::Checksum {
             // The anchor is a snapshot: its atimes stay as captured.
             let u_target = read_link(u_dir, name, u, false, u_path)?;
-            if u_target != read_link(a_dir, name, a, true, a_path)? {
+            if u_target != read_link(a_dir.file(a_path)?, name, a, true, a_path)? {
                 return Ok(false);
             }
         }
-        let no_xattrs = |dir: &File| xattr_list_len_at(dir, name) == Some(0);
-        if !(no_xattrs(u_dir) && no_xattrs(a_dir)) {
+        let no_xattrs = xattr_list_len_at(u_dir, name) == Some(0);
+        if !(no_xattrs && a_dir.no_xattrs(name) == Some(true)) {
             let u_x = read_xattrs(Node::At(u_dir, name), u_path)?;
-            let a_x = read_xattrs(Node::At(a_dir, name), a_path)?;
+            let a_x = a_dir.xattrs(name, a_path)?;
             if !same_xattrs(u_x, a_x) {
                 return Ok(false);
             }
@@ -1004,7 +1034,7 @@ impl Planner<'_> {
                     .map_err(|e| e.into_error(path))
             };
             let (u_file, _) = open(u_dir, u, u_path)?;
-            let (a_file, _) = open(a_dir, a, a_path)?;
+            let (a_file, _) = open(a_dir.file(a_path)?, a, a_path)?;
             // A read error counts as a change: the entry is copied.
             return Ok(same_contents(&u_file, &a_file, u.st_size as u64).unwrap_or(false));
         }

@@ -147,6 +147,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{cancelled, Cancel, Counts, Progress};
 
 mod data;
+mod index;
 mod layer;
 mod meta;
 mod out;
@@ -157,6 +158,7 @@ mod walk;
 
 pub use data::same_contents;
 use data::*;
+pub use index::AnchorIndex;
 pub use layer::{
     flatten, flatten_at, hidden_by_all, make_layer, make_layer_at, plan as plan_layer,
     plan_at as plan_layer_at, LayerPlan, Plan,

@@ -93,6 +93,22 @@ impl Selection {
             .map(|(name, &child)| (name.as_os_str(), child))
     }
 
+    /// Every listed entry below the root with what is done with it, in
+    /// path order: what two selections are compared by.
+    pub fn listed(&self) -> Vec<(std::path::PathBuf, Select)> {
+        let mut out = Vec::new();
+        let mut todo = vec![(std::path::PathBuf::new(), 0)];
+        while let Some((path, node)) = todo.pop() {
+            for (name, child) in self.children(node) {
+                let path = path.join(name);
+                out.push((path.clone(), self.nodes[child].what));
+                todo.push((path, child));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Whether the directory at `names` is descended into.
     pub fn descends(&self, names: &[&OsStr]) -> bool {
         let mut node = 0;

@@ -11,14 +11,14 @@ use chrono::{DateTime, FixedOffset};
 
 use super::copying::{copy_tree, copying};
 use super::require_root;
-use crate::copy::{Compare, CopyStats, LayerPlan, Plan};
+use crate::copy::{AnchorIndex, Compare, CopyStats, LayerPlan, Plan};
 use crate::dir::Dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lxc::config::{random_mac, Retarget};
 use crate::lxc::container::bases_of_lowers;
 use crate::lxc::container::Tree;
 use crate::lxc::files::copy_config_files;
-use crate::lxc::{Container, LxcConfig, Rootfs};
+use crate::lxc::{Container, LxcConfig, Rootfs, State};
 use crate::names::{host_name_for, ContainerName, SnapshotName};
 use crate::notice::Notice;
 use crate::progress::Counts;
@@ -175,6 +175,13 @@ pub(super) fn take_as(
     src.before = replacing.map(|r| r.name.number());
     store.remove_leftovers(lock)?;
     store.remove_unneeded_held(lock, false)?;
+    // What a running container's snapshot compares with is read before
+    // it is frozen, which halves the work done while it waits.
+    let ahead = if taking.freeze && source.state()? == State::Running {
+        ReadAhead::of(store, &src, increment)?
+    } else {
+        None
+    };
     // Frozen from here until the tree is copied, and thawed before
     // anything else happens, the removal of what a failure left included.
     let frozen = if taking.freeze {
@@ -196,7 +203,7 @@ pub(super) fn take_as(
         });
         let private = new.dir().mkdir("private", 0o700)?;
         private.mkdir("scratch", 0o700)?;
-        let how = Storage::choose(store, &src, increment)?;
+        let how = Storage::choose(store, &src, increment, ahead.as_ref())?;
         let stats = how.copy(store, &src, &private)?;
         Ok((how, stats))
     })();
@@ -470,6 +477,37 @@ impl<'c> Source<'c> {
     }
 }
 
+/// The anchor a layer would be compared with, read ahead
+/// ([`AnchorIndex`]).
+struct ReadAhead {
+    anchor: SnapshotName,
+    index: AnchorIndex,
+}
+
+impl ReadAhead {
+    /// Reads the anchor [`Storage::choose`] will choose, if it would
+    /// compare by status with one; `None` when not, or too large.
+    fn of(store: &Store, src: &Source, increment: Increment) -> Result<Option<ReadAhead>> {
+        if !increment.layered() || increment.by_contents() {
+            return Ok(None);
+        }
+        let Some(previous) =
+            store.previous_before(&src.family, src.backing, &src.lowers, src.before)?
+        else {
+            return Ok(None);
+        };
+        // Why there is none is told when the snapshot is taken.
+        let Ok(anchor) = store.anchor_for(&previous) else {
+            return Ok(None);
+        };
+        let index = AnchorIndex::build(&store.tree_dir(&anchor)?, Some(store.cancel()))?;
+        Ok(index.map(|index| ReadAhead {
+            anchor: anchor.name.clone(),
+            index,
+        }))
+    }
+}
+
 /// How the new snapshot is stored: as a layer over an anchor (`plan`), or
 /// whole; sharing unchanged files with `reference` (and, when that is a
 /// layer copied whole, with its anchor `reference_below`).
@@ -488,7 +526,12 @@ impl Storage {
     /// snapshot of this container (on the same base) can share its inode,
     /// and a snapshot can be stored as its changes since an older one
     /// while they stay small ([`Store::anchor_for`]).
-    fn choose(store: &Store, src: &Source, increment: Increment) -> Result<Storage> {
+    fn choose(
+        store: &Store,
+        src: &Source,
+        increment: Increment,
+        ahead: Option<&ReadAhead>,
+    ) -> Result<Storage> {
         let name = &src.family;
         let previous = match increment {
             Increment::Full => None,
@@ -523,6 +566,7 @@ impl Storage {
                     .as_ref()
                     .map(|names| names.iter().copied().collect())
                     .as_ref(),
+                ahead.filter(|a| a.anchor == anchor.name).map(|a| &a.index),
                 Some(store.cancel()),
             )? {
                 Plan::Layer(plan) => Some(plan),
