@@ -151,8 +151,10 @@ mod index;
 mod layer;
 mod meta;
 mod out;
+pub mod pack;
 mod reference;
 mod select;
+pub mod tar;
 pub mod view;
 mod walk;
 
