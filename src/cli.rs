@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ContainerName, SnapshotName};
-pub use crate::ops::{ExecOptions, Increment, RebuildOptions, Selection, UndoOptions};
+pub use crate::ops::{
+    Compression, ExecOptions, ExportOptions, ImportOptions, Increment, RebuildOptions, Selection,
+    UndoOptions,
+};
 use crate::prune::{Count, Lifetime, Policy, Within};
 use crate::store::LockWait;
 
@@ -166,6 +169,16 @@ pub enum Command {
     Rebuild {
         opts: RebuildOptions,
     },
+    /// Write a snapshot as one stream, to FILE or standard output.
+    Export {
+        opts: ExportOptions,
+        output: Option<PathBuf>,
+    },
+    /// Recreate a snapshot from a stream (FILE, or `-`: standard input).
+    Import {
+        opts: ImportOptions,
+        input: PathBuf,
+    },
 }
 
 /// When a snapshot expires: a while from now, or at a time.
@@ -208,6 +221,14 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>> {
 }
 
 /// A shell lxc-snap has a completion script for.
+/// `export --compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Zstd,
+    Gzip,
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {
     Bash,
@@ -482,6 +503,34 @@ enum Sub {
         snap: String,
         /// Name of the new container
         newname: String,
+    },
+    /// Write snapshot SNAP as one stream (tar, zstd-compressed by default)
+    Export {
+        /// Where the stream goes (- or nothing: standard output, unless a terminal)
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// How the stream is compressed
+        #[arg(long, value_enum, default_value = "zstd")]
+        compression: CompressionArg,
+        /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6)
+        #[arg(long, value_name = "N")]
+        level: Option<i32>,
+        /// Snapshot to export, e.g. mysql_2
+        snap: String,
+    },
+    /// Recreate a snapshot from a stream made by export
+    Import {
+        /// Make it a snapshot of CONTAINER (default: the stream's container)
+        #[arg(long = "as", value_name = "CONTAINER")]
+        as_container: Option<String>,
+        /// Refuse a stream whose files add up to more than SIZE (e.g. 500G; default 256G)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Accept config keys that act on the host (hooks, host files, mounts of host paths)
+        #[arg(long)]
+        trust_config: bool,
+        /// The stream: a file, or - for standard input
+        file: PathBuf,
     },
     /// Make linked clones of SNAP: containers over its trees, nothing copied
     Clone {
@@ -940,6 +989,56 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             snapshot: SnapshotName::parse(&snap)?,
             new_name: ContainerName::parse(&newname)?,
         },
+        Sub::Export {
+            output,
+            compression,
+            level,
+            snap,
+        } => Command::Export {
+            opts: ExportOptions {
+                snapshot: SnapshotName::parse(&snap)?,
+                compression: match compression {
+                    CompressionArg::Zstd => Compression::Zstd,
+                    CompressionArg::Gzip => Compression::Gzip,
+                    CompressionArg::None => Compression::None,
+                },
+                level: match (compression, level) {
+                    (CompressionArg::Zstd, Some(l)) if !(1..=19).contains(&l) => {
+                        return Err(Error::new(
+                            ErrorKind::Usage,
+                            format!("--level {l}: zstd levels are 1 to 19"),
+                        ))
+                    }
+                    (CompressionArg::Gzip, Some(l)) if !(1..=9).contains(&l) => {
+                        return Err(Error::new(
+                            ErrorKind::Usage,
+                            format!("--level {l}: gzip levels are 1 to 9"),
+                        ))
+                    }
+                    (_, l) => l,
+                },
+            },
+            output: output.filter(|o| o.as_os_str() != "-"),
+        },
+        Sub::Import {
+            as_container,
+            max_size,
+            trust_config,
+            file,
+        } => Command::Import {
+            opts: ImportOptions {
+                container: as_container
+                    .as_deref()
+                    .map(ContainerName::parse)
+                    .transpose()?,
+                max_size: match max_size {
+                    Some(s) => parse_size(&s)?,
+                    None => crate::ops::stream::DEFAULT_MAX_SIZE,
+                },
+                trust_config,
+            },
+            input: file,
+        },
         Sub::Clone { snap, new } => Command::Clone {
             snapshot: SnapshotName::parse(&snap)?,
             new_names: new
@@ -1208,6 +1307,32 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             }),
         },
     })
+}
+
+/// `--max-size`: bytes, or a number with K, M, G or T (powers of 1024).
+fn parse_size(text: &str) -> Result<u64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Usage,
+            format!("--max-size {text}: give a size such as 500G or 2T"),
+        )
+    };
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
 /// `--timeout`: a duration of weeks, days, hours, minutes and seconds.

@@ -27,6 +27,7 @@ mod reset;
 mod restore;
 mod rollback;
 mod snap;
+mod stream;
 mod undo;
 
 use crate::cli::{Command, CommentSource};
@@ -74,6 +75,8 @@ pub fn run(command: Command, ctx: &Context) -> Result<i32> {
             snapshot,
             new_names,
         } => clone::run(ctx, &snapshot, &new_names),
+        Command::Export { opts, output } => stream::export(ctx, &opts, output.as_deref()),
+        Command::Import { opts, input } => stream::import(ctx, &opts, &input),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
         Command::Completions { shell } => completions::run(shell),
         Command::CompleteNames { words } => completions::names(ctx, &words),

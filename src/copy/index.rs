@@ -55,7 +55,7 @@ pub struct AnchorIndex {
 
 impl AnchorIndex {
     /// Reads `anchor` whole, depth first, one descriptor and listing a
-    /// level; `None` when it holds more than [`MAX_ENTRIES`] entries.
+    /// level; `None` when it holds more than `MAX_ENTRIES` (a million) entries.
     pub fn build(anchor: &Dir, cancel: Option<&Cancel>) -> Result<Option<AnchorIndex>> {
         let noatime = AtomicBool::new(true);
         let (root, _, _) = held(anchor)?;

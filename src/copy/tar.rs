@@ -224,6 +224,11 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// The output.
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Writes data of the current entry.
     pub fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
@@ -627,6 +632,17 @@ impl<R: Read> Reader<R> {
         }
         self.left -= got as u64;
         Ok(got)
+    }
+
+    /// Skips what is left of the current entry's data (as
+    /// [`Reader::next_header`] does first).
+    pub fn skip_entry(&mut self) -> Result<(), TarError> {
+        self.skip_rest()
+    }
+
+    /// The input.
+    pub fn input_ref(&self) -> &R {
+        &self.input
     }
 
     fn skip_rest(&mut self) -> Result<(), TarError> {

@@ -235,7 +235,8 @@ impl LxcConfig {
             .last()
     }
 
-    fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// Every `key = value` line, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
         self.lines.iter().filter_map(|l| match l {
             Line::Entry { key, value, .. } => Some((key.as_str(), value.as_str())),
             Line::Other(_) => None,

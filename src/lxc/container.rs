@@ -22,7 +22,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::ContainerName;
 
 /// Largest config or dependency file read; real ones are a few KiB.
-const MAX_CONFIG: u64 = 1 << 20;
+/// Largest config (or dependency file) read.
+pub const MAX_CONFIG: u64 = 1 << 20;
 
 /// An lxcpath, held open, with the path it was given as (configs spell
 /// paths in it that way).

@@ -29,6 +29,7 @@ pub mod rebuild;
 pub mod reset;
 pub mod restore;
 pub mod rollback;
+pub mod stream;
 pub mod take;
 pub mod undo;
 
@@ -51,6 +52,7 @@ pub use rebuild::{rebuild, RebuildOptions, Rebuilt};
 pub use reset::{reset, Reset};
 pub use restore::{restore, Restored};
 pub use rollback::{rollback, RolledBack};
+pub use stream::{export, import, Compression, ExportOptions, Exported, ImportOptions, Imported};
 pub use take::{take, Increment, TakeOptions};
 pub use undo::{undo, UndoOptions, Undone};
 

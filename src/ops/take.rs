@@ -655,7 +655,7 @@ impl Storage {
 /// hooks through `sh -c`, so every path is quoted; it appends the
 /// snapshot's name. Root runs it at each start, so this program must be
 /// root's alone, as any host hook must ([`ErrorKind::Unsafe`] if not).
-fn reset_hook(store: &Store) -> Result<String> {
+pub(super) fn reset_hook(store: &Store) -> Result<String> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("finding", std::path::Path::new("/proc/self/exe"), e))?;
     crate::lxc::files::check_outside_file("lxc.hook.pre-start", &exe)?;

@@ -74,6 +74,25 @@ pub struct Snapshot {
     pub meta: Metadata,
 }
 
+/// A private scratch directory of one run ([`Store::work_dir`]).
+pub struct WorkDir {
+    parent: Dir,
+    name: String,
+    dir: Dir,
+}
+
+impl WorkDir {
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = self.parent.remove_tree(&self.name);
+    }
+}
+
 impl Snapshot {
     /// The captured tree (for a layer, only the layer).
     pub fn tree(&self) -> PathBuf {
@@ -369,6 +388,40 @@ impl Store {
             Err(e) => return Err(e),
         }
         crate::lxc::container::Lxcpath::open(&state.path().join("exec"))
+    }
+
+    /// A new private directory under `<snapdir>/.lxc-snap/work` for
+    /// `what` (a word), removed when dropped. Those of runs that died are
+    /// removed first: they are named for their process.
+    pub fn work_dir(&self, what: &str) -> Result<WorkDir> {
+        let state = self.state_dir()?;
+        match state.mkdir("work", 0o700) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Exists => {}
+            Err(e) => return Err(e),
+        }
+        let parent = state.open_dir("work")?;
+        if let Ok(entries) = fs::read_dir(parent.path()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.split('.').nth(1))
+                    .and_then(|p| p.parse::<i32>().ok());
+                let dead = pid.is_some_and(|p| {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                        == Err(nix::errno::Errno::ESRCH)
+                });
+                if dead {
+                    parent.remove_tree(&name)?;
+                }
+            }
+        }
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{what}.{}.{n}", std::process::id());
+        let dir = parent.mkdir(&name, 0o700)?;
+        Ok(WorkDir { parent, name, dir })
     }
 
     /// The directory of a snapshot in the store.
