@@ -515,6 +515,9 @@ enum Sub {
         /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6)
         #[arg(long, value_name = "N")]
         level: Option<i32>,
+        /// Put the base (the lower layers, with their containers' configs) in the stream too
+        #[arg(long)]
+        with_base: bool,
         /// Snapshot to export, e.g. mysql_2
         snap: String,
     },
@@ -993,6 +996,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             output,
             compression,
             level,
+            with_base,
             snap,
         } => Command::Export {
             opts: ExportOptions {
@@ -1017,6 +1021,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                     }
                     (_, l) => l,
                 },
+                with_base,
             },
             output: output.filter(|o| o.as_os_str() != "-"),
         },

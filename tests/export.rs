@@ -335,3 +335,70 @@ fn a_config_that_acts_on_the_host_needs_trust() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Stops what runs in an lxcpath of a test's own when the test ends.
+struct StopAll(PathBuf);
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        common::lxc::stop_all_running(&self.0);
+    }
+}
+
+#[test]
+fn with_its_base_a_stream_makes_a_container_on_a_host_without_one() {
+    let Some(lab) = lab("with_its_base_a_stream_makes_a_container_on_a_host_without_one") else {
+        return;
+    };
+    // The other host: an lxcpath and a snapdir of its own, no base.
+    let lxc2 = lab.env.path().join("lxc2");
+    let s2 = lab.env.path().join("snaps2");
+    fs::create_dir(&lxc2).expect("lxcpath 2");
+    fs::create_dir(&s2).expect("snapdir 2");
+    let _stop = StopAll(lxc2.clone());
+    let there = |args: &[&str]| {
+        Command::new(common::bin())
+            .arg("-P")
+            .arg(&lxc2)
+            .arg("--snapdir")
+            .arg(&s2)
+            .args(args)
+            .output()
+            .expect("running lxc-snap")
+    };
+    let file = lab.env.path().join("c1_1.tar.zst");
+    let path = file.to_str().expect("utf-8");
+    // Without the base, the other host says what is missing.
+    lab.env.ok(&["export", "-o", path, "c1_1"]);
+    let out = there(&["import", path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("base/rootfs, which is not here") && err.contains("--with-base"), "{err}");
+    assert_eq!(entries(&s2), Vec::<String>::new());
+
+    lab.env.ok(&["export", "--with-base", "-o", path, "c1_1"]);
+    ok(there(&["import", path]), "import with the base");
+    assert_eq!(
+        tree_manifest(&lxc2.join("base/rootfs")),
+        tree_manifest(&lab.lxcpath().join("base/rootfs")),
+        "the base came over entry for entry"
+    );
+    let config = fs::read_to_string(lxc2.join("base/config")).expect("base config");
+    assert!(
+        config.contains(&format!("lxc.rootfs.path = dir:{}", lxc2.join("base/rootfs").display())),
+        "{config}"
+    );
+    // The second import uses the base it made.
+    lab.env.ok(&["export", "--with-base", "-o", path, "c1_0"]);
+    ok(there(&["import", path]), "import over the base that came first");
+    assert_eq!(entries(&s2), ["c1_0", "c1_1"]);
+
+    ok(there(&["-r", "c1_0", "moved"]), "restore");
+    lab.start(&lxc2, "moved");
+    let rows = lab.attach(&lxc2, "moved", "cat /srv/db/rows");
+    assert_eq!(rows, "one\ntwo\n");
+    lab.stop(&lxc2, "moved");
+    lab.start(&lxc2, "base");
+    assert_eq!(lab.attach(&lxc2, "base", "test -e /bin/vi && echo vi"), "vi\n");
+    lab.stop(&lxc2, "base");
+}

@@ -498,6 +498,11 @@ impl Unpacker {
         Ok(())
     }
 
+    /// Bytes of files created so far, sparse ones at their full length.
+    pub fn bytes(&self) -> u64 {
+        self.stats.bytes
+    }
+
     fn top(&self) -> &Open {
         self.stack.last().expect("the root stays")
     }

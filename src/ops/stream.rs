@@ -10,11 +10,13 @@
 //! lxc-snap/digest          SHA-256 of every byte of the tar stream before it
 //! ```
 //!
-//! The base (the lower layers) is not in the stream: the manifest names
-//! each lower by container and records a digest of its tree (names, types,
-//! owners, modes, sizes, times, attributes: [`tree_digest`]), and import
+//! The manifest names each lower layer (the base) by container and records
+//! a digest of its tree (names, types, owners, modes, sizes, times,
+//! attributes: [`tree_digest`]). Without the base in the stream, import
 //! requires a container of that name in its lxcpath whose tree has the same
-//! digest.
+//! digest. With it (`export --with-base`), each lower comes before the tree
+//! as `lxc-snap/base/N/config` and `base/N/...`, and import creates the
+//! containers that are missing (and uses those that match).
 //!
 //! Import builds the snapshot in a staging directory of the snapdir and
 //! publishes it with one rename, as `snap` does: a stream that is cut,
@@ -62,6 +64,9 @@ pub struct Manifest {
     pub lowers: Vec<LowerRef>,
     /// The tree holds device nodes (whiteouts aside).
     pub device_nodes: bool,
+    /// The lowers are in the stream, each with its container's config.
+    #[serde(default)]
+    pub with_base: bool,
     pub files: u64,
     pub bytes: u64,
 }
@@ -70,8 +75,11 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LowerRef {
     pub container: String,
-    /// `rootfs` or `delta`.
+    /// `rootfs`, `delta` or `overlay/delta`.
     pub dir: String,
+    /// The container's directory where the stream was made, which its
+    /// config names.
+    pub source_dir: PathBuf,
     /// `sha256:HEX` of the tree ([`tree_digest`]).
     pub digest: String,
 }
@@ -82,6 +90,8 @@ const MANIFEST: &str = "lxc-snap/manifest.json";
 const CONFIG: &str = "lxc-snap/config";
 const DIGEST: &str = "lxc-snap/digest";
 const TREE: &str = "tree";
+/// Where a lower layer may be in its container's directory.
+const LOWER_DIRS: [&str; 3] = ["rootfs", "delta", "overlay/delta"];
 /// Largest manifest accepted.
 const MAX_MANIFEST: u64 = 1 << 20;
 
@@ -101,6 +111,8 @@ pub struct ExportOptions {
     /// The compression level (zstd 1-19, gzip 1-9); the codec's default
     /// when not given.
     pub level: Option<i32>,
+    /// Put the lower layers in the stream, with their containers' configs.
+    pub with_base: bool,
 }
 
 /// What `export` wrote.
@@ -169,20 +181,33 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         };
         let rel = lxcpath.inside(path).ok_or_else(refused)?;
         let parts = crate::dir::plain_components(&rel).ok_or_else(refused)?;
-        let [container, tree] = parts.as_slice() else {
+        let Some((container, tree)) = parts.split_first() else {
             return Err(refused());
         };
-        let (Some(container), Some(tree)) = (container.to_str(), tree.to_str()) else {
-            return Err(refused());
-        };
-        if !matches!(tree, "rootfs" | "delta") {
+        let container = container.to_str().ok_or_else(refused)?;
+        let tree = Path::new("").join(tree.iter().collect::<PathBuf>());
+        let tree = tree.to_str().ok_or_else(refused)?;
+        if !LOWER_DIRS.contains(&tree) {
             return Err(refused());
         }
-        lowers.push(LowerRef {
-            container: container.to_string(),
-            dir: tree.to_string(),
-            digest: tree_digest(&dir)?,
-        });
+        let base_config = match opts.with_base {
+            true => Some(lxcpath.dir().open_dir(container)?.read_file(
+                "config",
+                MAX_CONFIG,
+                "config",
+            )?),
+            false => None,
+        };
+        lowers.push((
+            LowerRef {
+                container: container.to_string(),
+                dir: tree.to_string(),
+                source_dir: lxcpath.path().join(container),
+                digest: tree_digest(&dir)?,
+            },
+            dir,
+            base_config,
+        ));
     }
     let snapshot_dir = store.snapshot_dir(&snapshot)?;
     let config = snapshot_dir.read_file("config", MAX_CONFIG, "config")?;
@@ -199,8 +224,9 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         rootfs_key: snapshot.meta.rootfs_key.clone(),
         rootfs_prefix: snapshot.meta.rootfs_prefix.clone(),
         source_dir: snapshot.dir.clone(),
-        lowers,
+        lowers: lowers.iter().map(|(l, _, _)| l.clone()).collect(),
         device_nodes: false,
+        with_base: opts.with_base,
         files: snapshot.meta.files,
         bytes: snapshot.meta.bytes,
     };
@@ -215,14 +241,21 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
     };
     // Devices are counted in a first pass, so that the manifest (first in
     // the stream) can say whether there are any.
-    manifest.device_nodes = {
+    let count_devices = |dir: &Dir| -> Result<u64> {
         let mut w = Writer::new(io::sink());
         let opts = PackOptions {
             no_contents: true,
             ..PackOptions::default()
         };
-        pack(&tree, TREE, &mut w, &opts)?.devices > 0
+        Ok(pack(dir, TREE, &mut w, &opts)?.devices)
     };
+    let mut devices = count_devices(&tree)?;
+    if opts.with_base {
+        for (_, dir, _) in &lowers {
+            devices += count_devices(dir)?;
+        }
+    }
+    manifest.device_nodes = devices > 0;
     let write_err = |e: io::Error| {
         Error::io("writing the stream of", &snapshot.dir, e)
             .with_hint("check the space where the stream goes")
@@ -233,6 +266,18 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         .map_err(|e| Error::new(ErrorKind::Other, format!("writing the manifest: {e}")))?;
     small_file(&mut w, MANIFEST, &manifest_text).map_err(write_err)?;
     small_file(&mut w, CONFIG, &config).map_err(write_err)?;
+    let full = PackOptions {
+        atimes: true,
+        no_contents: false,
+        cancel: Some(store.cancel()),
+    };
+    for (i, (_, dir, base_config)) in lowers.iter().enumerate() {
+        if let Some(base_config) = base_config {
+            small_file(&mut w, &format!("lxc-snap/base/{i}/config"), base_config)
+                .map_err(write_err)?;
+            pack(dir, &format!("base/{i}"), &mut w, &full)?;
+        }
+    }
     let stats = pack(
         &tree,
         TREE,
@@ -352,43 +397,64 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
             )
         })?),
     };
-    // The base must be here, as it was.
+    let base_configs = match manifest.with_base {
+        true => (0..manifest.lowers.len())
+            .map(|i| {
+                let bytes = expect_file(&mut r, &format!("lxc-snap/base/{i}/config"), MAX_CONFIG)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Error::new(ErrorKind::Other, "importing: a base's config is not UTF-8")
+                })?;
+                let config = LxcConfig::parse(&text);
+                if !opts.trust_config {
+                    check_config(&config)?;
+                }
+                Ok(Some(config))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        false => vec![None; manifest.lowers.len()],
+    };
+    let limits = UnpackLimits {
+        max_bytes: opts.max_size,
+        max_entries: u64::MAX,
+        devices: manifest.device_nodes,
+    };
+    // The base: here as it was, or in the stream.
     let lxcpath = store.lxcpath()?;
     let mut lowers = Vec::new();
-    for lower in &manifest.lowers {
+    let mut bases: Vec<Option<NewBase>> = Vec::new();
+    for (i, (lower, base_config)) in manifest.lowers.iter().zip(base_configs).enumerate() {
         let name = ContainerName::parse(&lower.container).map_err(|e| {
             Error::new(
                 ErrorKind::Other,
                 format!("importing: the manifest's base container: {e}"),
             )
         })?;
-        if !matches!(lower.dir.as_str(), "rootfs" | "delta") {
+        if !LOWER_DIRS.contains(&lower.dir.as_str()) {
             return Err(Error::new(
                 ErrorKind::Other,
                 format!("importing: the manifest's base layer {:?}", lower.dir),
             ));
         }
         let path = lxcpath.path().join(name.as_str()).join(&lower.dir);
-        let missing = || {
-            Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "importing {from}: it stands on {}, which is not here",
-                    path.display()
-                ),
-            )
-            .with_hint(format!(
-                "create the base container {name} in {} as it is where the stream comes from",
-                lxcpath.path().display()
-            ))
-        };
+        lowers.push(path.clone());
         if !store.container_exists(&name) {
-            return Err(missing());
+            let Some(config) = base_config else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "importing {from}: it stands on {}, which is not here",
+                        path.display()
+                    ),
+                )
+                .with_hint(format!(
+                    "create the base container {name} in {} as it is where the stream comes from, or export with --with-base",
+                    lxcpath.path().display()
+                )));
+            };
+            bases.push(Some(NewBase::create(lxcpath, name, i, lower, config, limits)?));
+            continue;
         }
-        let dir = store.open_lower(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => missing(),
-            _ => e,
-        })?;
+        let dir = store.open_lower(&path)?;
         if tree_digest(&dir)? != lower.digest {
             return Err(Error::new(
                 ErrorKind::Other,
@@ -399,7 +465,7 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
             )
             .with_hint("the base container must be the same on both hosts"));
         }
-        lowers.push(path);
+        bases.push(None);
     }
     let container = opts
         .container
@@ -416,15 +482,7 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
         .unwrap_or_default()
         .to_os_string();
     let tree = private.mkdir(&tree_name, 0o700)?;
-    let mut unpacker = Unpacker::new(
-        &tree,
-        TREE,
-        UnpackLimits {
-            max_bytes: opts.max_size,
-            max_entries: u64::MAX,
-            devices: manifest.device_nodes,
-        },
-    )?;
+    let mut unpacker = Unpacker::new(&tree, TREE, limits)?;
     let mut digest_ok = false;
     loop {
         r.skip_entry().map_err(bad)?;
@@ -449,7 +507,17 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
             }
             break;
         }
-        if digest_ok || unpacker.below(&h.path).is_none() {
+        if store.cancel().is_cancelled() {
+            return Err(crate::progress::cancelled());
+        }
+        if unpacker.below(&h.path).is_some() {
+            unpacker.entry(&h, &mut r)?;
+        } else if let Some(i) = base_section(&h.path).filter(|&i| i < bases.len() && manifest.with_base) {
+            // A base that is here already is read past.
+            if let Some(base) = &mut bases[i] {
+                base.unpacker.entry(&h, &mut r)?;
+            }
+        } else {
             return Err(Error::new(
                 ErrorKind::Other,
                 format!(
@@ -458,16 +526,34 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
                 ),
             ));
         }
-        if store.cancel().is_cancelled() {
-            return Err(crate::progress::cancelled());
+        let total = unpacker.bytes()
+            + bases
+                .iter()
+                .flatten()
+                .map(|b| b.unpacker.bytes())
+                .sum::<u64>();
+        if total > opts.max_size {
+            return Err(Error::new(
+                ErrorKind::Unsafe,
+                format!(
+                    "importing: the stream's files add up to more than the {} bytes allowed",
+                    opts.max_size
+                ),
+            ));
         }
-        unpacker.entry(&h, &mut r)?;
     }
     if !digest_ok {
         return Err(Error::new(
             ErrorKind::Other,
             "importing: the stream has no digest at its end: it is cut short",
         ));
+    }
+    // The bases the stream brought, the lowest first: each one's config
+    // names those below it.
+    for (i, base) in bases.into_iter().enumerate().rev() {
+        if let Some(base) = base {
+            base.finish(store, lxcpath, &manifest.lowers[i], &lowers[i + 1..])?;
+        }
     }
     let stats = unpacker.finish()?;
 
@@ -564,6 +650,131 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
     })
 }
 
+
+/// A base container the stream brings, being built in the lxcpath.
+struct NewBase {
+    name: ContainerName,
+    staging: crate::durable::Staging,
+    config: LxcConfig,
+    unpacker: Unpacker,
+}
+
+impl NewBase {
+    fn create(
+        lxcpath: &crate::lxc::container::Lxcpath,
+        name: ContainerName,
+        index: usize,
+        lower: &LowerRef,
+        config: LxcConfig,
+        limits: UnpackLimits,
+    ) -> Result<NewBase> {
+        let staging = crate::durable::Staging::create(lxcpath.dir(), name.as_str(), 0o770)?;
+        let parts: Vec<&str> = lower.dir.split('/').collect();
+        let mut at: Option<Dir> = None;
+        for (j, part) in parts.iter().enumerate() {
+            let mode = if j + 1 == parts.len() { 0o700 } else { 0o755 };
+            at = Some(match &at {
+                None => staging.dir().mkdir(part, mode)?,
+                Some(dir) => dir.mkdir(part, mode)?,
+            });
+        }
+        let at = at.ok_or_else(|| {
+            Error::new(ErrorKind::Other, "importing: a base layer without a path")
+        })?;
+        if lower.dir != "rootfs" {
+            // The mount point of an overlay container.
+            staging.dir().mkdir("rootfs", 0o755)?;
+        }
+        let unpacker = Unpacker::new(&at, &format!("base/{index}"), limits)?;
+        Ok(NewBase {
+            name,
+            staging,
+            config,
+            unpacker,
+        })
+    }
+
+    /// Checks the tree is the one the snapshot stands on, writes the
+    /// config for this lxcpath and renames the container into place.
+    fn finish(
+        self,
+        store: &Store,
+        lxcpath: &crate::lxc::container::Lxcpath,
+        lower: &LowerRef,
+        below: &[PathBuf],
+    ) -> Result<()> {
+        self.unpacker.finish()?;
+        let final_dir = self.staging.final_path();
+        let tree = self.staging.dir().open_below(
+            Path::new(&lower.dir),
+            crate::dir::Below::Nothing,
+        )?;
+        if tree_digest(&tree)? != lower.digest {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "importing the base {}: its tree is not the one the manifest describes",
+                    self.name
+                ),
+            ));
+        }
+        let current = self
+            .config
+            .rootfs()
+            .unwrap_or(Rootfs::Unsupported { kind: String::new() });
+        let rootfs = match (lower.dir.as_str(), current) {
+            ("rootfs", Rootfs::Dir { prefix, .. }) => Rootfs::Dir {
+                prefix,
+                path: final_dir.join("rootfs"),
+            },
+            ("rootfs", _) => Rootfs::Dir {
+                prefix: "dir".to_string(),
+                path: final_dir.join("rootfs"),
+            },
+            (dir, current) => Rootfs::Overlay {
+                prefix: match current {
+                    Rootfs::Overlay { prefix, .. } => prefix,
+                    _ => "overlay".to_string(),
+                },
+                lowers: below.to_vec(),
+                upper: final_dir.join(dir),
+            },
+        };
+        let retargeted = self.config.retarget(
+            &Retarget {
+                old_dirs: &[lower.source_dir.as_path()],
+                new_dir: &final_dir,
+                new_name: self.name.as_str(),
+                host_name: &host_name_for(self.name.as_str()),
+                rootfs: &rootfs,
+            },
+            random_mac,
+        );
+        let bases = match lower.dir.as_str() {
+            "rootfs" => Vec::new(),
+            _ => bases_of_lowers(below, lxcpath),
+        };
+        let registered = store.finish_container_dir(
+            self.staging.dir(),
+            &retargeted.config,
+            &bases,
+            crate::lxc::container::DependencyEntry {
+                lxcpath: lxcpath.path().to_path_buf(),
+                name: self.name.to_string(),
+            },
+        )?;
+        self.staging.commit()?;
+        registered.keep();
+        Ok(())
+    }
+}
+
+/// `N` of an entry `base/N` or `base/N/...`.
+fn base_section(path: &[u8]) -> Option<usize> {
+    let rest = path.strip_prefix(b"base/")?;
+    let n = rest.split(|&b| b == b'/').next()?;
+    std::str::from_utf8(n).ok()?.parse().ok()
+}
 /// Config keys a stream may not bring unless trusted: they run programs
 /// or read and write files on the host.
 fn check_config(config: &LxcConfig) -> Result<()> {
