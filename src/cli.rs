@@ -518,6 +518,9 @@ enum Sub {
         /// Put the base (the lower layers, with their containers' configs) in the stream too
         #[arg(long)]
         with_base: bool,
+        /// Only what changed since OLDER, another snapshot of the same container
+        #[arg(long, value_name = "OLDER")]
+        since: Option<String>,
         /// Snapshot to export, e.g. mysql_2
         snap: String,
     },
@@ -997,6 +1000,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             compression,
             level,
             with_base,
+            since,
             snap,
         } => Command::Export {
             opts: ExportOptions {
@@ -1022,6 +1026,7 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                     (_, l) => l,
                 },
                 with_base,
+                since: since.as_deref().map(SnapshotName::parse).transpose()?,
             },
             output: output.filter(|o| o.as_os_str() != "-"),
         },

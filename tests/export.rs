@@ -59,6 +59,15 @@ fn lab(test: &str) -> Option<Lab> {
     sparse.set_len(64 << 20).expect("truncate");
     std::os::unix::fs::FileExt::write_at(&sparse, b"end", (64 << 20) - 3).expect("write");
     drop(sparse);
+    // Bulk that does not change, for the incremental stream to leave out.
+    fs::create_dir(delta.join("srv/bulk")).expect("mkdir");
+    for i in 0..300 {
+        fs::write(
+            delta.join(format!("srv/bulk/{i}")),
+            format!("{i}\n").repeat(1000),
+        )
+        .expect("write");
+    }
     fs::create_dir(lab.snapdir()).expect("snapdir");
     lab.env.ok(&["snap", "c1"]);
     lab.start(lp, "c1");
@@ -373,7 +382,10 @@ fn with_its_base_a_stream_makes_a_container_on_a_host_without_one() {
     let out = there(&["import", path]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("base/rootfs, which is not here") && err.contains("--with-base"), "{err}");
+    assert!(
+        err.contains("base/rootfs, which is not here") && err.contains("--with-base"),
+        "{err}"
+    );
     assert_eq!(entries(&s2), Vec::<String>::new());
 
     lab.env.ok(&["export", "--with-base", "-o", path, "c1_1"]);
@@ -385,12 +397,18 @@ fn with_its_base_a_stream_makes_a_container_on_a_host_without_one() {
     );
     let config = fs::read_to_string(lxc2.join("base/config")).expect("base config");
     assert!(
-        config.contains(&format!("lxc.rootfs.path = dir:{}", lxc2.join("base/rootfs").display())),
+        config.contains(&format!(
+            "lxc.rootfs.path = dir:{}",
+            lxc2.join("base/rootfs").display()
+        )),
         "{config}"
     );
     // The second import uses the base it made.
     lab.env.ok(&["export", "--with-base", "-o", path, "c1_0"]);
-    ok(there(&["import", path]), "import over the base that came first");
+    ok(
+        there(&["import", path]),
+        "import over the base that came first",
+    );
     assert_eq!(entries(&s2), ["c1_0", "c1_1"]);
 
     ok(there(&["-r", "c1_0", "moved"]), "restore");
@@ -399,6 +417,92 @@ fn with_its_base_a_stream_makes_a_container_on_a_host_without_one() {
     assert_eq!(rows, "one\ntwo\n");
     lab.stop(&lxc2, "moved");
     lab.start(&lxc2, "base");
-    assert_eq!(lab.attach(&lxc2, "base", "test -e /bin/vi && echo vi"), "vi\n");
+    assert_eq!(
+        lab.attach(&lxc2, "base", "test -e /bin/vi && echo vi"),
+        "vi\n"
+    );
     lab.stop(&lxc2, "base");
+}
+
+#[test]
+fn an_incremental_stream_carries_only_the_changes_and_needs_what_they_are_over() {
+    let Some(lab) =
+        lab("an_incremental_stream_carries_only_the_changes_and_needs_what_they_are_over")
+    else {
+        return;
+    };
+    let s2 = second_snapdir(&lab);
+    let dir = lab.env.path();
+    let captured = tree_manifest(&lab.delta("c1"));
+    let full = dir.join("c1_0.tar");
+    let inc = dir.join("c1_1-since-c1_0.tar");
+    let (full_s, inc_s) = (full.to_str().expect("utf-8"), inc.to_str().expect("utf-8"));
+    lab.env
+        .ok(&["export", "--compression", "none", "-o", full_s, "c1_0"]);
+    lab.env.ok(&[
+        "export",
+        "--compression",
+        "none",
+        "--since",
+        "c1_0",
+        "-o",
+        inc_s,
+        "c1_1",
+    ]);
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&inc)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(listing.contains("tree/srv/db/rows\n"), "{listing}");
+    assert!(
+        listing.contains("tree/bin/ls\n"),
+        "the removal as a whiteout: {listing}"
+    );
+    assert!(
+        !listing.contains("tree/srv/db/sparse"),
+        "unchanged files travel: {listing}"
+    );
+    let (full_len, inc_len) = (
+        fs::metadata(&full).expect("stat").len(),
+        fs::metadata(&inc).expect("stat").len(),
+    );
+    assert!(
+        inc_len * 20 < full_len,
+        "incremental {inc_len} vs whole {full_len}"
+    );
+
+    // Where the older snapshot is not, the stream says what it needs.
+    let out = on(&lab, &s2, &["import", inc_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("only the changes since c1_0"), "{err}");
+    assert_eq!(entries(&s2), Vec::<String>::new());
+
+    // Nor where a snapshot of that number has another tree.
+    let s3 = dir.join("snaps3");
+    fs::create_dir(&s3).expect("snapdir 3");
+    let other = dir.join("c1_1.tar");
+    lab.env
+        .ok(&["export", "-o", other.to_str().expect("utf-8"), "c1_1"]);
+    ok(
+        on(&lab, &s3, &["import", other.to_str().expect("utf-8")]),
+        "import",
+    );
+    assert_eq!(entries(&s3), ["c1_0"]);
+    let out = on(&lab, &s3, &["import", inc_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(entries(&s3), ["c1_0"]);
+
+    ok(on(&lab, &s2, &["import", full_s]), "import of c1_0");
+    let said = ok(on(&lab, &s2, &["import", inc_s]), "incremental import");
+    assert!(said.contains("imported c1_1 as c1_1"), "{said}");
+    assert_eq!(tree_manifest(&s2.join("c1_1/private/delta")), captured);
+
+    let err = lab
+        .env
+        .fails_with(2, &["export", "--since", "c1_1", "-o", inc_s, "c1_1"]);
+    assert!(err.contains("another snapshot of c1"), "{err}");
 }

@@ -67,8 +67,24 @@ pub struct Manifest {
     /// The lowers are in the stream, each with its container's config.
     #[serde(default)]
     pub with_base: bool,
+    /// The tree is only what changed since this snapshot (a layer over
+    /// it, as `snap` stores one): an incremental stream.
+    #[serde(default)]
+    pub since: Option<Since>,
     pub files: u64,
     pub bytes: u64,
+}
+
+/// The snapshot an incremental stream's tree is a layer over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    pub number: u64,
+    pub created: String,
+    /// `sha256:HEX` of its captured tree ([`tree_digest`]).
+    pub digest: String,
+    /// Entries of its tree the new one no longer has (whited out in the
+    /// layer, dropped when it is applied).
+    pub removed: Vec<PathBuf>,
 }
 
 /// A lower layer of a streamed snapshot: `<lxcpath>/<container>/<dir>`.
@@ -113,6 +129,8 @@ pub struct ExportOptions {
     pub level: Option<i32>,
     /// Put the lower layers in the stream, with their containers' configs.
     pub with_base: bool,
+    /// Only what changed since this snapshot of the same container.
+    pub since: Option<SnapshotName>,
 }
 
 /// What `export` wrote.
@@ -191,11 +209,12 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
             return Err(refused());
         }
         let base_config = match opts.with_base {
-            true => Some(lxcpath.dir().open_dir(container)?.read_file(
-                "config",
-                MAX_CONFIG,
-                "config",
-            )?),
+            true => Some(
+                lxcpath
+                    .dir()
+                    .open_dir(container)?
+                    .read_file("config", MAX_CONFIG, "config")?,
+            ),
             false => None,
         };
         lowers.push((
@@ -227,18 +246,63 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         lowers: lowers.iter().map(|(l, _, _)| l.clone()).collect(),
         device_nodes: false,
         with_base: opts.with_base,
+        since: None,
         files: snapshot.meta.files,
         bytes: snapshot.meta.bytes,
     };
     // A layer goes whole: its anchor's tree with it applied.
     let work = store.work_dir("export")?;
-    let tree = match &snapshot.meta.layer {
-        None => store.tree_dir(&snapshot)?,
-        Some(_) => {
-            super::copying::copy_snapshot_tree(store, &snapshot, work.dir(), "tree")?;
-            work.dir().open_dir("tree")?
+    let mut tree = whole_tree(store, &snapshot, work.dir(), "tree")?;
+    if let Some(since) = &opts.since {
+        if since.container() != snapshot.name.container() || *since == snapshot.name {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "export --since {since}: give another snapshot of {}",
+                    snapshot.name.container()
+                ),
+            ));
         }
-    };
+        let older = store.get(since)?;
+        older.ensure_complete()?;
+        let older_tree = whole_tree(store, &older, work.dir(), "older")?;
+        let lower_dirs: Vec<Dir> = lowers
+            .iter()
+            .map(|(_, d, _)| d.try_clone())
+            .collect::<Result<_>>()?;
+        let plan = match crate::copy::plan_layer_at(
+            &tree,
+            &older_tree,
+            &lower_dirs,
+            crate::copy::Compare::QuickCheck,
+            None,
+            None,
+            Some(store.cancel()),
+        )? {
+            crate::copy::Plan::Layer(plan) => plan,
+            crate::copy::Plan::Full(why) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("export --since {since}: the changes cannot be a layer: {why}"),
+                )
+                .with_hint("export the whole snapshot"))
+            }
+        };
+        crate::copy::make_layer_at(
+            &tree,
+            work.dir(),
+            "layer".as_ref(),
+            &plan,
+            &crate::copy::CopyOptions::default(),
+        )?;
+        manifest.since = Some(Since {
+            number: older.name.number(),
+            created: older.meta.created.clone(),
+            digest: tree_digest(&older_tree)?,
+            removed: plan.removed.clone(),
+        });
+        tree = work.dir().open_dir("layer")?;
+    }
     // Devices are counted in a first pass, so that the manifest (first in
     // the stream) can say whether there are any.
     let count_devices = |dir: &Dir| -> Result<u64> {
@@ -301,6 +365,18 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         bytes: stats.bytes,
         skipped: stats.skipped,
     })
+}
+
+/// What `snapshot` captured, as one tree: its own, or for a layer a copy
+/// of it applied to its anchor's, made as `name` in `work`.
+fn whole_tree(store: &Store, snapshot: &Snapshot, work: &Dir, name: &str) -> Result<Dir> {
+    match &snapshot.meta.layer {
+        None => store.tree_dir(snapshot),
+        Some(_) => {
+            super::copying::copy_snapshot_tree(store, snapshot, work, name)?;
+            work.open_dir(name)
+        }
+    }
 }
 
 fn small_file<W: Write>(w: &mut Writer<W>, name: &str, data: &[u8]) -> io::Result<()> {
@@ -451,7 +527,9 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
                     lxcpath.path().display()
                 )));
             };
-            bases.push(Some(NewBase::create(lxcpath, name, i, lower, config, limits)?));
+            bases.push(Some(NewBase::create(
+                lxcpath, name, i, lower, config, limits,
+            )?));
             continue;
         }
         let dir = store.open_lower(&path)?;
@@ -481,7 +559,17 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
         .file_name()
         .unwrap_or_default()
         .to_os_string();
-    let tree = private.mkdir(&tree_name, 0o700)?;
+    // An incremental stream's layer is unpacked aside and applied to the
+    // snapshot it is over; a whole one straight into place.
+    let work = store.work_dir("import")?;
+    let older = match &manifest.since {
+        Some(since) => Some(find_since(store, &container, since, work.dir())?),
+        None => None,
+    };
+    let tree = match older {
+        Some(_) => work.dir().mkdir("layer", 0o700)?,
+        None => private.mkdir(&tree_name, 0o700)?,
+    };
     let mut unpacker = Unpacker::new(&tree, TREE, limits)?;
     let mut digest_ok = false;
     loop {
@@ -512,7 +600,9 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
         }
         if unpacker.below(&h.path).is_some() {
             unpacker.entry(&h, &mut r)?;
-        } else if let Some(i) = base_section(&h.path).filter(|&i| i < bases.len() && manifest.with_base) {
+        } else if let Some(i) =
+            base_section(&h.path).filter(|&i| i < bases.len() && manifest.with_base)
+        {
             // A base that is here already is read past.
             if let Some(base) = &mut bases[i] {
                 base.unpacker.entry(&h, &mut r)?;
@@ -555,7 +645,28 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
             base.finish(store, lxcpath, &manifest.lowers[i], &lowers[i + 1..])?;
         }
     }
-    let stats = unpacker.finish()?;
+    let mut stats = unpacker.finish()?;
+    if let (Some(older), Some(since)) = (&older, &manifest.since) {
+        let copied = super::copying::copying(
+            store,
+            super::copying::References::default(),
+            crate::copy::Compare::QuickCheck,
+            None,
+            |opts| {
+                crate::copy::flatten_at(
+                    &tree,
+                    older,
+                    &since.removed,
+                    &private,
+                    tree_name.as_os_str(),
+                    opts,
+                )
+            },
+        )?;
+        stats.entries = copied.entries;
+        stats.bytes = copied.bytes;
+        stats.allocated = copied.created_bytes;
+    }
 
     // The config: the stream's, for this snapshot's place and layers.
     let final_dir = new.final_path();
@@ -650,7 +761,6 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
     })
 }
 
-
 /// A base container the stream brings, being built in the lxcpath.
 struct NewBase {
     name: ContainerName,
@@ -705,10 +815,10 @@ impl NewBase {
     ) -> Result<()> {
         self.unpacker.finish()?;
         let final_dir = self.staging.final_path();
-        let tree = self.staging.dir().open_below(
-            Path::new(&lower.dir),
-            crate::dir::Below::Nothing,
-        )?;
+        let tree = self
+            .staging
+            .dir()
+            .open_below(Path::new(&lower.dir), crate::dir::Below::Nothing)?;
         if tree_digest(&tree)? != lower.digest {
             return Err(Error::new(
                 ErrorKind::Other,
@@ -718,10 +828,9 @@ impl NewBase {
                 ),
             ));
         }
-        let current = self
-            .config
-            .rootfs()
-            .unwrap_or(Rootfs::Unsupported { kind: String::new() });
+        let current = self.config.rootfs().unwrap_or(Rootfs::Unsupported {
+            kind: String::new(),
+        });
         let rootfs = match (lower.dir.as_str(), current) {
             ("rootfs", Rootfs::Dir { prefix, .. }) => Rootfs::Dir {
                 prefix,
@@ -767,6 +876,36 @@ impl NewBase {
         registered.keep();
         Ok(())
     }
+}
+
+/// The captured tree (whole) of the snapshot of `container` an
+/// incremental stream is over: the one with its number and time, or any
+/// other, whose tree has the digest the stream names.
+fn find_since(store: &Store, container: &ContainerName, since: &Since, work: &Dir) -> Result<Dir> {
+    let mut candidates = store.snapshots_of(container)?;
+    candidates.sort_by_key(|s| {
+        (
+            s.name.number() != since.number,
+            s.meta.created != since.created,
+        )
+    });
+    for (i, candidate) in candidates.iter().enumerate() {
+        if candidate.ensure_complete().is_err() || candidate.is_legacy() {
+            continue;
+        }
+        let tree = whole_tree(store, candidate, work, &format!("since.{i}"))?;
+        if tree_digest(&tree)? == since.digest {
+            return Ok(tree);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "importing: the stream holds only the changes since {}, and no snapshot of {container} here has that tree",
+            SnapshotName::new(container.clone(), since.number)
+        ),
+    )
+    .with_hint("import that snapshot first, or export the whole snapshot (without --since)"))
 }
 
 /// `N` of an entry `base/N` or `base/N/...`.
