@@ -174,6 +174,12 @@ pub enum Command {
         opts: ExportOptions,
         output: Option<PathBuf>,
     },
+    /// Write a snapshot as an image of the OCI layout DIR, named TAG.
+    ExportOci {
+        snapshot: SnapshotName,
+        dir: PathBuf,
+        tag: String,
+    },
     /// Recreate a snapshot from a stream (FILE, or `-`: standard input).
     Import {
         opts: ImportOptions,
@@ -221,6 +227,13 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>> {
 }
 
 /// A shell lxc-snap has a completion script for.
+/// `export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Stream,
+    Oci,
+}
+
 /// `export --compression`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
@@ -521,8 +534,16 @@ enum Sub {
         /// Only what changed since OLDER, another snapshot of the same container
         #[arg(long, value_name = "OLDER")]
         since: Option<String>,
+        /// stream (one tar stream) or oci (an image in the OCI layout DIR)
+        #[arg(long, value_enum, default_value = "stream")]
+        format: FormatArg,
+        /// The image's name in the layout (--format oci; default: SNAP)
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
         /// Snapshot to export, e.g. mysql_2
         snap: String,
+        /// The OCI layout to write the image into (--format oci)
+        dir: Option<PathBuf>,
     },
     /// Recreate a snapshot from a stream made by export
     Import {
@@ -1001,7 +1022,40 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             level,
             with_base,
             since,
+            format: FormatArg::Oci,
+            tag,
             snap,
+            dir,
+        } => {
+            let snapshot = SnapshotName::parse(&snap)?;
+            let Some(dir) = dir else {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    "export --format oci: give the layout directory: export --format oci SNAP DIR",
+                ));
+            };
+            if output.is_some() || with_base || since.is_some() || compression != CompressionArg::Zstd || level.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    "export --format oci takes only --tag: an image always holds its base, in layers of its own",
+                ));
+            }
+            Command::ExportOci {
+                tag: tag.unwrap_or_else(|| snapshot.to_string()),
+                snapshot,
+                dir,
+            }
+        }
+        Sub::Export {
+            output,
+            compression,
+            level,
+            with_base,
+            since,
+            format: FormatArg::Stream,
+            tag: None,
+            snap,
+            dir: None,
         } => Command::Export {
             opts: ExportOptions {
                 snapshot: SnapshotName::parse(&snap)?,
@@ -1030,6 +1084,12 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
             },
             output: output.filter(|o| o.as_os_str() != "-"),
         },
+        Sub::Export { .. } => {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "export: a DIR and --tag go with --format oci; a stream goes to -o FILE or standard output",
+            ))
+        }
         Sub::Import {
             as_container,
             max_size,

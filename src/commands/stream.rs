@@ -103,3 +103,21 @@ pub fn import(ctx: &Context, opts: &ImportOptions, input: &Path) -> Result<()> {
     ));
     Ok(())
 }
+
+pub fn export_oci(
+    ctx: &Context,
+    snapshot: &crate::names::SnapshotName,
+    dir: &Path,
+    tag: &str,
+) -> Result<()> {
+    let made = ops::oci::export_oci(ctx.store, snapshot, dir, tag)?;
+    ctx.ui.done(&format!(
+        "exported {} as the image {}:{} ({} layers, {})",
+        made.snapshot,
+        dir.display(),
+        made.tag,
+        made.layers.len(),
+        made.digest
+    ));
+    Ok(())
+}

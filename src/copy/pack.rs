@@ -63,6 +63,10 @@ pub struct PackOptions<'a> {
     pub atimes: bool,
     /// Write the files' data; without, only the headers (to fingerprint).
     pub no_contents: bool,
+    /// Write an OCI image layer: overlay whiteouts as `.wh.NAME` files,
+    /// opaque directories with a `.wh..wh..opq` file, overlay attributes
+    /// left out.
+    pub oci: bool,
     pub cancel: Option<&'a Cancel>,
 }
 
@@ -123,7 +127,20 @@ pub fn pack<W: Write>(
         }
         stats.entries += 1;
         let xattrs = read_xattrs(Node::At(dir, &name), &child)?;
+        let opaque_dir = kind == SFlag::S_IFDIR
+            && xattrs
+                .iter()
+                .any(|(n, v)| super::is_opaque_attr(n) && v.as_slice() == b"y");
         let mut h = header_of(in_stream.clone(), &st, xattrs, opts);
+        if opts.oci && is_whiteout(&st) {
+            let mut wh = Header::new(
+                [name_in_stream.as_slice(), b"/.wh.", name.as_bytes()].concat(),
+                Kind::File,
+            );
+            wh.mtime = h.mtime;
+            out.header(&wh).map_err(write_err)?;
+            continue;
+        }
         // A name of an inode written already: a link to the first.
         if kind != SFlag::S_IFDIR && st.st_nlink > 1 && !is_whiteout(&st) {
             match links.get(&(st.st_dev, st.st_ino)) {
@@ -147,6 +164,14 @@ pub fn pack<W: Write>(
                 let (sub, _) = open_verified(Some(dir), &name, &st, DIR, &noatime)
                     .map_err(|e| e.into_error(&child))?;
                 out.header(&h).map_err(write_err)?;
+                if opts.oci && opaque_dir {
+                    let mut opq = Header::new(
+                        [in_stream.as_slice(), b"/.wh..wh..opq"].concat(),
+                        Kind::File,
+                    );
+                    opq.mtime = h.mtime;
+                    out.header(&opq).map_err(write_err)?;
+                }
                 let names = sorted_names(&sub, &child)?;
                 raise_fd_limit(stack.len() as u64 + 16);
                 stack.push((sub, in_stream, child, names));
@@ -225,8 +250,13 @@ fn header_of(
     if kind == Kind::File {
         h.size = st.st_size as u64;
     }
-    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> =
-        xattrs.into_iter().map(|(n, v)| (n.into_vec(), v)).collect();
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattrs
+        .into_iter()
+        .map(|(n, v)| (n.into_vec(), v))
+        .filter(|(n, _)| {
+            !(opts.oci && (n.starts_with(b"trusted.overlay.") || n.starts_with(b"user.overlay.")))
+        })
+        .collect();
     xattrs.sort();
     h.xattrs = xattrs;
     h
@@ -313,6 +343,22 @@ pub struct UnpackStats {
     pub allocated: u64,
 }
 
+/// How an OCI image layer is applied over what earlier layers made
+/// ([`Unpacker::layered`]): its entries replace those of the same name
+/// (directories merge), `.wh.NAME` removes NAME and `.wh..wh..opq` what a
+/// directory held, and a directory the layer does not list is taken as it
+/// is.
+#[derive(Debug, Clone)]
+pub enum Whiteouts {
+    /// The result is one root filesystem: removed is removed.
+    Drop,
+    /// The result is an overlay layer: a removed name becomes an overlay
+    /// whiteout (it hides the lower layers' entry), but for the paths
+    /// listed (relative to the root), which the tree no longer has at all;
+    /// an opaque marker makes its directory opaque.
+    Keep(std::collections::HashSet<Vec<u8>>),
+}
+
 /// A directory the walk is in, with the metadata it gets when left.
 struct Open {
     /// Its path below the root, as names.
@@ -330,6 +376,9 @@ pub struct Unpacker {
     stack: Vec<Open>,
     limits: UnpackLimits,
     stats: UnpackStats,
+    /// Applying an image layer (see [`Whiteouts`]) rather than creating a
+    /// tree of one stream.
+    layered: Option<Whiteouts>,
 }
 
 impl Unpacker {
@@ -347,7 +396,30 @@ impl Unpacker {
             }],
             limits,
             stats: UnpackStats::default(),
+            layered: None,
         })
+    }
+
+    /// Applies image layers named `prefix/PATH` to the directory `root`,
+    /// one after the other (see [`Whiteouts`]).
+    pub fn layered(
+        root: &Dir,
+        prefix: &str,
+        limits: UnpackLimits,
+        whiteouts: Whiteouts,
+    ) -> Result<Unpacker> {
+        let mut u = Unpacker::new(root, prefix, limits)?;
+        u.layered = Some(whiteouts);
+        Ok(u)
+    }
+
+    /// Done with one layer: every directory left, the next one starts at
+    /// the root.
+    pub fn end_layer(&mut self) -> Result<()> {
+        while self.stack.len() > 1 {
+            self.leave()?;
+        }
+        Ok(())
     }
 
     fn refuse(&self, rel: &[u8], why: &str) -> Error {
@@ -389,6 +461,36 @@ impl Unpacker {
         while !is_within(parents, &self.top().names) {
             self.leave()?;
         }
+        if self.layered.is_some() {
+            // A directory of an earlier layer, or one the layer leaves out.
+            while self.top().names.len() < parents.len() {
+                let depth = self.top().names.len();
+                let part = OsStr::from_bytes(parents[depth]);
+                let at = self
+                    .root_path
+                    .join(OsStr::from_bytes(&parents[..=depth].join(&b'/')));
+                let parent = &self.top().file;
+                match stat::mkdirat(
+                    Some(parent.as_raw_fd()),
+                    part,
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(Error::sys("creating", &at, e)),
+                }
+                let file = open_at(Some(parent), part, DIR | OFlag::O_NOFOLLOW, Mode::empty())
+                    .map_err(|_| self.refuse(rel, "a name on its way is no directory"))?;
+                self.stack.push(Open {
+                    names: parents[..=depth].iter().map(|n| n.to_vec()).collect(),
+                    file,
+                    header: None,
+                });
+            }
+            if self.apply_whiteout(rel, name, h)? {
+                return Ok(());
+            }
+            self.make_room(rel, name, h)?;
+        }
         if parents.len() != self.top().names.len() {
             return Err(self.refuse(
                 rel,
@@ -418,7 +520,11 @@ impl Unpacker {
         };
         match h.kind {
             Kind::Dir => {
-                stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::S_IRWXU).map_err(exists)?;
+                match stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::S_IRWXU) {
+                    // A directory of an earlier layer: merged.
+                    Err(Errno::EEXIST) if self.layered.is_some() => {}
+                    other => other.map_err(exists)?,
+                }
                 let file = open_at(Some(parent), name, DIR | OFlag::O_NOFOLLOW, Mode::empty())
                     .map_err(|e| Error::sys("opening", &path, e))?;
                 raise_fd_limit(self.stack.len() as u64 + 16);
@@ -501,6 +607,85 @@ impl Unpacker {
     /// Bytes of files created so far, sparse ones at their full length.
     pub fn bytes(&self) -> u64 {
         self.stats.bytes
+    }
+
+    /// A layer's `.wh.NAME` or `.wh..wh..opq`, applied; whether `name` was
+    /// one.
+    fn apply_whiteout(&mut self, rel: &[u8], name: &[u8], h: &Header) -> Result<bool> {
+        let Some(target) = name.strip_prefix(b".wh.") else {
+            return Ok(false);
+        };
+        let dir_path = self.root_path.join(OsStr::from_bytes(
+            rel.strip_suffix(name).unwrap_or_default(),
+        ));
+        let parent = Dir::held(
+            self.top()
+                .file
+                .try_clone()
+                .map_err(|e| Error::io("opening", &dir_path, e))?,
+            dir_path,
+        );
+        if target == b".wh..opq" {
+            for child in parent.names()? {
+                parent.remove_tree(&child)?;
+            }
+            if matches!(self.layered, Some(Whiteouts::Keep(_))) {
+                let top = self.stack.last_mut().expect("the root stays");
+                match &mut top.header {
+                    Some(dh) => dh
+                        .xattrs
+                        .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec())),
+                    None => parent.set_attr("trusted.overlay.opaque", b"y")?,
+                }
+            }
+            return Ok(true);
+        }
+        let target_os = OsStr::from_bytes(target);
+        if target.is_empty() || target == b"." || target == b".." || target.contains(&b'/') {
+            return Err(self.refuse(rel, "a whiteout of no plain name"));
+        }
+        parent.remove_tree(target_os)?;
+        if let Some(Whiteouts::Keep(removed)) = &self.layered {
+            let whited = [rel.strip_suffix(name).unwrap_or_default(), target].concat();
+            if !removed.contains(&whited) {
+                parent.make_whiteout(target_os)?;
+                let mut wh = Header::new(whited, Kind::Char);
+                wh.mtime = h.mtime;
+                let st = stat_of(&wh)?;
+                apply_metadata(
+                    Node::At(parent.file(), target_os),
+                    &st,
+                    &[],
+                    &parent.join(target_os),
+                    None,
+                )?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Before a layer's entry is created: what an earlier layer has at its
+    /// name goes, unless both are directories (which merge: the entry is
+    /// entered, and gets the layer's metadata when left).
+    fn make_room(&mut self, rel: &[u8], name: &[u8], h: &Header) -> Result<()> {
+        let name_os = OsStr::from_bytes(name);
+        let parent_path = self.root_path.join(OsStr::from_bytes(
+            rel.strip_suffix(name).unwrap_or_default(),
+        ));
+        let parent = Dir::held(
+            self.top()
+                .file
+                .try_clone()
+                .map_err(|e| Error::io("opening", &parent_path, e))?,
+            parent_path,
+        );
+        let Some(st) = parent.stat_at(name_os)? else {
+            return Ok(());
+        };
+        if h.kind == Kind::Dir && file_type(&st) == SFlag::S_IFDIR {
+            return Ok(());
+        }
+        parent.remove_tree(name_os)
     }
 
     fn top(&self) -> &Open {

@@ -24,6 +24,7 @@ pub mod files;
 pub mod info;
 pub mod list;
 pub mod mount;
+pub mod oci;
 pub mod prune;
 pub mod rebuild;
 pub mod reset;

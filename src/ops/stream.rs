@@ -160,74 +160,8 @@ pub fn tree_digest(dir: &Dir) -> Result<String> {
 
 /// Writes `opts.snapshot` as a stream into `out`.
 pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Exported> {
-    require_root("exporting a snapshot")?;
-    let snapshot = store.get(&opts.snapshot)?;
-    if snapshot.is_legacy() {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "{} is a snapshot of the original lxc-snap, which export does not read",
-                opts.snapshot
-            ),
-        )
-        .with_hint(format!(
-            "adopt it first: lxc-snap adopt {}",
-            opts.snapshot.container()
-        )));
-    }
-    let _lock = store.lock(opts.snapshot.container())?;
-    let snapshot = store.get(&opts.snapshot)?;
-    snapshot.ensure_complete()?;
-    let lxcpath = store.lxcpath()?;
-    let mut lowers = Vec::new();
-    for (path, dir) in snapshot
-        .meta
-        .lowers
-        .iter()
-        .zip(store.open_lowers(&snapshot.meta.lowers)?)
-    {
-        let refused = || {
-            Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "exporting {}: its lower layer {} is not the rootfs or delta of a container in {}",
-                    opts.snapshot,
-                    path.display(),
-                    lxcpath.path().display()
-                ),
-            )
-        };
-        let rel = lxcpath.inside(path).ok_or_else(refused)?;
-        let parts = crate::dir::plain_components(&rel).ok_or_else(refused)?;
-        let Some((container, tree)) = parts.split_first() else {
-            return Err(refused());
-        };
-        let container = container.to_str().ok_or_else(refused)?;
-        let tree = Path::new("").join(tree.iter().collect::<PathBuf>());
-        let tree = tree.to_str().ok_or_else(refused)?;
-        if !LOWER_DIRS.contains(&tree) {
-            return Err(refused());
-        }
-        let base_config = match opts.with_base {
-            true => Some(
-                lxcpath
-                    .dir()
-                    .open_dir(container)?
-                    .read_file("config", MAX_CONFIG, "config")?,
-            ),
-            false => None,
-        };
-        lowers.push((
-            LowerRef {
-                container: container.to_string(),
-                dir: tree.to_string(),
-                source_dir: lxcpath.path().join(container),
-                digest: tree_digest(&dir)?,
-            },
-            dir,
-            base_config,
-        ));
-    }
+    let (_lock, snapshot) = exported_snapshot(store, &opts.snapshot)?;
+    let lowers = lower_refs(store, &snapshot, opts.with_base)?;
     let snapshot_dir = store.snapshot_dir(&snapshot)?;
     let config = snapshot_dir.read_file("config", MAX_CONFIG, "config")?;
     let mut manifest = Manifest {
@@ -333,6 +267,7 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
     let full = PackOptions {
         atimes: true,
         no_contents: false,
+        oci: false,
         cancel: Some(store.cancel()),
     };
     for (i, (_, dir, base_config)) in lowers.iter().enumerate() {
@@ -349,6 +284,7 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         &PackOptions {
             atimes: true,
             no_contents: false,
+            oci: false,
             cancel: Some(store.cancel()),
         },
     )?;
@@ -365,6 +301,95 @@ pub fn export(store: &Store, opts: &ExportOptions, out: impl Write) -> Result<Ex
         bytes: stats.bytes,
         skipped: stats.skipped,
     })
+}
+
+/// The snapshot `name`, complete and of ours, with its container's lock
+/// held so that it stays while it is read.
+pub(super) fn exported_snapshot(
+    store: &Store,
+    name: &SnapshotName,
+) -> Result<(store::NameLock, Snapshot)> {
+    require_root("exporting a snapshot")?;
+    let snapshot = store.get(name)?;
+    if snapshot.is_legacy() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{name} is a snapshot of the original lxc-snap, which export does not read"),
+        )
+        .with_hint(format!(
+            "adopt it first: lxc-snap adopt {}",
+            name.container()
+        )));
+    }
+    let lock = store.lock(name.container())?;
+    let snapshot = store.get(name)?;
+    snapshot.ensure_complete()?;
+    Ok((lock, snapshot))
+}
+
+/// A lower layer being exported: what the manifest says of it, its tree,
+/// and its container's config when the base goes too.
+pub(super) type Lower = (LowerRef, Dir, Option<Vec<u8>>);
+
+/// Each lower layer of `snapshot`, top first: what the manifest says of it,
+/// its tree, and (`with_configs`) its container's config.
+pub(super) fn lower_refs(
+    store: &Store,
+    snapshot: &Snapshot,
+    with_configs: bool,
+) -> Result<Vec<Lower>> {
+    let opts_snapshot = &snapshot.name;
+    let lxcpath = store.lxcpath()?;
+    let mut lowers = Vec::new();
+    for (path, dir) in snapshot
+        .meta
+        .lowers
+        .iter()
+        .zip(store.open_lowers(&snapshot.meta.lowers)?)
+    {
+        let refused = || {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "exporting {}: its lower layer {} is not the rootfs or delta of a container in {}",
+                    opts_snapshot,
+                    path.display(),
+                    lxcpath.path().display()
+                ),
+            )
+        };
+        let rel = lxcpath.inside(path).ok_or_else(refused)?;
+        let parts = crate::dir::plain_components(&rel).ok_or_else(refused)?;
+        let Some((container, tree)) = parts.split_first() else {
+            return Err(refused());
+        };
+        let container = container.to_str().ok_or_else(refused)?;
+        let tree = Path::new("").join(tree.iter().collect::<PathBuf>());
+        let tree = tree.to_str().ok_or_else(refused)?;
+        if !LOWER_DIRS.contains(&tree) {
+            return Err(refused());
+        }
+        let base_config = match with_configs {
+            true => Some(
+                lxcpath
+                    .dir()
+                    .open_dir(container)?
+                    .read_file("config", MAX_CONFIG, "config")?,
+            ),
+            false => None,
+        };
+        lowers.push((
+            LowerRef {
+                container: container.to_string(),
+                dir: tree.to_string(),
+                source_dir: lxcpath.path().join(container),
+                digest: tree_digest(&dir)?,
+            },
+            dir,
+            base_config,
+        ));
+    }
+    Ok(lowers)
 }
 
 /// What `snapshot` captured, as one tree: its own, or for a layer a copy
@@ -424,67 +449,13 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
             format!("importing: the stream's manifest does not parse: {e}"),
         )
     })?;
-    if manifest.format != STREAM_FORMAT || manifest.version > STREAM_VERSION {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "importing: a stream of format {:?} version {}, which this lxc-snap does not read",
-                manifest.format, manifest.version
-            ),
-        ));
-    }
-    let from = ContainerName::parse(&manifest.container)
-        .map(|c| SnapshotName::new(c, manifest.number))
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Other,
-                format!("importing: the manifest's container: {e}"),
-            )
-        })?;
-    let config_bytes = expect_file(&mut r, CONFIG, MAX_CONFIG)?;
-    let config_text = String::from_utf8(config_bytes).map_err(|_| {
-        Error::new(
-            ErrorKind::Other,
-            "importing: the stream's config is not UTF-8",
-        )
-    })?;
-    let mut config = LxcConfig::parse(&config_text);
-    // The hook that empties a snapshot's scratch is lxc-snap's own, set
-    // for this host below.
-    config.set_reset_hook(None);
-    if !opts.trust_config {
-        check_config(&config)?;
-    }
-    let created = chrono::DateTime::parse_from_rfc3339(&manifest.created).map_err(|e| {
-        Error::new(
-            ErrorKind::Other,
-            format!("importing: the manifest's creation time: {e}"),
-        )
-    })?;
-    if let Some(comment) = &manifest.comment {
-        store::validate_comment(comment.as_bytes().to_vec(), "the stream")?;
-    }
-    let expires_at = match &manifest.expires_at {
-        None => None,
-        Some(t) => Some(chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
-            Error::new(
-                ErrorKind::Other,
-                format!("importing: the manifest's expiry: {e}"),
-            )
-        })?),
-    };
+    let (from, created, expires_at) = checked_manifest(&manifest)?;
+    let config = checked_config(expect_file(&mut r, CONFIG, MAX_CONFIG)?, opts.trust_config)?;
     let base_configs = match manifest.with_base {
         true => (0..manifest.lowers.len())
             .map(|i| {
                 let bytes = expect_file(&mut r, &format!("lxc-snap/base/{i}/config"), MAX_CONFIG)?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    Error::new(ErrorKind::Other, "importing: a base's config is not UTF-8")
-                })?;
-                let config = LxcConfig::parse(&text);
-                if !opts.trust_config {
-                    check_config(&config)?;
-                }
-                Ok(Some(config))
+                checked_config(bytes, opts.trust_config).map(Some)
             })
             .collect::<Result<Vec<_>>>()?,
         false => vec![None; manifest.lowers.len()],
@@ -494,57 +465,10 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
         max_entries: u64::MAX,
         devices: manifest.device_nodes,
     };
-    // The base: here as it was, or in the stream.
+    let (lowers, mut bases) = bases_for(store, &manifest, &from, base_configs, |i, at| {
+        Unpacker::new(at, &format!("base/{i}"), limits)
+    })?;
     let lxcpath = store.lxcpath()?;
-    let mut lowers = Vec::new();
-    let mut bases: Vec<Option<NewBase>> = Vec::new();
-    for (i, (lower, base_config)) in manifest.lowers.iter().zip(base_configs).enumerate() {
-        let name = ContainerName::parse(&lower.container).map_err(|e| {
-            Error::new(
-                ErrorKind::Other,
-                format!("importing: the manifest's base container: {e}"),
-            )
-        })?;
-        if !LOWER_DIRS.contains(&lower.dir.as_str()) {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!("importing: the manifest's base layer {:?}", lower.dir),
-            ));
-        }
-        let path = lxcpath.path().join(name.as_str()).join(&lower.dir);
-        lowers.push(path.clone());
-        if !store.container_exists(&name) {
-            let Some(config) = base_config else {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "importing {from}: it stands on {}, which is not here",
-                        path.display()
-                    ),
-                )
-                .with_hint(format!(
-                    "create the base container {name} in {} as it is where the stream comes from, or export with --with-base",
-                    lxcpath.path().display()
-                )));
-            };
-            bases.push(Some(NewBase::create(
-                lxcpath, name, i, lower, config, limits,
-            )?));
-            continue;
-        }
-        let dir = store.open_lower(&path)?;
-        if tree_digest(&dir)? != lower.digest {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "importing {from}: the base {} is not the one it stands on where the stream comes from",
-                    path.display()
-                ),
-            )
-            .with_hint("the base container must be the same on both hosts"));
-        }
-        bases.push(None);
-    }
     let container = opts
         .container
         .clone()
@@ -668,115 +592,38 @@ pub fn import(store: &Store, opts: &ImportOptions, input: impl Read) -> Result<I
         stats.allocated = copied.created_bytes;
     }
 
-    // The config: the stream's, for this snapshot's place and layers.
-    let final_dir = new.final_path();
-    let mut stacked = vec![store::tree_path(&final_dir, manifest.backing)];
-    stacked.extend(lowers.iter().cloned());
-    let rootfs = Rootfs::Overlay {
-        prefix: Rootfs::overlay_prefix_for(&manifest.rootfs_key, &manifest.rootfs_prefix),
-        lowers: stacked,
-        upper: store::scratch_upper(&final_dir),
-    };
-    let name = new.name.to_string();
-    let retargeted = config.retarget(
-        &Retarget {
-            old_dirs: &[manifest.source_dir.as_path()],
-            new_dir: &final_dir,
-            new_name: &name,
-            host_name: &host_name_for(&name),
-            rootfs: &rootfs,
+    publish(
+        store,
+        &lock,
+        new,
+        Built {
+            manifest: &manifest,
+            from: &from,
+            config,
+            lowers,
+            container,
+            created,
+            expires_at,
+            stats,
         },
-        random_mac,
-    );
-    if !retargeted.copy.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "importing {from}: its config names files in the snapshot's directory ({}), which streams do not carry",
-                retargeted
-                    .copy
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
-    let mut config = retargeted.config;
-    let hook = super::take::reset_hook(store).ok();
-    config.set_reset_hook(hook.as_deref());
-    new.dir()
-        .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
-    store::write_comment(
-        new.dir(),
-        manifest.comment.as_deref().filter(|c| !c.is_empty()),
-    )?;
-    let lower_fingerprints = store
-        .open_lowers(&lowers)?
-        .iter()
-        .map(TreeFingerprint::of)
-        .collect::<Result<Vec<_>>>()?;
-    let meta = Metadata {
-        format_version: WHOLE_FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        container: container.to_string(),
-        lxcpath: lxcpath.path().to_path_buf(),
-        created: manifest.created.clone(),
-        backing: manifest.backing,
-        rootfs_key: manifest.rootfs_key.clone(),
-        rootfs_prefix: manifest.rootfs_prefix.clone(),
-        lowers: lowers.clone(),
-        files: stats.entries,
-        bytes: stats.bytes,
-        refer_bytes: Some(stats.allocated),
-        used_bytes: stats.allocated,
-        hidden_bytes: None,
-        pinned: manifest.pinned,
-        expires_at: expires_at.map(store::expiry_text),
-        auto: false,
-        lower_fingerprints,
-        multi_name_inodes: None,
-        layer: None,
-        held: false,
-        legacy: None,
-        other: serde_json::Map::new(),
-    };
-    store::write_metadata(new.dir(), &meta)?;
-    let bases = bases_of_lowers(&lowers, lxcpath);
-    store.cancel().check()?;
-    let registered = store.finish_container_dir_with(
-        new.dir(),
-        &config,
-        &bases,
-        &bases,
-        store.entry(&new.name),
-    )?;
-    let snapshot: Snapshot = store.commit(new, &lock, stats.allocated)?;
-    registered.keep();
-    Ok(Imported {
-        snapshot: snapshot.name.to_string(),
-        from: from.to_string(),
-        entries: stats.entries,
-        bytes: stats.bytes,
-    })
+    )
 }
 
 /// A base container the stream brings, being built in the lxcpath.
-struct NewBase {
+pub(super) struct NewBase {
     name: ContainerName,
     staging: crate::durable::Staging,
     config: LxcConfig,
-    unpacker: Unpacker,
+    pub(super) unpacker: Unpacker,
 }
 
 impl NewBase {
     fn create(
         lxcpath: &crate::lxc::container::Lxcpath,
         name: ContainerName,
-        index: usize,
         lower: &LowerRef,
         config: LxcConfig,
-        limits: UnpackLimits,
+        unpacker: impl FnOnce(&Dir) -> Result<Unpacker>,
     ) -> Result<NewBase> {
         let staging = crate::durable::Staging::create(lxcpath.dir(), name.as_str(), 0o770)?;
         let parts: Vec<&str> = lower.dir.split('/').collect();
@@ -795,7 +642,7 @@ impl NewBase {
             // The mount point of an overlay container.
             staging.dir().mkdir("rootfs", 0o755)?;
         }
-        let unpacker = Unpacker::new(&at, &format!("base/{index}"), limits)?;
+        let unpacker = unpacker(&at)?;
         Ok(NewBase {
             name,
             staging,
@@ -806,7 +653,7 @@ impl NewBase {
 
     /// Checks the tree is the one the snapshot stands on, writes the
     /// config for this lxcpath and renames the container into place.
-    fn finish(
+    pub(super) fn finish(
         self,
         store: &Store,
         lxcpath: &crate::lxc::container::Lxcpath,
@@ -914,6 +761,256 @@ fn base_section(path: &[u8]) -> Option<usize> {
     let n = rest.split(|&b| b == b'/').next()?;
     std::str::from_utf8(n).ok()?.parse().ok()
 }
+/// Checks what a manifest says of the snapshot: its format, name, times
+/// and comment; the snapshot it names, its creation time and expiry.
+#[allow(clippy::type_complexity)]
+pub(super) fn checked_manifest(
+    manifest: &Manifest,
+) -> Result<(
+    SnapshotName,
+    chrono::DateTime<chrono::FixedOffset>,
+    Option<chrono::DateTime<chrono::FixedOffset>>,
+)> {
+    if manifest.format != STREAM_FORMAT || manifest.version > STREAM_VERSION {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "importing: a stream of format {:?} version {}, which this lxc-snap does not read",
+                manifest.format, manifest.version
+            ),
+        ));
+    }
+    let from = ContainerName::parse(&manifest.container)
+        .map(|c| SnapshotName::new(c, manifest.number))
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("importing: the manifest's container: {e}"),
+            )
+        })?;
+    let created = chrono::DateTime::parse_from_rfc3339(&manifest.created).map_err(|e| {
+        Error::new(
+            ErrorKind::Other,
+            format!("importing: the manifest's creation time: {e}"),
+        )
+    })?;
+    if let Some(comment) = &manifest.comment {
+        store::validate_comment(comment.as_bytes().to_vec(), "the stream")?;
+    }
+    let expires_at = match &manifest.expires_at {
+        None => None,
+        Some(t) => Some(chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("importing: the manifest's expiry: {e}"),
+            )
+        })?),
+    };
+    Ok((from, created, expires_at))
+}
+
+/// A config from a stream: UTF-8, without lxc-snap's own reset hook (set
+/// for this host when published), refused when it acts on the host unless
+/// trusted.
+pub(super) fn checked_config(bytes: Vec<u8>, trust: bool) -> Result<LxcConfig> {
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::new(ErrorKind::Other, "importing: a config that is not UTF-8"))?;
+    let mut config = LxcConfig::parse(&text);
+    config.set_reset_hook(None);
+    if !trust {
+        check_config(&config)?;
+    }
+    Ok(config)
+}
+
+/// The base of an imported snapshot: each lower's path here, and for each
+/// one that is not here (and comes with a config) the container being
+/// built for it, its tree unpacked by `unpacker(index, dir)`.
+#[allow(clippy::type_complexity)]
+pub(super) fn bases_for(
+    store: &Store,
+    manifest: &Manifest,
+    from: &SnapshotName,
+    base_configs: Vec<Option<LxcConfig>>,
+    unpacker: impl Fn(usize, &Dir) -> Result<Unpacker>,
+) -> Result<(Vec<PathBuf>, Vec<Option<NewBase>>)> {
+    let lxcpath = store.lxcpath()?;
+    let mut lowers = Vec::new();
+    let mut bases: Vec<Option<NewBase>> = Vec::new();
+    for (i, (lower, base_config)) in manifest.lowers.iter().zip(base_configs).enumerate() {
+        let name = ContainerName::parse(&lower.container).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("importing: the manifest's base container: {e}"),
+            )
+        })?;
+        if !LOWER_DIRS.contains(&lower.dir.as_str()) {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("importing: the manifest's base layer {:?}", lower.dir),
+            ));
+        }
+        let path = lxcpath.path().join(name.as_str()).join(&lower.dir);
+        lowers.push(path.clone());
+        if !store.container_exists(&name) {
+            let Some(config) = base_config else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "importing {from}: it stands on {}, which is not here",
+                        path.display()
+                    ),
+                )
+                .with_hint(format!(
+                    "create the base container {name} in {} as it is where the stream comes from, or export with --with-base",
+                    lxcpath.path().display()
+                )));
+            };
+            bases.push(Some(NewBase::create(lxcpath, name, lower, config, |at| {
+                unpacker(i, at)
+            })?));
+            continue;
+        }
+        let dir = store.open_lower(&path)?;
+        if tree_digest(&dir)? != lower.digest {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "importing {from}: the base {} is not the one it stands on where the stream comes from",
+                    path.display()
+                ),
+            )
+            .with_hint("the base container must be the same on both hosts"));
+        }
+        bases.push(None);
+    }
+    Ok((lowers, bases))
+}
+
+/// What an import built, to be published.
+pub(super) struct Built<'a> {
+    pub manifest: &'a Manifest,
+    pub from: &'a SnapshotName,
+    pub config: LxcConfig,
+    pub lowers: Vec<PathBuf>,
+    pub container: ContainerName,
+    pub created: chrono::DateTime<chrono::FixedOffset>,
+    pub expires_at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    pub stats: crate::copy::pack::UnpackStats,
+}
+
+/// Writes the config, times, comment and metadata of an imported snapshot
+/// and publishes it.
+pub(super) fn publish(
+    store: &Store,
+    lock: &store::NameLock,
+    new: store::NewSnapshot,
+    built: Built,
+) -> Result<Imported> {
+    let Built {
+        manifest,
+        from,
+        config,
+        lowers,
+        container,
+        created,
+        expires_at,
+        stats,
+    } = built;
+    let lxcpath = store.lxcpath()?;
+    // The config: the stream's, for this snapshot's place and layers.
+    let final_dir = new.final_path();
+    let mut stacked = vec![store::tree_path(&final_dir, manifest.backing)];
+    stacked.extend(lowers.iter().cloned());
+    let rootfs = Rootfs::Overlay {
+        prefix: Rootfs::overlay_prefix_for(&manifest.rootfs_key, &manifest.rootfs_prefix),
+        lowers: stacked,
+        upper: store::scratch_upper(&final_dir),
+    };
+    let name = new.name.to_string();
+    let retargeted = config.retarget(
+        &Retarget {
+            old_dirs: &[manifest.source_dir.as_path()],
+            new_dir: &final_dir,
+            new_name: &name,
+            host_name: &host_name_for(&name),
+            rootfs: &rootfs,
+        },
+        random_mac,
+    );
+    if !retargeted.copy.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "importing {from}: its config names files in the snapshot's directory ({}), which streams do not carry",
+                retargeted
+                    .copy
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let mut config = retargeted.config;
+    let hook = super::take::reset_hook(store).ok();
+    config.set_reset_hook(hook.as_deref());
+    new.dir()
+        .write_file(store::TS_FILE, store::ts_text(&created).as_bytes(), 0o644)?;
+    store::write_comment(
+        new.dir(),
+        manifest.comment.as_deref().filter(|c| !c.is_empty()),
+    )?;
+    let lower_fingerprints = store
+        .open_lowers(&lowers)?
+        .iter()
+        .map(TreeFingerprint::of)
+        .collect::<Result<Vec<_>>>()?;
+    let meta = Metadata {
+        format_version: WHOLE_FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        container: container.to_string(),
+        lxcpath: lxcpath.path().to_path_buf(),
+        created: manifest.created.clone(),
+        backing: manifest.backing,
+        rootfs_key: manifest.rootfs_key.clone(),
+        rootfs_prefix: manifest.rootfs_prefix.clone(),
+        lowers: lowers.clone(),
+        files: stats.entries,
+        bytes: stats.bytes,
+        refer_bytes: Some(stats.allocated),
+        used_bytes: stats.allocated,
+        hidden_bytes: None,
+        pinned: manifest.pinned,
+        expires_at: expires_at.map(store::expiry_text),
+        auto: false,
+        lower_fingerprints,
+        multi_name_inodes: None,
+        layer: None,
+        held: false,
+        legacy: None,
+        other: serde_json::Map::new(),
+    };
+    store::write_metadata(new.dir(), &meta)?;
+    let bases = bases_of_lowers(&lowers, lxcpath);
+    store.cancel().check()?;
+    let registered = store.finish_container_dir_with(
+        new.dir(),
+        &config,
+        &bases,
+        &bases,
+        store.entry(&new.name),
+    )?;
+    let snapshot: Snapshot = store.commit(new, lock, stats.allocated)?;
+    registered.keep();
+    Ok(Imported {
+        snapshot: snapshot.name.to_string(),
+        from: from.to_string(),
+        entries: stats.entries,
+        bytes: stats.bytes,
+    })
+}
+
 /// Config keys a stream may not bring unless trusted: they run programs
 /// or read and write files on the host.
 fn check_config(config: &LxcConfig) -> Result<()> {
@@ -1048,7 +1145,7 @@ pub struct Hashing<T> {
 }
 
 impl<T> Hashing<T> {
-    fn new(inner: T) -> Hashing<T> {
+    pub fn new(inner: T) -> Hashing<T> {
         Hashing {
             inner,
             hash: Sha256::new(),
@@ -1056,13 +1153,13 @@ impl<T> Hashing<T> {
     }
 
     /// `sha256:HEX` of what passed so far.
-    fn digest(&self) -> String {
+    pub fn digest(&self) -> String {
         let sum = self.hash.clone().finalize();
         let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
         format!("sha256:{hex}")
     }
 
-    fn into_inner(self) -> T {
+    pub fn into_inner(self) -> T {
         self.inner
     }
 }
