@@ -163,7 +163,9 @@ test-package:
 # Debian packages for the system tests: lxc (lxc-create, lxc-copy, lxc-start,
 # lxc-attach, ...) and busybox-static (the busybox template's /bin/busybox),
 # groff-base for check-man, xfsprogs and btrfs-progs for the copier tests on
-# filesystems with reflinks. Installed only when missing.
+# filesystems with reflinks, skopeo, umoci and docker-registry (the CNCF
+# distribution registry) for the OCI tests, zstd for tar to read streams,
+# python3 to craft hostile images. Installed only when missing.
 deps:
 	@if [ "$${LXC_SNAP_SKIP_SYSTEM_TESTS:-}" = 1 ]; then \
 	    echo "deps: LXC_SNAP_SKIP_SYSTEM_TESTS=1: not installing system packages"; \
@@ -175,6 +177,9 @@ deps:
 	    if ! command -v groff >/dev/null 2>&1; then pkgs="$$pkgs groff-base"; fi; \
 	    if ! command -v mkfs.xfs >/dev/null 2>&1; then pkgs="$$pkgs xfsprogs"; fi; \
 	    if ! command -v mkfs.btrfs >/dev/null 2>&1; then pkgs="$$pkgs btrfs-progs"; fi; \
+	    for tool in skopeo umoci docker-registry zstd python3; do \
+	        command -v $$tool >/dev/null 2>&1 || pkgs="$$pkgs $$tool"; \
+	    done; \
 	    pkgs="$${pkgs# }"; \
 	    if [ -n "$$pkgs" ]; then \
 	        if [ "$$(id -u)" != 0 ]; then \

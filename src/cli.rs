@@ -174,6 +174,16 @@ pub enum Command {
         opts: ExportOptions,
         output: Option<PathBuf>,
     },
+    /// Send a snapshot to an OCI registry as the image REF.
+    Push {
+        snapshot: SnapshotName,
+        reference: String,
+        insecure: bool,
+    },
+    /// Bring an image from an OCI registry: a snapshot again, or a container.
+    Pull {
+        opts: crate::ops::oci::PullOptions,
+    },
     /// Write a snapshot as an image of the OCI layout DIR, named TAG.
     ExportOci {
         snapshot: SnapshotName,
@@ -544,6 +554,35 @@ enum Sub {
         snap: String,
         /// The OCI layout to write the image into (--format oci)
         dir: Option<PathBuf>,
+    },
+    /// Send snapshot SNAP to an OCI registry as the image REF (only the layers it lacks)
+    Push {
+        /// Talk to the registry without TLS checks (plain HTTP on localhost)
+        #[arg(long)]
+        insecure: bool,
+        /// Snapshot to push, e.g. web_3
+        snap: String,
+        /// The image, e.g. registry.example.com/web:3
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    /// Bring image REF from an OCI registry: a snapshot lxc-snap pushed, or a new container
+    Pull {
+        /// The container the snapshot is of, or the container to make
+        #[arg(long = "as", value_name = "CONTAINER")]
+        as_container: Option<String>,
+        /// Talk to the registry without TLS checks (plain HTTP on localhost)
+        #[arg(long)]
+        insecure: bool,
+        /// Refuse an image whose files add up to more than SIZE (default 256G)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Accept config keys that act on the host (hooks, host files, mounts of host paths)
+        #[arg(long)]
+        trust_config: bool,
+        /// The image, e.g. registry.example.com/web:3
+        #[arg(value_name = "REF")]
+        reference: String,
     },
     /// Recreate a snapshot from a stream made by export
     Import {
@@ -1090,6 +1129,36 @@ fn from_subcommand(sub: Sub) -> Result<Command> {
                 "export: a DIR and --tag go with --format oci; a stream goes to -o FILE or standard output",
             ))
         }
+        Sub::Push {
+            insecure,
+            snap,
+            reference,
+        } => Command::Push {
+            snapshot: SnapshotName::parse(&snap)?,
+            reference,
+            insecure,
+        },
+        Sub::Pull {
+            as_container,
+            insecure,
+            max_size,
+            trust_config,
+            reference,
+        } => Command::Pull {
+            opts: crate::ops::oci::PullOptions {
+                reference,
+                container: as_container
+                    .as_deref()
+                    .map(ContainerName::parse)
+                    .transpose()?,
+                insecure,
+                max_size: match max_size {
+                    Some(s) => parse_size(&s)?,
+                    None => crate::ops::stream::DEFAULT_MAX_SIZE,
+                },
+                trust_config,
+            },
+        },
         Sub::Import {
             as_container,
             max_size,

@@ -77,6 +77,12 @@ pub fn run(command: Command, ctx: &Context) -> Result<i32> {
         } => clone::run(ctx, &snapshot, &new_names),
         Command::Export { opts, output } => stream::export(ctx, &opts, output.as_deref()),
         Command::ExportOci { snapshot, dir, tag } => stream::export_oci(ctx, &snapshot, &dir, &tag),
+        Command::Push {
+            snapshot,
+            reference,
+            insecure,
+        } => stream::push(ctx, &snapshot, &reference, insecure),
+        Command::Pull { opts } => stream::pull(ctx, &opts),
         Command::Import { opts, input } => stream::import(ctx, &opts, &input),
         Command::Comment { snapshot, set } => comment::run(ctx, &snapshot, set.as_ref()),
         Command::Completions { shell } => completions::run(shell),

@@ -121,3 +121,37 @@ pub fn export_oci(
     ));
     Ok(())
 }
+
+pub fn push(
+    ctx: &Context,
+    snapshot: &crate::names::SnapshotName,
+    reference: &str,
+    insecure: bool,
+) -> Result<()> {
+    let pushed = ops::oci::push(ctx.store, snapshot, reference, insecure)?;
+    ctx.ui.done(&format!(
+        "pushed {} as {} ({} layers, {})",
+        pushed.snapshot,
+        pushed.reference,
+        pushed.layers.len(),
+        pushed.digest
+    ));
+    Ok(())
+}
+
+pub fn pull(ctx: &Context, opts: &ops::oci::PullOptions) -> Result<()> {
+    match ops::oci::pull(ctx.store, opts)? {
+        ops::oci::Pulled::Snapshot(imported) => ctx.ui.done(&format!(
+            "pulled {} as {}: {} entries, {}",
+            imported.from,
+            imported.snapshot,
+            imported.entries,
+            ctx.ui.size(imported.bytes)
+        )),
+        ops::oci::Pulled::Container { container, layers } => ctx.ui.done(&format!(
+            "pulled {} as the container {container} ({layers} layers)",
+            opts.reference
+        )),
+    }
+    Ok(())
+}

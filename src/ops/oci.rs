@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::stream::{exported_snapshot, lower_refs, Hashing, Manifest};
-use crate::copy::pack::{pack, PackOptions};
+use crate::copy::pack::{pack, PackOptions, Unpacker};
 use crate::copy::tar::Writer;
 use crate::dir::Dir;
 use crate::error::{Error, ErrorKind, Result};
@@ -86,8 +86,10 @@ pub fn export_oci(
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();
+    let mut devices = 0;
     for (role, tree) in &trees {
-        let (blob, diff_id) = layout.layer(tree, store)?;
+        let (blob, diff_id, tree_devices) = layout.layer(tree, store)?;
+        devices += tree_devices;
         layers.push(json!({
             "mediaType": LAYER_MEDIA_TYPE,
             "digest": blob.digest,
@@ -131,7 +133,7 @@ pub fn export_oci(
         rootfs_prefix: snapshot.meta.rootfs_prefix.clone(),
         source_dir: snapshot.dir.clone(),
         lowers: lowers.iter().map(|(l, _, _)| l.clone()).collect(),
-        device_nodes: true,
+        device_nodes: devices > 0,
         with_base: true,
         since: None,
         files: snapshot.meta.files,
@@ -236,9 +238,9 @@ impl Layout {
         Ok(self.dir.join("blobs/sha256").join(hex))
     }
 
-    /// Writes `tree` as a layer blob; its blob and its diff ID (the digest
-    /// of the uncompressed tar).
-    fn layer(&self, tree: &Dir, store: &Store) -> Result<(Blob, String)> {
+    /// Writes `tree` as a layer blob; its blob, its diff ID (the digest
+    /// of the uncompressed tar) and how many device nodes it holds.
+    fn layer(&self, tree: &Dir, store: &Store) -> Result<(Blob, String, u64)> {
         let temp = self
             .dir
             .join(format!("blobs/sha256/.lxc-snap-tmp.{}", std::process::id()));
@@ -249,7 +251,7 @@ impl Layout {
                 .mtime(0)
                 .write(compressed, flate2::Compression::new(6));
             let mut w = Writer::new(Hashing::new(gz));
-            pack(
+            let stats = pack(
                 tree,
                 ".",
                 &mut w,
@@ -270,7 +272,7 @@ impl Layout {
             let size = fs::metadata(&temp).map_err(err)?.len();
             let path = self.blob_path(&digest)?;
             fs::rename(&temp, &path).map_err(|e| Error::io("renaming into place", &path, e))?;
-            Ok((Blob { digest, size }, diff_id))
+            Ok((Blob { digest, size }, diff_id, stats.devices))
         })();
         if done.is_err() {
             let _ = fs::remove_file(&temp);
@@ -338,4 +340,509 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&temp);
     }
     done
+}
+
+/// `skopeo copy SRC DST`, without TLS checks when `insecure` (a registry
+/// on localhost over plain HTTP).
+fn skopeo_copy(src: &str, dst: &str, insecure: bool) -> Result<()> {
+    let mut cmd = std::process::Command::new("skopeo");
+    cmd.args(["copy", "--quiet"]);
+    if insecure {
+        cmd.args(["--src-tls-verify=false", "--dest-tls-verify=false"]);
+    }
+    cmd.args([src, dst]);
+    let out = cmd.output().map_err(|e| {
+        Error::new(ErrorKind::Unsupported, format!("running skopeo: {e}"))
+            .with_hint("install skopeo (apt-get install skopeo)")
+    })?;
+    if !out.status.success() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "skopeo copy {src} {dst}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A registry reference as given (`HOST[:PORT]/REPO[:TAG|@DIGEST]`), as
+/// skopeo's `docker://` names it.
+fn docker_ref(reference: &str) -> Result<String> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Usage,
+            format!("{reference:?} is not a registry reference such as registry.example.com/web:3"),
+        )
+    };
+    let r = reference.strip_prefix("docker://").unwrap_or(reference);
+    if r.is_empty()
+        || r.starts_with('-')
+        || r.len() > 1024
+        || r.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad());
+    }
+    Ok(format!("docker://{r}"))
+}
+
+/// What `push` sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pushed {
+    pub snapshot: String,
+    pub reference: String,
+    pub digest: String,
+    pub layers: Vec<String>,
+}
+
+/// Sends `name` to a registry as the image `reference`; the registry gets
+/// only the blobs it does not have.
+pub fn push(store: &Store, name: &SnapshotName, reference: &str, insecure: bool) -> Result<Pushed> {
+    let dst = docker_ref(reference)?;
+    let work = store.work_dir("push")?;
+    let layout = work.dir().path().join("layout");
+    let made = export_oci(store, name, &layout, "push")?;
+    skopeo_copy(&format!("oci:{}:push", layout.display()), &dst, insecure)?;
+    Ok(Pushed {
+        snapshot: made.snapshot,
+        reference: reference.to_string(),
+        digest: made.digest,
+        layers: made.layers,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullOptions {
+    pub reference: String,
+    /// For an image of a snapshot: the container it becomes a snapshot of;
+    /// for any other image: the container made from it (default: the
+    /// repository's last name).
+    pub container: Option<crate::names::ContainerName>,
+    pub insecure: bool,
+    pub max_size: u64,
+    pub trust_config: bool,
+}
+
+/// What `pull` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "made", rename_all = "snake_case")]
+pub enum Pulled {
+    /// An image lxc-snap made: the snapshot again.
+    Snapshot(super::stream::Imported),
+    /// Any other image: a container of its root filesystem.
+    Container { container: String, layers: usize },
+}
+
+/// A descriptor of a manifest's layer, as read.
+struct Descriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    role: Option<String>,
+}
+
+/// Brings the image `opts.reference` from its registry: an image of a
+/// snapshot becomes that snapshot again (with its base, if missing);
+/// any other becomes a directory-backed container.
+pub fn pull(store: &Store, opts: &PullOptions) -> Result<Pulled> {
+    super::require_root("pulling an image")?;
+    let src = docker_ref(&opts.reference)?;
+    let work = store.work_dir("pull")?;
+    let layout_dir = work.dir().path().join("layout");
+    skopeo_copy(
+        &src,
+        &format!("oci:{}:pulled", layout_dir.display()),
+        opts.insecure,
+    )?;
+    let layout = Layout {
+        dir: layout_dir.clone(),
+    };
+    let manifest = layout.manifest("pulled")?;
+    let layers = descriptors(&manifest)?;
+    let annotations = &manifest["annotations"];
+    match annotations[STREAM_ANNOTATION].as_str() {
+        Some(text) => pull_snapshot(store, opts, &layout, &layers, annotations, text),
+        None => pull_container(store, opts, &layout, &layers),
+    }
+}
+
+fn descriptors(manifest: &Value) -> Result<Vec<Descriptor>> {
+    let bad = |why: &str| {
+        Error::new(
+            ErrorKind::Other,
+            format!("pulling: the image's manifest {why}"),
+        )
+    };
+    if manifest["schemaVersion"] != 2 {
+        return Err(bad("is not of schema version 2"));
+    }
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or_else(|| bad("lists no layers"))?;
+    if layers.len() > 1000 {
+        return Err(bad("lists more than 1000 layers"));
+    }
+    layers
+        .iter()
+        .map(|l| {
+            Ok(Descriptor {
+                media_type: l["mediaType"]
+                    .as_str()
+                    .ok_or_else(|| bad("has a layer without a media type"))?
+                    .to_string(),
+                digest: l["digest"]
+                    .as_str()
+                    .ok_or_else(|| bad("has a layer without a digest"))?
+                    .to_string(),
+                size: l["size"]
+                    .as_u64()
+                    .ok_or_else(|| bad("has a layer without a size"))?,
+                role: l["annotations"]["io.lxc-snap.layer"]
+                    .as_str()
+                    .map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+impl Layout {
+    /// The manifest of the image named `tag`, its digest checked.
+    fn manifest(&self, tag: &str) -> Result<Value> {
+        let index: Value =
+            serde_json::from_slice(&self.read_bounded(&self.dir.join("index.json"), 1 << 20)?)
+                .map_err(|e| {
+                    Error::new(ErrorKind::Other, format!("pulling: the image's index: {e}"))
+                })?;
+        let entry = index["manifests"]
+            .as_array()
+            .and_then(|m| {
+                m.iter()
+                    .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    "pulling: the image's index names no manifest",
+                )
+            })?;
+        let digest = entry["digest"].as_str().unwrap_or_default();
+        let bytes = self.read_bounded(&self.blob_path(digest)?, 4 << 20)?;
+        let mut h = Hashing::new(io::sink());
+        let _ = h.write_all(&bytes);
+        if h.digest() != digest {
+            return Err(Error::new(
+                ErrorKind::Other,
+                "pulling: the image's manifest does not match its digest",
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("pulling: the image's manifest does not parse: {e}"),
+            )
+        })
+    }
+
+    fn read_bounded(&self, path: &Path, max: u64) -> Result<Vec<u8>> {
+        let file = fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        crate::dir::read_bounded(file, max, "image metadata", path)
+    }
+
+    /// Applies the layer `desc` with `unpacker`, checking the blob's size
+    /// and digest: a layer that does not match fails once it is read, and
+    /// what it made is the caller's to drop.
+    fn apply(&self, desc: &Descriptor, unpacker: &mut Unpacker) -> Result<()> {
+        let path = self.blob_path(&desc.digest)?;
+        let file = fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("inspecting", &path, e))?
+            .len();
+        if len != desc.size {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "pulling: the layer {} is not of the size its manifest says",
+                    desc.digest
+                ),
+            ));
+        }
+        // Checked whole first: the blob is in a directory only root can
+        // write, so what is read next is what was checked.
+        let mut hashing = Hashing::new(io::sink());
+        io::copy(
+            &mut io::BufReader::with_capacity(1 << 20, &file),
+            &mut hashing,
+        )
+        .map_err(|e| Error::io("reading", &path, e))?;
+        if hashing.digest() != desc.digest {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "pulling: the layer {} does not match its digest: it was changed or damaged",
+                    desc.digest
+                ),
+            ));
+        }
+        let file = fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+        let input = io::BufReader::with_capacity(1 << 20, file);
+        let bad = |e: crate::copy::tar::TarError| {
+            Error::new(
+                ErrorKind::Other,
+                format!("pulling the layer {}: {e}", desc.digest),
+            )
+        };
+        let read: Box<dyn io::Read> =
+            match desc.media_type.as_str() {
+                LAYER_MEDIA_TYPE | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                    Box::new(flate2::bufread::MultiGzDecoder::new(input))
+                }
+                "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(
+                    zstd::stream::read::Decoder::with_buffer(input)
+                        .map_err(|e| Error::io("reading", &path, e))?,
+                ),
+                "application/vnd.oci.image.layer.v1.tar"
+                | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(input),
+                other => return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "pulling: a layer of media type {other:?}, which lxc-snap does not read"
+                    ),
+                )),
+            };
+        let mut r = crate::copy::tar::Reader::new(read);
+        while let Some(mut h) = r.next_header().map_err(bad)? {
+            h.path = in_layer(&h.path);
+            if h.kind == crate::copy::tar::Kind::HardLink {
+                h.link = h.link.map(|l| in_layer(&l));
+            }
+            unpacker.entry(&h, &mut r)?;
+        }
+        unpacker.end_layer()?;
+        Ok(())
+    }
+}
+
+/// A layer's path as `./PATH` (tools write `PATH` or `./PATH`; an
+/// absolute one becomes `.//PATH`, which unpacking refuses).
+fn in_layer(path: &[u8]) -> Vec<u8> {
+    let p = path.strip_prefix(b"./").unwrap_or(path);
+    let p = if p == b"." { b"" } else { p };
+    if p.is_empty() {
+        b".".to_vec()
+    } else {
+        [b"./".as_slice(), p].concat()
+    }
+}
+
+/// An image lxc-snap made: the snapshot it is of, with its base where the
+/// base is missing.
+fn pull_snapshot(
+    store: &Store,
+    opts: &PullOptions,
+    layout: &Layout,
+    layers: &[Descriptor],
+    annotations: &Value,
+    text: &str,
+) -> Result<Pulled> {
+    use super::stream::{bases_for, checked_config, checked_manifest, publish, Built};
+    use crate::copy::pack::{UnpackLimits, Whiteouts};
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorKind::Other,
+            format!("pulling: the image's lxc-snap manifest does not parse: {e}"),
+        )
+    })?;
+    let (from, created, expires_at) = checked_manifest(&manifest)?;
+    let note = |key: &str| -> Result<Vec<u8>> {
+        annotations[key]
+            .as_str()
+            .map(|t| t.as_bytes().to_vec())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("pulling: the image of {from} has no {key} annotation"),
+                )
+            })
+    };
+    let config = checked_config(note("io.lxc-snap.config")?, opts.trust_config)?;
+    let base_configs = (0..manifest.lowers.len())
+        .map(|i| {
+            checked_config(
+                note(&format!("io.lxc-snap.base.{i}.config"))?,
+                opts.trust_config,
+            )
+            .map(Some)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let removed: Vec<std::path::PathBuf> = serde_json::from_slice(&note("io.lxc-snap.removed")?)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("pulling: the image's removals: {e}"),
+            )
+        })?;
+    let removed: std::collections::HashSet<Vec<u8>> = removed
+        .into_iter()
+        .map(|p| std::os::unix::ffi::OsStringExt::into_vec(p.into_os_string()))
+        .collect();
+    let role = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l.role.as_deref() == Some(name))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("pulling: the image of {from} has no {name} layer"),
+                )
+            })
+    };
+    let limits = UnpackLimits {
+        max_bytes: opts.max_size,
+        max_entries: u64::MAX,
+        devices: manifest.device_nodes,
+    };
+    let keep = || Whiteouts::Keep(Default::default());
+    let (lowers, mut bases) = bases_for(store, &manifest, &from, base_configs, |_, at| {
+        Unpacker::layered(at, ".", limits, keep())
+    })?;
+    for (i, base) in bases.iter_mut().enumerate() {
+        if let Some(base) = base {
+            layout.apply(role(&format!("base/{i}"))?, &mut base.unpacker)?;
+        }
+    }
+    let container = opts
+        .container
+        .clone()
+        .unwrap_or_else(|| from.container().clone());
+    store.create_root()?;
+    let lock = store.lock(&container)?;
+    store.remove_leftovers(&lock)?;
+    let new = store.begin(&lock)?;
+    let private = new.dir().mkdir("private", 0o700)?;
+    private.mkdir("scratch", 0o700)?;
+    let tree_name = crate::store::tree_rel(manifest.backing)
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    let tree = private.mkdir(&tree_name, 0o700)?;
+    let parts: Vec<(&str, Whiteouts)> =
+        match layers.iter().any(|l| l.role.as_deref() == Some("layer")) {
+            true => vec![("anchor", keep()), ("layer", Whiteouts::Keep(removed))],
+            false => vec![("tree", keep())],
+        };
+    for (name, whiteouts) in parts {
+        let mut unpacker = Unpacker::layered(&tree, ".", limits, whiteouts)?;
+        layout.apply(role(name)?, &mut unpacker)?;
+        unpacker.finish()?;
+    }
+    let lxcpath = store.lxcpath()?;
+    for (i, base) in bases.into_iter().enumerate().rev() {
+        if let Some(base) = base {
+            base.finish(store, lxcpath, &manifest.lowers[i], &lowers[i + 1..])?;
+        }
+    }
+    let stats = counted(&tree)?;
+    let imported = publish(
+        store,
+        &lock,
+        new,
+        Built {
+            manifest: &manifest,
+            from: &from,
+            config,
+            lowers,
+            container,
+            created,
+            expires_at,
+            stats,
+        },
+    )?;
+    Ok(Pulled::Snapshot(imported))
+}
+
+/// Entries, bytes and allocated bytes of a tree, as an unpacking counts
+/// them.
+fn counted(tree: &Dir) -> Result<crate::copy::pack::UnpackStats> {
+    let mut stats = crate::copy::pack::UnpackStats::default();
+    let mut seen = std::collections::HashSet::new();
+    crate::walk::for_each_entry(tree, |st| {
+        stats.entries += 1;
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG && seen.insert(st.st_ino) {
+            stats.bytes += st.st_size as u64;
+            stats.allocated += st.st_blocks as u64 * 512;
+        }
+    })?;
+    // The root is no entry below it.
+    stats.entries = stats.entries.saturating_sub(1);
+    Ok(stats)
+}
+
+/// Any other image: a directory-backed container of its layers applied
+/// one over the other.
+fn pull_container(
+    store: &Store,
+    opts: &PullOptions,
+    layout: &Layout,
+    layers: &[Descriptor],
+) -> Result<Pulled> {
+    use crate::copy::pack::{UnpackLimits, Whiteouts};
+    let name = match &opts.container {
+        Some(name) => name.clone(),
+        None => {
+            let repo = opts.reference.rsplit('/').next().unwrap_or_default();
+            let repo = repo.split(['@', ':']).next().unwrap_or_default();
+            crate::names::ContainerName::parse(repo).map_err(|e| {
+                Error::new(ErrorKind::Usage, format!("pulling {}: {e}", opts.reference))
+                    .with_hint("name the container with --as NAME")
+            })?
+        }
+    };
+    let lxcpath = store.lxcpath()?;
+    if store.container_exists(&name) {
+        return Err(Error::new(
+            ErrorKind::Exists,
+            format!(
+                "pulling {}: container {name} exists already",
+                opts.reference
+            ),
+        )
+        .with_hint("name another with --as NAME"));
+    }
+    let staging = crate::durable::Staging::create(lxcpath.dir(), name.as_str(), 0o770)?;
+    let rootfs = staging.dir().mkdir("rootfs", 0o755)?;
+    let limits = UnpackLimits {
+        max_bytes: opts.max_size,
+        max_entries: u64::MAX,
+        devices: true,
+    };
+    let mut unpacker = Unpacker::layered(&rootfs, ".", limits, Whiteouts::Drop)?;
+    for layer in layers {
+        layout.apply(layer, &mut unpacker)?;
+    }
+    unpacker.finish()?;
+    let final_dir = staging.final_path();
+    let mut config = format!(
+        "# Made by lxc-snap pull from {}\n",
+        opts.reference.replace(['\n', '\r'], " ")
+    );
+    let common = Path::new("/usr/share/lxc/config/common.conf");
+    if common.exists() {
+        config.push_str(&format!("lxc.include = {}\n", common.display()));
+    }
+    config.push_str(&format!(
+        "lxc.arch = {}\nlxc.rootfs.path = dir:{}\nlxc.uts.name = {}\nlxc.net.0.type = empty\nlxc.autodev = 1\n",
+        std::env::consts::ARCH,
+        final_dir.join("rootfs").display(),
+        crate::names::host_name_for(name.as_str()),
+    ));
+    staging
+        .dir()
+        .write_file("config", config.as_bytes(), 0o640)?;
+    staging.commit()?;
+    Ok(Pulled::Container {
+        container: name.to_string(),
+        layers: layers.len(),
+    })
 }
