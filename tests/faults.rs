@@ -241,6 +241,10 @@ fn a_full_disk_fails_clearly_and_leaves_everything_as_it_was() {
     let delta = common::fixtures::overlay_clone(&env, "c");
     fs::write(delta.join("big"), vec![7u8; 8 << 20]).expect("write");
     env.ok(&["-q", "snap", "c"]);
+    // A stream of it, off the small disk, to import onto the full one.
+    let stream = env.path().join("c_0.tar");
+    let stream = stream.to_str().expect("utf-8");
+    env.ok(&["-q", "export", "--compression", "none", "-o", stream, "c_0"]);
     // Fill it, the blocks ext4 keeps for root included.
     let free = || {
         let st = nix::sys::statvfs::statvfs(disk.path()).expect("statvfs");
@@ -275,6 +279,7 @@ fn a_full_disk_fails_clearly_and_leaves_everything_as_it_was() {
         vec!["snap", "--full", "c"],
         vec!["restore", "c_0", "r"],
         vec!["rollback", "--no-backup", "c_0"],
+        vec!["import", stream],
     ] {
         let out = env.run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
