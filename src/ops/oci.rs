@@ -593,24 +593,25 @@ impl Layout {
                 format!("pulling the layer {}: {e}", desc.digest),
             )
         };
-        let read: Box<dyn io::Read> =
-            match desc.media_type.as_str() {
-                LAYER_MEDIA_TYPE | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-                    Box::new(flate2::bufread::MultiGzDecoder::new(input))
-                }
-                "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(
-                    zstd::stream::read::Decoder::with_buffer(input)
-                        .map_err(|e| Error::io("reading", &path, e))?,
-                ),
-                "application/vnd.oci.image.layer.v1.tar"
-                | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(input),
-                other => return Err(Error::new(
+        let read: Box<dyn io::Read> = match desc.media_type.as_str() {
+            LAYER_MEDIA_TYPE | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Box::new(flate2::bufread::MultiGzDecoder::new(input))
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(
+                zstd::stream::read::Decoder::with_buffer(input)
+                    .map_err(|e| Error::io("reading", &path, e))?,
+            ),
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(input),
+            other => {
+                return Err(Error::new(
                     ErrorKind::Unsupported,
                     format!(
                         "pulling: a layer of media type {other:?}, which lxc-snap does not read"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut r = crate::copy::tar::Reader::new(read);
         while let Some(mut h) = r.next_header().map_err(bad)? {
             h.path = in_layer(&h.path);
